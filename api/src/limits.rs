@@ -1,0 +1,67 @@
+//! The rules a Function must follow, written once: the CRD schema (patterns, ranges, CEL) and
+//! `validate()` both read them from here, so the API server and Flint refuse the same things.
+
+/// Longest Function name: `NAME-canary` must still be a valid Service name (63 characters).
+pub const MAX_NAME_LEN: usize = 63 - CANARY_SUFFIX.len();
+/// Suffix of the canary's Deployment and Service.
+pub const CANARY_SUFFIX: &str = "-canary";
+/// Function names are DNS-1035 labels (they become Service names).
+pub const DNS1035_LABEL: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+pub const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const QUALIFIED_NAME: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+pub const LABEL_VALUE: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$";
+pub const IMAGE_PATTERN: &str = r"^\S+$";
+pub const ENV_NAME_PATTERN: &str = "^[-._a-zA-Z][-._a-zA-Z0-9]*$";
+pub const SECRET_KEY_PATTERN: &str = "^[-._a-zA-Z0-9]+$";
+pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|(\S+\s+){4,5}\S+)$";
+pub const PATH_PATTERN: &str = r"^/[^\s?#]*$";
+/// Prefix of labels and annotations Flint sets itself.
+pub const RESERVED_PREFIX: &str = "flint.dev/";
+
+pub const MAX_LIST: usize = 128;
+pub const MAX_REPLICAS: i32 = 1000;
+pub const MAX_TARGET: i32 = 100_000;
+pub const MAX_CONCURRENCY: i32 = 100_000;
+
+/// A regex as a CEL string literal: CEL reads `\.` as an (invalid) escape, so backslashes double.
+fn cel_str(pattern: &str) -> String {
+    format!("'{}'", pattern.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+pub fn name_rule() -> String {
+    format!("self.metadata.name.size() <= {MAX_NAME_LEN} && self.metadata.name.matches({})", cel_str(DNS1035_LABEL))
+}
+pub const NAME_RULE_MESSAGE: &str = "metadata.name: must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most 56 characters, so that NAME-canary is a valid Service name";
+pub fn label_keys_rule() -> String {
+    format!("self.all(k, k.matches({}))", cel_str(QUALIFIED_NAME))
+}
+pub fn label_values_rule() -> String {
+    format!("self.all(k, self[k].matches({}))", cel_str(LABEL_VALUE))
+}
+pub fn reserved_keys_rule() -> String {
+    format!("self.all(k, !k.startsWith({}))", cel_str(RESERVED_PREFIX))
+}
+/// `requests.X <= limits.X` where both are set.
+pub fn limit_rule(resource: &str) -> String {
+    format!(
+        "!has(self.requests) || !has(self.limits) || !has(self.requests.{resource}) || !has(self.limits.{resource}) \
+         || quantity(self.limits.{resource}).compareTo(quantity(self.requests.{resource})) >= 0"
+    )
+}
+pub const UNIQUE_NAMES_RULE: &str = "self.all(e, self.exists_one(f, f.name == e.name))";
+pub const UNIQUE_ITEMS_RULE: &str = "self.all(e, self.exists_one(f, f == e))";
+pub const POSITIVE_DURATION_RULE: &str = "duration(self) > duration('0s')";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cel_strings_escape_backslashes_and_quotes() {
+        assert_eq!(super::cel_str(r"^a\.b'$"), r"'^a\\.b\'$'");
+    }
+
+    #[test]
+    fn name_limit_leaves_room_for_the_canary_suffix() {
+        assert_eq!(super::MAX_NAME_LEN + super::CANARY_SUFFIX.len(), 63);
+        assert!(super::NAME_RULE_MESSAGE.contains(&super::MAX_NAME_LEN.to_string()));
+    }
+}
