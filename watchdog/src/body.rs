@@ -1,0 +1,72 @@
+//! The one response body type every layer speaks, and a wrapper that keeps something alive (an
+//! in-flight permit, a metrics observation) until the body has been fully sent or dropped: an
+//! invocation lasts as long as its response body, not just until its headers.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Sees the frames of a body go by; dropped with the body.
+pub trait Watch: Send + 'static {
+    fn on_data(&mut self, _bytes: usize) {}
+    fn on_error(&mut self) {}
+}
+
+impl Watch for tokio::sync::OwnedSemaphorePermit {}
+
+pin_project_lite::pin_project! {
+    pub struct Watched<W> {
+        #[pin]
+        inner: Body,
+        watch: W,
+    }
+}
+
+/// `body`, with `watch` told of its frames and dropped when it is.
+pub fn watched<W: Watch>(body: Body, watch: W) -> Body {
+    Watched { inner: body, watch }.boxed_unsync()
+}
+
+impl<W: Watch> HttpBody for Watched<W> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.watch.on_data(data.len());
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.watch.on_error(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
