@@ -1,0 +1,172 @@
+//! Test helpers shared by the end-to-end suites of the watchdog and the gateway: they start the
+//! real binaries as processes, talk to them over real sockets, and wait for conditions with a
+//! deadline instead of sleeping blindly.
+
+use std::{
+    future::Future,
+    net::TcpListener,
+    process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use nix::{sys::signal::Signal, unistd::Pid};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::{Child, Command},
+};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP request on a fresh client; `Err` when no response came (connection refused...).
+pub async fn request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Reply, String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = client.request(req.body(Full::new(body.into())).unwrap()).await.map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+    Ok(Reply { status, headers, body })
+}
+
+pub async fn get(url: &str) -> Result<Reply, String> {
+    request(Method::GET, url, &[], Bytes::new()).await
+}
+
+pub async fn post(url: &str, body: impl Into<Bytes>) -> Result<Reply, String> {
+    request(Method::POST, url, &[], body).await
+}
+
+/// A process started by a test, its output captured, killed when dropped.
+pub struct Spawned {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Spawned {
+    /// Starts `program` with exactly `env` added to the test's environment.
+    pub fn start(program: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(program);
+        cmd.args(args).envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        capture(child.stdout.take().unwrap(), log.clone());
+        capture(child.stderr.take().unwrap(), log.clone());
+        Spawned { child, log }
+    }
+
+    /// Everything it printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id().expect("still running") as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(self.pid(), signal).unwrap();
+    }
+
+    /// Waits for it to exit, failing the test after `timeout`.
+    pub async fn exit(&mut self, timeout: Duration) -> ExitStatus {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("still running after {timeout:?}; log:\n{}", self.log()),
+        }
+    }
+
+    /// Waits until its output contains `text`.
+    pub async fn wait_log(&self, text: &str, timeout: Duration) {
+        wait_for(&format!("{text:?} in the log"), timeout, || async { self.log().contains(text).then_some(()) }).await
+    }
+}
+
+fn capture(reader: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<String>>) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Peak resident memory of a process, in bytes (VmHWM).
+pub fn peak_rss(pid: Pid) -> u64 {
+    rss_field(pid, "VmHWM:")
+}
+
+/// Resident memory of a process now, in bytes (VmRSS).
+pub fn rss(pid: Pid) -> u64 {
+    rss_field(pid, "VmRSS:")
+}
+
+fn rss_field(pid: Pid, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb * 1024
+}
+
+pub const SIGTERM: Signal = Signal::SIGTERM;
