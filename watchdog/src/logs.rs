@@ -25,7 +25,10 @@ impl Output {
 /// Sets up `tracing` (text or JSON, level from `RUST_LOG`, default info). Keep the guard alive
 /// until exit: dropping it flushes what is queued.
 pub fn init(json: bool, prefix: bool) -> (Output, WorkerGuard) {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    // The default queue preallocates 128k lines (4 MiB): more than the whole idle watchdog.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(4096)
+        .finish(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer.clone());
