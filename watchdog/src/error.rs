@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hyper::{Response, StatusCode, header};
 
-use crate::body::{Body, full};
+use flint_http::body::{Body, full};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {

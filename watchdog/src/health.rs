@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use hyper::{Response, StatusCode};
 
-use crate::body::{Body, full};
+use flint_http::body::{Body, full};
 
 #[derive(Default)]
 pub struct Health {

@@ -7,11 +7,11 @@ use std::{
     task::{Context, Poll},
 };
 
+use flint_http::body::watched;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
 use crate::{
-    body::watched,
     error::InvokeError,
     stack::{Req, Res, ResFuture},
 };

@@ -13,7 +13,6 @@
 //! accepted requests get up to `write_timeout` to finish, the function's process is stopped
 //! (SIGTERM, then SIGKILL), and the watchdog exits 0.
 
-mod body;
 mod config;
 mod error;
 mod health;
@@ -22,7 +21,6 @@ mod logs;
 mod metrics;
 mod mode;
 mod process;
-mod server;
 mod stack;
 mod timeout;
 
@@ -129,7 +127,7 @@ async fn run(config: Config, out: logs::Output) -> ExitCode {
     let metrics_routes = service_fn(move |_req: Request<Incoming>| {
         let text = metrics.encode();
         async move {
-            let mut response = hyper::Response::new(body::full(text));
+            let mut response = hyper::Response::new(flint_http::full(text));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -139,10 +137,15 @@ async fn run(config: Config, out: logs::Output) -> ExitCode {
     });
 
     let stop = CancellationToken::new();
-    let serving =
-        tokio::spawn(server::serve(listener, routes, stop.clone(), config.read_timeout, config.write_timeout));
+    let serving = tokio::spawn(flint_http::server::serve(
+        listener,
+        routes,
+        stop.clone(),
+        config.read_timeout,
+        config.write_timeout,
+    ));
     let stop_metrics = CancellationToken::new();
-    tokio::spawn(server::serve(
+    tokio::spawn(flint_http::server::serve(
         metrics_listener,
         metrics_routes,
         stop_metrics.clone(),

@@ -8,6 +8,7 @@ use std::{
     time::Instant,
 };
 
+use flint_http::body::{Watch, watched};
 use futures::future::BoxFuture;
 use hyper::Method;
 use prometheus_client::{
@@ -18,7 +19,6 @@ use prometheus_client::{
 use tower::{Layer, Service};
 
 use crate::{
-    body::{Watch, watched},
     error::InvokeError,
     stack::{Req, Res, ResFuture},
 };

@@ -4,12 +4,12 @@
 //! `Timeout` (`exec_timeout`, 504) → the mode (`http` proxy or `streaming` fork).
 //! Every service here is always ready: overload is decided per call, by shedding.
 
+use flint_http::Body;
 use futures::future::BoxFuture;
 use hyper::{Request, Response, body::Incoming};
 use tower::{ServiceBuilder, util::BoxCloneService};
 
 use crate::{
-    body::Body,
     config::Config,
     error::InvokeError,
     limit::LimitLayer,

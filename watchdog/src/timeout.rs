@@ -9,13 +9,13 @@ use std::{
 };
 
 use bytes::Bytes;
+use flint_http::{Body, BoxError};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame};
 use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 use tower::{Layer, Service};
 
 use crate::{
-    body::{Body, BoxError},
     error::InvokeError,
     stack::{Req, Res, ResFuture},
 };

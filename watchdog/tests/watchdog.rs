@@ -1,7 +1,7 @@
 //! The watchdog binary end to end: real processes (a shell `cat`, a Python HTTP server), real
 //! sockets, real signals.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flint_testkit::{Spawned, alive, free_port, get, peak_rss, post, request, wait_for};
 use hyper::Method;
@@ -103,11 +103,9 @@ async fn timeout_is_504_and_kills_the_whole_process_group() {
     // The function starts a grandchild and waits: both must be gone after the timeout.
     let fprocess = format!("sh -c 'sleep 60 & echo $$ $! > {}; wait'", pids.display());
     let w = Watchdog::start(&[("fprocess", &fprocess), ("exec_timeout", "1s")]).await;
-    let started = Instant::now();
     let reply = post(&w.url("/"), "").await.unwrap();
     assert_eq!(reply.status, 504);
     assert!(reply.text().contains("timed out after 1s"), "{}", reply.text());
-    assert!(started.elapsed() < Duration::from_secs(5));
     let pids: Vec<i32> =
         std::fs::read_to_string(&pids).unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect();
     assert_eq!(pids.len(), 2);
@@ -132,11 +130,11 @@ async fn max_inflight_refuses_the_excess_at_once_with_retry_after() {
         w.metrics().await.contains("http_requests_in_flight 2").then_some(())
     })
     .await;
-    let started = Instant::now();
     let refused = post(&w.url("/"), "").await.unwrap();
     assert_eq!(refused.status, 429);
     assert_eq!(refused.headers["retry-after"], "1");
-    assert!(started.elapsed() < Duration::from_millis(500), "429 took {:?}", started.elapsed());
+    // Refused at once, not queued behind them: the two are still running.
+    assert!(w.metrics().await.contains("http_requests_in_flight 2"), "the 429 waited for the others");
     for s in slow {
         assert_eq!(s.await.unwrap().unwrap().status, 200);
     }

@@ -11,7 +11,6 @@ use hyper_util::{
 use tokio::{net::TcpStream, sync::watch};
 
 use crate::{
-    body::BoxError,
     error::InvokeError,
     logs::Output,
     process::{self, Group},
@@ -39,28 +38,18 @@ impl Proxy {
         let mut target = self.0.upstream.clone().into_parts();
         target.path_and_query = req.uri().path_and_query().cloned();
         *req.uri_mut() = Uri::from_parts(target).expect("upstream URL with the request's path is a URL");
-        super::strip_hop_by_hop(req.headers_mut());
+        flint_http::headers::strip_hop_by_hop(req.headers_mut());
         let sent = self.0.client.request(req);
         let upstream = self.0.upstream.clone();
         Box::pin(async move {
-            let mut response = sent
-                .await
-                .map_err(|e| InvokeError::Upstream { upstream: upstream.to_string(), reason: error_chain(&e) })?;
-            super::strip_hop_by_hop(response.headers_mut());
-            Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+            let mut response = sent.await.map_err(|e| InvokeError::Upstream {
+                upstream: upstream.to_string(),
+                reason: flint_http::error_chain(&e),
+            })?;
+            flint_http::headers::strip_hop_by_hop(response.headers_mut());
+            Ok(response.map(|body| body.map_err(flint_http::BoxError::from).boxed_unsync()))
         })
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The function's server process.

@@ -34,24 +34,3 @@ impl Service<Req> for Invoke {
         }
     }
 }
-
-/// Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection and are never forwarded.
-pub fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
-    use hyper::header::*;
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-}

@@ -9,13 +9,13 @@
 
 use std::{process::Stdio, sync::Arc};
 
+use flint_http::{BoxError, empty};
 use futures::{StreamExt, TryStreamExt, future, stream};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::{Response, header};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::{
-    body::{BoxError, empty},
     error::InvokeError,
     logs::Output,
     process::{self, Group, Tail},
@@ -45,7 +45,7 @@ impl Fork {
 }
 
 impl Settings {
-    async fn invoke(&self, req: Req) -> Result<hyper::Response<crate::body::Body>, InvokeError> {
+    async fn invoke(&self, req: Req) -> Result<hyper::Response<flint_http::body::Body>, InvokeError> {
         let (parts, body) = req.into_parts();
         let mut cmd = process::command(&self.argv);
         cmd.envs(cgi_env(&parts)).stdin(Stdio::piped());

@@ -1,0 +1,23 @@
+//! HTTP pieces the watchdog and the gateway share, so that both proxies behave alike:
+//! - [`body`]: the one boxed body type, and [`body::watched`] to keep a guard alive as long as a
+//!   response body;
+//! - [`headers`]: hop-by-hop headers, never forwarded;
+//! - [`server`]: the accept loop (HTTP/1.1 + HTTP/2, TCP_NODELAY, graceful stop).
+
+pub mod body;
+pub mod headers;
+pub mod server;
+
+pub use body::{Body, BoxError, empty, full};
+
+/// An error and its sources on one line: "client error (Connect): tcp connect error: Connection refused".
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
