@@ -26,6 +26,8 @@ pub fn empty() -> Body {
 pub trait Watch: Send + 'static {
     fn on_data(&mut self, _bytes: usize) {}
     fn on_error(&mut self) {}
+    /// The body ended normally: every frame was sent.
+    fn on_end(&mut self) {}
 }
 
 impl Watch for tokio::sync::OwnedSemaphorePermit {}
@@ -57,7 +59,8 @@ impl<W: Watch> HttpBody for Watched<W> {
                 }
             }
             Poll::Ready(Some(Err(_))) => this.watch.on_error(),
-            _ => {}
+            Poll::Ready(None) => this.watch.on_end(),
+            Poll::Pending => {}
         }
         polled
     }

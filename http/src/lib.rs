@@ -2,9 +2,11 @@
 //! - [`body`]: the one boxed body type, and [`body::watched`] to keep a guard alive as long as a
 //!   response body;
 //! - [`headers`]: hop-by-hop headers, never forwarded;
-//! - [`server`]: the accept loop (HTTP/1.1 + HTTP/2, TCP_NODELAY, graceful stop).
+//! - [`server`]: the accept loop (HTTP/1.1 + HTTP/2, TCP_NODELAY, graceful stop);
+//! - [`exit`]: process exit statuses in words.
 
 pub mod body;
+pub mod exit;
 pub mod headers;
 pub mod server;
 

@@ -1,7 +1,7 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 on one port, TCP_NODELAY, a deadline for request
 //! headers, and a graceful stop that lets every accepted request finish.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use hyper::{Request, Response, body::Incoming, service::Service};
 use hyper_util::{
@@ -14,16 +14,18 @@ use tokio_util::sync::CancellationToken;
 use crate::body::Body;
 
 /// Serves `listener` until `stop`, then waits up to `drain` for accepted requests to finish.
-/// Returns whether every connection finished within `drain`.
-pub async fn serve<S>(
+/// `make` builds each connection's service from the peer's address. Returns whether every
+/// connection finished within `drain`.
+pub async fn serve<M, S>(
     listener: TcpListener,
-    service: S,
+    make: M,
     stop: CancellationToken,
     read_timeout: Duration,
     drain: Duration,
 ) -> bool
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    M: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -32,7 +34,7 @@ where
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -42,7 +44,7 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), make(peer));
                 let connection = graceful.watch(connection.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {

@@ -139,7 +139,7 @@ async fn run(config: Config, out: logs::Output) -> ExitCode {
     let stop = CancellationToken::new();
     let serving = tokio::spawn(flint_http::server::serve(
         listener,
-        routes,
+        move |_| routes.clone(),
         stop.clone(),
         config.read_timeout,
         config.write_timeout,
@@ -147,7 +147,7 @@ async fn run(config: Config, out: logs::Output) -> ExitCode {
     let stop_metrics = CancellationToken::new();
     tokio::spawn(flint_http::server::serve(
         metrics_listener,
-        metrics_routes,
+        move |_| metrics_routes.clone(),
         stop_metrics.clone(),
         config.read_timeout,
         Duration::ZERO,
@@ -166,7 +166,7 @@ async fn run(config: Config, out: logs::Output) -> ExitCode {
     tokio::select! {
         status = process_died => {
             health.set_dead();
-            let description = status.map(process::describe).unwrap_or_else(|| "ended".into());
+            let description = status.map(flint_http::exit::describe).unwrap_or_else(|| "ended".into());
             tracing::error!(status = %description, "the function's process exited; the watchdog stops");
             let code = status.and_then(|s| s.code()).filter(|c| *c != 0).unwrap_or(1);
             return ExitCode::from(code.clamp(1, 255) as u8);

@@ -84,13 +84,3 @@ pub fn forward(reader: impl AsyncRead + Unpin + Send + 'static, stream: &'static
         }
     });
 }
-
-/// "exited with status 3", "was killed by signal 9".
-pub fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => format!("ended ({status})"),
-    }
-}

@@ -66,7 +66,7 @@ impl Settings {
         let mut stdout = ReaderStream::new(child.stdout.take().unwrap());
         let first = stdout.next().await;
         let failure = |status: std::process::ExitStatus| InvokeError::Failed {
-            status: process::describe(status),
+            status: flint_http::exit::describe(status),
             stderr: self.stderr_in_body.then(|| tail.take()),
         };
         let body = match first {
@@ -89,9 +89,9 @@ impl Settings {
                         Ok(s) => {
                             tracing::warn!(
                                 "function {} after its response started; response cut off",
-                                process::describe(s)
+                                flint_http::exit::describe(s)
                             );
-                            Some(Err(std::io::Error::other(format!("function {}", process::describe(s)))))
+                            Some(Err(std::io::Error::other(format!("function {}", flint_http::exit::describe(s)))))
                         }
                         Err(e) => Some(Err(e)),
                     }

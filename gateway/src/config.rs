@@ -1,0 +1,88 @@
+//! Flags, each also settable from the environment (OpenFaaS's names where an OpenFaaS user
+//! would look for them: `basic_auth`, `secret_mount_path`).
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProviderKind {
+    /// Functions as watchdog processes on this machine, read from --functions-dir.
+    Local,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    flint_api::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// The Flint gateway: routes /function/NAME to ready replicas and serves the OpenFaaS REST API.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Args {
+    /// Where functions run.
+    #[arg(long, env = "FLINT_PROVIDER", value_enum, default_value = "local")]
+    pub provider: ProviderKind,
+
+    /// Local mode: the folder of Function manifests (each `*/function.yaml`, and `*.yaml`).
+    #[arg(long, env = "FLINT_FUNCTIONS_DIR", default_value = "examples")]
+    pub functions_dir: PathBuf,
+
+    /// Local mode: the watchdog binary. Default: `watchdog` beside this binary.
+    #[arg(long, env = "FLINT_WATCHDOG")]
+    pub watchdog: Option<PathBuf>,
+
+    /// Local mode: secrets, one folder per Secret holding one file per key.
+    /// Default: `<functions-dir>/.secrets`.
+    #[arg(long, env = "FLINT_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+
+    /// Namespace of functions named without one.
+    #[arg(long, env = "FLINT_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "FLINT_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// Port to listen on.
+    #[arg(long, env = "port", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Require basic auth on /system/* (credentials from --secret-mount-path).
+    #[arg(long, env = "basic_auth", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub basic_auth: bool,
+
+    /// Folder holding `basic-auth-user` and `basic-auth-password`.
+    #[arg(long, env = "secret_mount_path", default_value = "/var/openfaas/secrets")]
+    pub secret_mount_path: PathBuf,
+
+    /// Require basic auth on /function/* too.
+    #[arg(long, env = "FLINT_AUTH_FUNCTIONS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub auth_functions: bool,
+
+    /// Largest invocation request body in bytes (413 beyond); 0: no limit.
+    #[arg(long, env = "FLINT_MAX_BODY_BYTES", default_value_t = 0)]
+    pub max_body_bytes: u64,
+
+    /// Longest a request waits for a function at zero replicas to start (then 503).
+    #[arg(long, env = "FLINT_COLD_START_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub cold_start_timeout: Duration,
+
+    /// Requests that may wait for one function version to start; more get 429.
+    #[arg(long, env = "FLINT_MAX_WAITING", default_value_t = 1000)]
+    pub max_waiting: usize,
+
+    /// How long accepted requests may take to finish when the gateway stops.
+    #[arg(long, env = "FLINT_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "FLINT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}

@@ -1,0 +1,75 @@
+//! One invocation's record: metrics under OpenFaaS's and Flint's names and one log line with
+//! function, version, status, duration and cold-start flag, written when the response body is
+//! done (or dropped), so a streamed response counts for its whole length.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use flint_http::body::Watch;
+
+use crate::{
+    metrics::{CodeLabels, FunctionLabels, Metrics, VersionCodeLabels, VersionLabels},
+    provider::{Endpoint, Version},
+};
+
+pub struct Observation {
+    pub metrics: Arc<Metrics>,
+    pub function: String,
+    pub version: Version,
+    pub start: Instant,
+    pub cold_start: bool,
+    pub code: u16,
+    /// The replica this went to, whose in-flight count it holds.
+    pub endpoint: Option<Arc<Endpoint>>,
+}
+
+impl Observation {
+    /// Starts counting a request in flight for `function` (`name.namespace`).
+    pub fn begin(metrics: Arc<Metrics>, function: String, version: Version) -> Self {
+        metrics.started.get_or_create(&FunctionLabels { function_name: function.clone() }).inc();
+        metrics
+            .in_flight
+            .get_or_create(&VersionLabels { function_name: function.clone(), version: version.as_str() })
+            .inc();
+        Observation { metrics, function, version, start: Instant::now(), cold_start: false, code: 499, endpoint: None }
+    }
+
+    pub fn on(&mut self, endpoint: Arc<Endpoint>) {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = self.endpoint.replace(endpoint) {
+            old.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Watch for Observation {}
+
+impl Drop for Observation {
+    fn drop(&mut self) {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        let m = &self.metrics;
+        let elapsed = self.start.elapsed();
+        let code = self.code.to_string();
+        let version = self.version.as_str();
+        let labels = CodeLabels { function_name: self.function.clone(), code: code.clone() };
+        m.invocations.get_or_create(&labels).inc();
+        m.count_invocation(&self.function);
+        m.seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        let labels = VersionCodeLabels { function_name: self.function.clone(), version, code };
+        m.version_requests.get_or_create(&labels).inc();
+        m.version_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        m.in_flight.get_or_create(&VersionLabels { function_name: self.function.clone(), version }).dec();
+        tracing::info!(
+            function = %self.function,
+            version,
+            status = self.code,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            cold_start = self.cold_start,
+            "invocation"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! `flint-gateway`: the one front door of Flint. Every invocation and every management call
+//! goes through it.
+//!
+//! - `routes`: `/function/*` → `invoke`, `/system/*` → `rest` (behind `auth`), `/metrics`;
+//! - `invoke`: the request path — version (canary split), replica (least in flight), scale
+//!   from zero, retries of requests that never left, forwarding headers, `observe`d;
+//! - `rest`: the OpenFaaS management API over a `provider`;
+//! - `provider`: where functions live; `local` runs them as watchdog processes;
+//! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones.
+
+mod auth;
+mod config;
+mod invoke;
+mod metrics;
+mod provider;
+mod reply;
+mod rest;
+mod routes;
+
+use std::{convert::Infallible, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::Parser;
+use hyper::service::service_fn;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Args, LogFormat, ProviderKind},
+    provider::{Provider, local::Local},
+};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let auth = if args.basic_auth {
+        match auth::Credentials::read(&args.secret_mount_path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let provider: Arc<dyn Provider> = match args.provider {
+        ProviderKind::Local => match local_provider(&args).await {
+            Some(p) => p,
+            None => return ExitCode::FAILURE,
+        },
+    };
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = Arc::new(metrics::Metrics::new());
+    let settings = invoke::Settings {
+        cold_start_timeout: args.cold_start_timeout,
+        max_waiting: args.max_waiting,
+        max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
+    };
+    let gateway = Arc::new(routes::Gateway {
+        invoker: invoke::Invoker::new(provider.clone(), metrics.clone(), settings),
+        api: rest::Api { provider: provider.clone(), metrics: metrics.clone() },
+        provider: provider.clone(),
+        metrics,
+        auth,
+        auth_functions: args.auth_functions,
+    });
+    print_banner(&*provider, addr).await;
+
+    let stop = CancellationToken::new();
+    let make = {
+        let gateway = gateway.clone();
+        move |peer: SocketAddr| {
+            let gateway = gateway.clone();
+            service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+            })
+        }
+    };
+    let serving = tokio::spawn(flint_http::server::serve(
+        listener,
+        make,
+        stop.clone(),
+        std::time::Duration::from_secs(30),
+        args.drain_timeout,
+    ));
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    tracing::info!("stopping: finishing accepted requests");
+    stop.cancel();
+    if !serving.await.unwrap_or(false) {
+        tracing::warn!(drain_timeout = ?args.drain_timeout, "requests still running after the drain timeout");
+    }
+    provider.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn local_provider(args: &Args) -> Option<Arc<dyn Provider>> {
+    let watchdog = args.watchdog.clone().unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        exe.parent().map(|d| d.join("watchdog")).unwrap_or_else(|| PathBuf::from("watchdog"))
+    });
+    if !watchdog.is_file() {
+        tracing::error!(watchdog = %watchdog.display(), "the watchdog binary is not there: build it (cargo build --bins) or pass --watchdog");
+        return None;
+    }
+    let dir = &args.functions_dir;
+    let secrets = args.secrets_dir.clone().unwrap_or_else(|| dir.join(".secrets"));
+    let workdir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    let local = Local::new(watchdog, secrets, workdir.clone(), args.namespace.clone());
+    match local.load_dir(&workdir).await {
+        Ok(n) => tracing::info!(functions = n, dir = %workdir.display(), "local mode"),
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("{e}");
+            }
+            tracing::error!(dir = %dir.display(), "refusing to start: fix the manifests above");
+            return None;
+        }
+    }
+    Some(Arc::new(local))
+}
+
+/// What a newcomer can curl, printed once at start.
+async fn print_banner(provider: &dyn Provider, addr: SocketAddr) {
+    let base = format!("http://{addr}");
+    let mut lines = vec![format!("Flint gateway ({} provider) listening on {base}", provider.name())];
+    let ns = provider.default_namespace().to_string();
+    for d in provider.list(&ns).await.unwrap_or_default() {
+        let name = d.function.metadata.name.clone().unwrap_or_default();
+        lines.push(format!("  curl -d 'hello' {base}/function/{name}"));
+    }
+    lines.push(format!("  curl {base}/system/functions"));
+    println!("{}", lines.join("\n"));
+}

@@ -1,0 +1,127 @@
+//! The gateway's metrics, under OpenFaaS's names so existing dashboards work
+//! (`gateway_function_invocation_total`, `gateway_functions_seconds`,
+//! `gateway_function_invocation_started`, `gateway_service_count`), plus Flint's own per version.
+//! Label values come from deployed functions only: a request for an unknown name is refused
+//! before it could add a series.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub function_name: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabels {
+    pub function_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub function_name: String,
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionCodeLabels {
+    pub function_name: String,
+    pub version: &'static str,
+    pub code: String,
+}
+
+pub struct Metrics {
+    pub invocations: Family<CodeLabels, Counter>,
+    pub seconds: Family<CodeLabels, Histogram>,
+    /// A counter by meaning; a gauge on the wire so that the sample keeps OpenFaaS's name
+    /// (OpenMetrics would rename a counter's sample to `..._total`).
+    pub started: Family<FunctionLabels, Gauge>,
+    pub service_count: Family<FunctionLabels, Gauge>,
+    pub in_flight: Family<VersionLabels, Gauge>,
+    pub version_requests: Family<VersionCodeLabels, Counter>,
+    pub version_seconds: Family<VersionCodeLabels, Histogram>,
+    pub cold_starts: Family<VersionLabels, Counter>,
+    pub cold_start_seconds: Family<VersionLabels, Histogram>,
+    /// Invocations per function, for `invocationCount` in the REST API.
+    counts: std::sync::RwLock<std::collections::HashMap<String, u64>>,
+    registry: Registry,
+}
+
+fn latency_buckets() -> Histogram {
+    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Metrics {
+            invocations: Family::default(),
+            seconds: Family::new_with_constructor(latency_buckets),
+            started: Family::default(),
+            service_count: Family::default(),
+            in_flight: Family::default(),
+            version_requests: Family::default(),
+            version_seconds: Family::new_with_constructor(latency_buckets),
+            cold_starts: Family::default(),
+            cold_start_seconds: Family::new_with_constructor(latency_buckets),
+            counts: Default::default(),
+            registry: Registry::default(),
+        };
+        let mut registry = Registry::default();
+        registry.register(
+            "gateway_function_invocation",
+            "Invocations by function and status code",
+            m.invocations.clone(),
+        );
+        registry.register(
+            "gateway_functions_seconds",
+            "Invocation duration by function and status code",
+            m.seconds.clone(),
+        );
+        registry.register("gateway_function_invocation_started", "Invocations started", m.started.clone());
+        registry.register("gateway_service_count", "Replicas of each function", m.service_count.clone());
+        registry.register(
+            "flint_function_in_flight",
+            "Invocations in flight by function and version",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "flint_function_requests",
+            "Invocations by function, version and status code",
+            m.version_requests.clone(),
+        );
+        registry.register(
+            "flint_function_seconds",
+            "Invocation duration by function, version and status code",
+            m.version_seconds.clone(),
+        );
+        registry.register(
+            "flint_cold_starts",
+            "Requests that waited for a version to scale from zero",
+            m.cold_starts.clone(),
+        );
+        registry.register(
+            "flint_cold_start_seconds",
+            "Time requests waited for a replica at a cold start",
+            m.cold_start_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn count_invocation(&self, function: &str) {
+        *self.counts.write().unwrap().entry(function.to_string()).or_default() += 1;
+    }
+
+    pub fn invocation_count(&self, function: &str) -> u64 {
+        self.counts.read().unwrap().get(function).copied().unwrap_or(0)
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

@@ -1,0 +1,135 @@
+//! Where functions live. The gateway asks a provider what is deployed, where each version's
+//! ready replicas are, and to change replica counts; it never cares whether the replicas are
+//! pods (the `kubernetes` provider) or watchdog processes on this machine (`local`).
+
+pub mod local;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use flint_api::{Function, Invalid};
+use futures::{future::BoxFuture, stream::BoxStream};
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// A function's version: the stable one, or the canary beside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Version {
+    Stable,
+    Canary,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Stable => "stable",
+            Version::Canary => "canary",
+        }
+    }
+}
+
+/// A ready replica. Its in-flight count lives as long as the replica, across endpoint updates,
+/// so that least-in-flight balancing sees every request on it.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub in_flight: AtomicUsize,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr) -> Arc<Self> {
+        Arc::new(Endpoint { addr, in_flight: AtomicUsize::new(0) })
+    }
+    pub fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// The ready replicas of one version, as they change.
+pub type Endpoints = watch::Receiver<Arc<Vec<Arc<Endpoint>>>>;
+
+/// What the request path needs to route to a function, taken once per request.
+#[derive(Clone)]
+pub struct Route {
+    pub function: Arc<Function>,
+    pub stable: Endpoints,
+    pub canary: Option<Endpoints>,
+    /// Percentage of requests for the canary now (the effective weight).
+    pub canary_weight: u8,
+}
+
+/// A deployed function and its replica counts (all versions).
+#[derive(Clone, Debug)]
+pub struct Deployed {
+    pub function: Arc<Function>,
+    pub replicas: u32,
+    pub available: u32,
+    pub created_at: Option<k8s_openapi::jiff::Timestamp>,
+}
+
+/// One line of a function's log, in OpenFaaS's shape.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LogMessage {
+    pub name: String,
+    pub namespace: String,
+    pub instance: String,
+    pub timestamp: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    pub name: String,
+    pub namespace: String,
+    pub tail: Option<usize>,
+    pub follow: bool,
+    pub since: Option<k8s_openapi::jiff::Timestamp>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("function {0} not found")]
+    NotFound(String),
+    #[error("function {0} already exists; use PUT /system/functions to update it")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+}
+
+pub trait Provider: Send + Sync + 'static {
+    /// The provider's name for `/system/info` (`local`, `kubernetes`).
+    fn name(&self) -> &'static str;
+    fn default_namespace(&self) -> &str;
+    fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>>;
+    /// What the request path needs; `None` when no such function exists.
+    fn route(&self, namespace: &str, name: &str) -> Option<Route>;
+    fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Vec<Deployed>, ProviderError>>;
+    fn get<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Deployed, ProviderError>>;
+    fn deploy(&self, function: Function) -> BoxFuture<'_, Result<(), ProviderError>>;
+    fn update(&self, function: Function) -> BoxFuture<'_, Result<(), ProviderError>>;
+    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// One replica for a version at zero; nothing when it already has replicas (wanted or
+    /// starting). The request path calls it once per cold start.
+    fn scale_from_zero<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        version: Version,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// Sets the replica count of one version.
+    fn scale<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        version: Version,
+        replicas: u32,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+    fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>>;
+    /// Stops what the provider started (local replicas); nothing for Kubernetes.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
