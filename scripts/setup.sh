@@ -1,8 +1,9 @@
-# Sourced by scripts/test and scripts/run: installs what Flint's tests and local mode need on a
-# fresh Debian machine, once. Idempotent; safe to run again.
+# Sourced by scripts/test and scripts/run: installs, once, what Flint's tests and examples need
+# on a fresh Debian machine (the example functions run on python3 and node). Idempotent.
 
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
+command -v node >/dev/null || need_apt+=(nodejs)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

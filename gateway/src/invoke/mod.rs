@@ -77,7 +77,7 @@ impl Invoker {
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_string(),
         };
-        if let (Some(max), Some(len)) = (self.settings.max_body, content_length(&req))
+        if let (Some(max), Some(len)) = (self.settings.max_body, body_length(req.headers()))
             && len > max
         {
             return reply::text(
@@ -133,10 +133,23 @@ impl Invoker {
 
         let call_id = forward::call_id(req.headers());
         let over_limit = Arc::new(AtomicBool::new(false));
-        let mut upstream = req.map(|body| self.limit(body, over_limit.clone()));
-        let timeout = route.function.spec.timeout.get() + TIMEOUT_MARGIN;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let (parts, body) = req.into_parts();
+        // A small body is read first so that the request can be sent again if a replica dies
+        // under it; a large one streams through and is sent once.
+        let mut payload = match body_length(&parts.headers) {
+            Some(len) if len <= REPLAY_LIMIT => match Limited::new(body, REPLAY_LIMIT as usize).collect().await {
+                Ok(collected) => Payload::Replayable(collected.to_bytes()),
+                Err(e) => {
+                    observation.code = 400;
+                    return reply::text(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"));
+                }
+            },
+            _ => Payload::Streaming(Some(self.limit(body, over_limit.clone()))),
+        };
+        let deadline = tokio::time::Instant::now() + route.function.spec.timeout.get() + TIMEOUT_MARGIN;
         let mut tried = Vec::new();
+        let mut given_back: Option<Request<Body>> = None;
+        let mut resent = 0;
         let response = loop {
             let untried: Vec<_> = ready.iter().filter(|e| !tried.contains(&e.addr)).cloned().collect();
             let Some(endpoint) = pick::endpoint(&untried) else {
@@ -146,38 +159,52 @@ impl Invoker {
                     format!("no replica of {name}.{namespace} could be reached"),
                 );
             };
+            let mut upstream = match (given_back.take(), &mut payload) {
+                (Some(back), _) => back,
+                (None, Payload::Replayable(bytes)) => {
+                    Request::from_parts(parts.clone(), flint_http::full(bytes.clone()))
+                }
+                (None, Payload::Streaming(body)) => Request::from_parts(
+                    parts.clone(),
+                    body.take().expect("a streamed body is sent again only when given back"),
+                ),
+            };
             forward::prepare(&mut upstream, endpoint.addr, &path_and_query, peer, &call_id);
             observation.on(endpoint.clone());
-            match tokio::time::timeout_at(deadline, self.pool.send(endpoint.addr, upstream)).await {
+            let failure = match tokio::time::timeout_at(deadline, self.pool.send(endpoint.addr, upstream)).await {
+                Ok(Ok(response)) => break response,
                 Err(_) => {
                     observation.code = 504;
-                    let secs = flint_api::duration::format(route.function.spec.timeout.get());
+                    let limit = flint_api::duration::format(route.function.spec.timeout.get());
                     return reply::text(
                         StatusCode::GATEWAY_TIMEOUT,
-                        format!("function {name}.{namespace} timed out after {secs}"),
+                        format!("function {name}.{namespace} timed out after {limit}"),
                     );
                 }
-                Ok(Ok(response)) => break response,
                 Ok(Err(SendError::NotSent(back, reason))) => {
-                    tracing::debug!(function = %name, replica = %endpoint.addr, %reason, "replica unreachable; trying another");
-                    tried.push(endpoint.addr);
-                    upstream = *back;
-                    // The replica may have been replaced meanwhile: look again.
-                    ready = endpoints.borrow().clone();
+                    given_back = Some(*back);
+                    reason
                 }
-                Ok(Err(SendError::Failed(reason))) => {
-                    let (status, message) = if over_limit.load(Ordering::Relaxed) {
-                        (
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("request body is over the limit of {} bytes", self.settings.max_body.unwrap_or(0)),
-                        )
-                    } else {
-                        (StatusCode::BAD_GATEWAY, format!("function {name}.{namespace} failed: {reason}"))
-                    };
-                    observation.code = status.as_u16();
-                    return reply::text(status, message);
+                Ok(Err(SendError::Failed { reason, reused })) => {
+                    let replayable = matches!(payload, Payload::Replayable(_));
+                    if !(reused && replayable && resent < MAX_RESENDS) {
+                        let (status, message) = if over_limit.load(Ordering::Relaxed) {
+                            let max = self.settings.max_body.unwrap_or(0);
+                            (StatusCode::PAYLOAD_TOO_LARGE, format!("request body is over the limit of {max} bytes"))
+                        } else {
+                            (StatusCode::BAD_GATEWAY, format!("function {name}.{namespace} failed: {reason}"))
+                        };
+                        observation.code = status.as_u16();
+                        return reply::text(status, message);
+                    }
+                    resent += 1;
+                    reason
                 }
-            }
+            };
+            tracing::debug!(function = %name, replica = %endpoint.addr, reason = %failure, "replica unreachable; trying another");
+            tried.push(endpoint.addr);
+            // The replica may have been replaced meanwhile: look again.
+            ready = endpoints.borrow().clone();
         };
         let mut response = response;
         flint_http::headers::strip_hop_by_hop(response.headers_mut());
@@ -201,6 +228,23 @@ impl Invoker {
     }
 }
 
-fn content_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+/// The request body, read whole when small enough to send again.
+enum Payload {
+    Replayable(bytes::Bytes),
+    Streaming(Option<Body>),
+}
+
+/// Bodies up to this size are read before sending, so they can be sent again.
+const REPLAY_LIMIT: u64 = 64 * 1024;
+/// Times a replayable request is sent again after its replica failed under it.
+const MAX_RESENDS: usize = 2;
+
+/// The body's length when known up front: its Content-Length, or 0 for a request with
+/// neither Content-Length nor Transfer-Encoding (which has no body).
+fn body_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    match headers.get(CONTENT_LENGTH) {
+        Some(len) => len.to_str().ok()?.parse().ok(),
+        None if headers.contains_key(hyper::header::TRANSFER_ENCODING) => None,
+        None => Some(0),
+    }
 }

@@ -33,8 +33,9 @@ pub struct Pool {
 pub enum SendError {
     /// The request never left: it can go to another replica.
     NotSent(Box<Request<Body>>, String),
-    /// It left and failed; it must not be sent again.
-    Failed(String),
+    /// It left and failed before any response. `reused`: on a pooled connection, which the
+    /// replica may have closed (or died) just before; a replayable request can be sent again.
+    Failed { reason: String, reused: bool },
 }
 
 impl Pool {
@@ -50,21 +51,35 @@ impl Pool {
                 Ok(response) => return Ok(self.checkin_after(addr, sender, response)),
                 Err(mut e) => match e.take_message() {
                     Some(back) => req = back,
-                    None => return Err(SendError::Failed(flint_http::error_chain(&e.into_error()))),
+                    None => {
+                        self.forget(addr);
+                        return Err(SendError::Failed {
+                            reason: flint_http::error_chain(&e.into_error()),
+                            reused: true,
+                        });
+                    }
                 },
             }
         }
         let mut sender = match connect(addr).await {
             Ok(sender) => sender,
-            Err(reason) => return Err(SendError::NotSent(Box::new(req), reason)),
+            Err(reason) => {
+                self.forget(addr);
+                return Err(SendError::NotSent(Box::new(req), reason));
+            }
         };
         match sender.try_send_request(req).await {
             Ok(response) => Ok(self.checkin_after(addr, sender, response)),
             Err(mut e) => match e.take_message() {
                 Some(back) => Err(SendError::NotSent(Box::new(back), flint_http::error_chain(e.error()))),
-                None => Err(SendError::Failed(flint_http::error_chain(&e.into_error()))),
+                None => Err(SendError::Failed { reason: flint_http::error_chain(&e.into_error()), reused: false }),
             },
         }
+    }
+
+    /// Drops the idle connections to a replica that just failed one: they are likely dead too.
+    fn forget(&self, addr: SocketAddr) {
+        self.idle.lock().unwrap().remove(&addr);
     }
 
     fn checkout(&self, addr: SocketAddr) -> Option<Sender> {

@@ -1,0 +1,125 @@
+//! Starting the real gateway (local mode) over a folder of manifests, for end-to-end tests.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use flint_testkit::{Reply, Spawned, free_port, get, request, wait_for};
+use hyper::Method;
+
+pub const GATEWAY: &str = env!("CARGO_BIN_EXE_flint-gateway");
+pub const SECS_20: Duration = Duration::from_secs(20);
+
+/// The watchdog binary beside the gateway, built first if this test run has not built it.
+pub fn watchdog() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let path = Path::new(GATEWAY).with_file_name("watchdog");
+            if !path.is_file() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut cmd = std::process::Command::new(cargo);
+                cmd.args(["build", "-p", "flint-watchdog", "--bin", "watchdog"]);
+                if Path::new(GATEWAY).parent().is_some_and(|p| p.ends_with("release")) {
+                    cmd.arg("--release");
+                }
+                assert!(cmd.status().unwrap().success(), "building the watchdog failed");
+            }
+            path
+        })
+        .clone()
+}
+
+/// A scratch folder of manifests, removed when dropped.
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("flint-{tag}-{}-{}", std::process::id(), fastrand::u32(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    /// Writes `NAME/function.yaml` (and whatever `files` the function needs beside it).
+    pub fn function(&self, name: &str, spec: &str, files: &[(&str, &str)]) -> &Self {
+        let folder = self.0.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        let manifest =
+            format!("apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata:\n  name: {name}\nspec:\n{spec}\n");
+        std::fs::write(folder.join("function.yaml"), manifest).unwrap();
+        for (file, text) in files {
+            std::fs::write(folder.join(file), text).unwrap();
+        }
+        self
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Gateway {
+    pub process: Spawned,
+    pub port: u16,
+}
+
+impl Gateway {
+    /// Starts the gateway over `dir` and waits until it answers `/healthz`.
+    pub async fn start(dir: &Path, args: &[&str]) -> Self {
+        let port = free_port();
+        let watchdog = watchdog();
+        let mut all = vec!["--functions-dir", dir.to_str().unwrap(), "--watchdog", watchdog.to_str().unwrap()];
+        let port_s = port.to_string();
+        all.extend(["--port", &port_s]);
+        all.extend_from_slice(args);
+        let process = Spawned::start(GATEWAY, &all, &[("RUST_LOG", "info")]);
+        let g = Gateway { process, port };
+        let url = g.url("/healthz");
+        wait_for("the gateway to listen", SECS_20, || async { get(&url).await.ok() }).await;
+        g
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        request(method, &self.url(path), headers, body.to_string()).await.unwrap()
+    }
+
+    /// Waits until the function lists `available` ready replicas.
+    pub async fn wait_available(&self, name: &str, available: u64) {
+        let url = self.url(&format!("/system/function/{name}"));
+        wait_for(&format!("{name} to have {available} ready replicas"), SECS_20, || async {
+            let r = get(&url).await.ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            (v["availableReplicas"].as_u64() == Some(available) && v["replicas"].as_u64() == Some(available))
+                .then_some(())
+        })
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        get(&self.url("/metrics")).await.unwrap().text()
+    }
+}
+
+/// Pids of the watchdogs this gateway started (its direct children).
+pub fn children(parent: nix::unistd::Pid) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent.as_raw()) && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}

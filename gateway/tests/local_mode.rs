@@ -1,0 +1,338 @@
+//! The gateway in local mode, end to end: real watchdog processes, real functions, real
+//! sockets. Every example in `examples/` is invoked; the REST API deploys, lists, scales,
+//! reads logs and deletes; auth and every bad-input case get their status.
+
+mod common;
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use common::{Dir, Gateway, SECS_20, children};
+use flint_testkit::{alive, wait_for};
+use hyper::Method;
+use nix::sys::signal::Signal;
+
+fn examples() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+}
+
+#[tokio::test]
+async fn every_example_answers_in_local_mode() {
+    let g = Gateway::start(&examples(), &[]).await;
+    let listed: serde_json::Value =
+        serde_json::from_slice(&g.call(Method::GET, "/system/functions", &[], "").await.body).unwrap();
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(names.len() >= 3, "{names:?}");
+    for name in names {
+        let r = g.call(Method::POST, &format!("/function/{name}"), &[], "ping-42").await;
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        assert!(r.text().contains("ping-42"), "{name} did not answer with the body: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn paths_queries_and_forwarding_headers_reach_the_function() {
+    let dir = Dir::new("fwd");
+    dir.function(
+        "env",
+        "  image: x\n  command: [sh, -c, 'echo \"$Http_Path|$Http_Query|$Http_X_Forwarded_For|$Http_X_Call_Id|$Http_Connection\"']",
+        &[],
+    );
+    let g = Gateway::start(&dir.0, &[]).await;
+    let r = g.call(Method::GET, "/function/env.default/a/b?x=1&y=2", &[("connection", "keep-alive")], "").await;
+    assert_eq!(r.status, 200);
+    let fields: Vec<String> = r.text().trim().split('|').map(String::from).collect();
+    assert_eq!(fields[0], "/a/b");
+    assert_eq!(fields[1], "x=1&y=2");
+    assert_eq!(fields[2], "127.0.0.1");
+    assert_eq!(fields[3].len(), 36, "call id {:?}", fields[3]);
+    assert_eq!(fields[4], "", "a hop-by-hop header was forwarded");
+    assert_eq!(r.headers["x-call-id"].to_str().unwrap(), fields[3]);
+}
+
+#[tokio::test]
+async fn the_rest_api_deploys_lists_scales_logs_updates_and_deletes() {
+    let dir = Dir::new("rest");
+    let g = Gateway::start(&dir.0, &[]).await;
+    let deploy = r#"{"service":"greeter","image":"acme/greeter:1","envProcess":"sh -c 'echo \"hello $WHO\"; cat'","envVars":{"WHO":"world"},"labels":{"com.openfaas.scale.max":"4"}}"#;
+    assert_eq!(g.call(Method::POST, "/system/functions", &[], deploy).await.status, 202);
+    assert_eq!(g.call(Method::POST, "/system/functions", &[], deploy).await.status, 409, "deploying twice");
+    g.wait_available("greeter", 1).await;
+    let r = g.call(Method::POST, "/function/greeter", &[], "!").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world\n!"));
+
+    let list: serde_json::Value =
+        serde_json::from_slice(&g.call(Method::GET, "/system/functions", &[], "").await.body).unwrap();
+    assert_eq!(list[0]["name"], "greeter");
+    assert_eq!(list[0]["envVars"]["WHO"], "world");
+    assert_eq!(list[0]["labels"]["com.openfaas.scale.max"], "4");
+    assert_eq!(list[0]["invocationCount"], 1.0);
+
+    let scale = |n: u32| format!(r#"{{"serviceName":"greeter","replicas":{n}}}"#);
+    assert_eq!(g.call(Method::POST, "/system/scale-function/greeter", &[], &scale(3)).await.status, 202);
+    g.wait_available("greeter", 3).await;
+    let over = g.call(Method::POST, "/system/scale-function/greeter", &[], &scale(9)).await;
+    assert_eq!(over.status, 400, "{}", over.text());
+    assert!(over.text().contains("spec.scale.max"), "{}", over.text());
+
+    let logs = g.call(Method::GET, "/system/logs?name=greeter&tail=50", &[], "").await;
+    assert_eq!(logs.status, 200);
+    assert_eq!(logs.headers["content-type"], "application/x-ndjson");
+    let lines: Vec<serde_json::Value> = logs.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.iter().any(|l| l["text"].as_str().unwrap().contains("invocation")), "{lines:?}");
+    assert!(lines.iter().all(|l| l["name"] == "greeter" && l["instance"].as_str().unwrap().starts_with("greeter-")));
+
+    let update = deploy.replace("world", "flint");
+    assert_eq!(g.call(Method::PUT, "/system/functions", &[], &update).await.status, 202);
+    wait_for("the update to serve", SECS_20, || async {
+        let r = g.call(Method::POST, "/function/greeter", &[], "").await;
+        assert_eq!(r.status, 200, "a request failed during the update: {}", r.text());
+        (r.text() == "hello flint\n").then_some(())
+    })
+    .await;
+
+    let delete = r#"{"functionName":"greeter"}"#;
+    assert_eq!(g.call(Method::DELETE, "/system/functions", &[], delete).await.status, 202);
+    assert_eq!(g.call(Method::GET, "/system/function/greeter", &[], "").await.status, 404);
+    let gone = g.call(Method::POST, "/function/greeter", &[], "").await;
+    assert_eq!(gone.status, 404);
+    assert!(gone.text().contains("greeter.default"), "{}", gone.text());
+    assert_eq!(g.call(Method::DELETE, "/system/functions", &[], delete).await.status, 404);
+    assert_eq!(g.call(Method::PUT, "/system/functions", &[], &update).await.status, 404);
+}
+
+#[tokio::test]
+async fn info_namespaces_and_health() {
+    let dir = Dir::new("info");
+    let g = Gateway::start(&dir.0, &[]).await;
+    let info: serde_json::Value =
+        serde_json::from_slice(&g.call(Method::GET, "/system/info", &[], "").await.body).unwrap();
+    assert_eq!(info["provider"]["provider"], "flint-local");
+    assert!(info["version"]["release"].as_str().is_some());
+    let ns: Vec<String> =
+        serde_json::from_slice(&g.call(Method::GET, "/system/namespaces", &[], "").await.body).unwrap();
+    assert_eq!(ns, ["default"]);
+    assert_eq!(g.call(Method::GET, "/healthz", &[], "").await.status, 200);
+    assert_eq!(g.call(Method::PATCH, "/system/functions", &[], "").await.status, 405);
+}
+
+#[tokio::test]
+async fn basic_auth_guards_the_api_and_optionally_functions() {
+    let secrets = Dir::new("auth");
+    std::fs::write(secrets.0.join("basic-auth-user"), "admin\n").unwrap();
+    std::fs::write(secrets.0.join("basic-auth-password"), "s3cret\n").unwrap();
+    let dir = Dir::new("auth-fns");
+    dir.function("echo", "  image: x\n  command: [cat]", &[]);
+    let creds =
+        |u: &str, p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+    let mount = secrets.0.to_str().unwrap();
+
+    let g = Gateway::start(&dir.0, &["--basic-auth", "--secret-mount-path", mount]).await;
+    let none = g.call(Method::GET, "/system/functions", &[], "").await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.headers["www-authenticate"], "Basic realm=\"Restricted\"");
+    let wrong = creds("admin", "guess");
+    assert_eq!(g.call(Method::GET, "/system/functions", &[("authorization", &wrong)], "").await.status, 401);
+    let right = creds("admin", "s3cret");
+    assert_eq!(g.call(Method::GET, "/system/functions", &[("authorization", &right)], "").await.status, 200);
+    assert_eq!(g.call(Method::POST, "/function/echo", &[], "open").await.status, 200, "functions are open by default");
+    drop(g);
+
+    let g = Gateway::start(&dir.0, &["--basic-auth", "--secret-mount-path", mount, "--auth-functions"]).await;
+    assert_eq!(g.call(Method::POST, "/function/echo", &[], "x").await.status, 401);
+    assert_eq!(g.call(Method::POST, "/function/echo", &[("authorization", &right)], "x").await.status, 200);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_status_and_message() {
+    let dir = Dir::new("bad");
+    dir.function("echo", "  image: x\n  command: [cat]", &[]);
+    dir.function("slow", "  image: x\n  command: [sh, -c, 'sleep 30']\n  timeout: 1s", &[]);
+    let g = Gateway::start(&dir.0, &["--max-body-bytes", "1000"]).await;
+
+    let unknown = g.call(Method::GET, "/function/nope", &[], "").await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.text().contains("nope.default"), "{}", unknown.text());
+
+    let malformed = g.call(Method::POST, "/system/functions", &[], r#"{"service":"a","image":7}"#).await;
+    assert_eq!(malformed.status, 400);
+    assert!(malformed.text().contains("image"), "{}", malformed.text());
+    let not_json = g.call(Method::POST, "/system/functions", &[], "{nope").await;
+    assert_eq!(not_json.status, 400);
+
+    let invalid = g
+        .call(
+            Method::POST,
+            "/system/functions",
+            &[],
+            r#"{"service":"Bad_Name","image":"","labels":{"com.openfaas.scale.min":"5","com.openfaas.scale.max":"2"}}"#,
+        )
+        .await;
+    assert_eq!(invalid.status, 400);
+    for field in ["metadata.name", "spec.image", "spec.scale.min"] {
+        assert!(invalid.text().contains(field), "{field} missing: {}", invalid.text());
+    }
+
+    let big = "x".repeat(5000);
+    let too_big = g.call(Method::POST, "/function/echo", &[], &big).await;
+    assert_eq!(too_big.status, 413, "{}", too_big.text());
+    let fits = g.call(Method::POST, "/function/echo", &[], &"y".repeat(900)).await;
+    assert_eq!(fits.status, 200);
+
+    let timed_out = g.call(Method::GET, "/function/slow", &[], "").await;
+    assert_eq!(timed_out.status, 504);
+    assert!(timed_out.text().contains("timed out after 1s"), "{}", timed_out.text());
+
+    let nonsense = g.call(Method::GET, "/nothing/here", &[], "").await;
+    assert_eq!(nonsense.status, 404);
+}
+
+#[tokio::test]
+async fn odd_requests_never_break_the_gateway() {
+    let dir = Dir::new("odd");
+    dir.function("echo", "  image: x\n  command: [cat]", &[]);
+    let g = Gateway::start(&dir.0, &[]).await;
+    let paths = [
+        "/function/",
+        "/function/.",
+        "/function/..",
+        "/function/echo.",
+        "/function/.default",
+        "/function/echo..x",
+        "/function/%00",
+        "/function/echo/%2e%2e/%2e%2e",
+        "/system/",
+        "/system/function/",
+        "/system/scale-function/",
+        "/system/logs",
+        "/system/logs?name=",
+        "/system/logs?name=echo&tail=x",
+        "/system/logs?name=echo&since=yesterday",
+        "/function/ECHO",
+        "/function/echo.other-ns",
+    ];
+    for path in paths {
+        for method in [Method::GET, Method::POST, Method::DELETE, Method::OPTIONS] {
+            let r = flint_testkit::request(method.clone(), &g.url(path), &[], "{").await;
+            assert!(r.is_ok(), "{method} {path}: no answer ({r:?})");
+        }
+    }
+    let logs = g.call(Method::GET, "/system/logs?name=echo&tail=x", &[], "").await;
+    assert_eq!(logs.status, 422);
+    assert_eq!(g.call(Method::POST, "/function/echo", &[], "still fine").await.text(), "still fine");
+}
+
+#[tokio::test]
+async fn a_function_at_zero_starts_on_the_first_request_once_for_many() {
+    let dir = Dir::new("cold");
+    dir.function("cold", "  image: x\n  command: [sh, -c, 'sleep 0.2; cat']\n  scale: {min: 0, max: 5}", &[]);
+    let g = Gateway::start(&dir.0, &[]).await;
+    g.wait_available("cold", 1).await;
+    assert_eq!(g.call(Method::POST, "/system/scale-function/cold", &[], r#"{"replicas":0}"#).await.status, 202);
+    g.wait_available("cold", 0).await;
+
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let url = g.url("/function/cold");
+            tokio::spawn(async move { flint_testkit::post(&url, format!("req-{i}")).await })
+        })
+        .collect();
+    for (i, c) in calls.into_iter().enumerate() {
+        let r = c.await.unwrap().expect("a held request was dropped");
+        assert_eq!((r.status, r.text()), (200, format!("req-{i}")));
+    }
+    let f: serde_json::Value =
+        serde_json::from_slice(&g.call(Method::GET, "/system/function/cold", &[], "").await.body).unwrap();
+    assert_eq!(f["replicas"], 1, "100 waiting requests must cause one scale-up: {f}");
+    let m = g.metrics().await;
+    assert!(m.contains(r#"flint_cold_starts_total{function_name="cold.default",version="stable"}"#), "{m}");
+}
+
+#[tokio::test]
+async fn a_function_that_never_gets_ready_answers_503_after_the_deadline() {
+    let dir = Dir::new("never");
+    // An http-mode function whose server never listens: its replicas never become ready.
+    dir.function("never", "  image: x\n  command: [sleep, '600']\n  env: [{name: mode, value: http}]", &[]);
+    let g = Gateway::start(&dir.0, &["--cold-start-timeout", "1s"]).await;
+    let r = g.call(Method::GET, "/function/never", &[], "").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(r.text().contains("did not become ready in 1s"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn crashed_replicas_are_replaced_and_requests_keep_working() {
+    let dir = Dir::new("crash");
+    dir.function("sturdy", "  image: x\n  command: [cat]\n  scale: {min: 2, max: 2}", &[]);
+    let g = Gateway::start(&dir.0, &[]).await;
+    g.wait_available("sturdy", 2).await;
+    let before = children(g.process.pid());
+    assert_eq!(before.len(), 2, "{before:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(before[0]), Signal::SIGKILL).unwrap();
+    // Requests right after the crash go to the surviving replica (or are retried there).
+    for i in 0..50 {
+        let r = g.call(Method::POST, "/function/sturdy", &[], &format!("{i}")).await;
+        assert_eq!((r.status, r.text()), (200, i.to_string()));
+    }
+    wait_for("the crashed replica to be replaced", SECS_20, || async {
+        let now = children(g.process.pid());
+        (now.len() == 2 && !now.contains(&before[0])).then_some(())
+    })
+    .await;
+    g.wait_available("sturdy", 2).await;
+}
+
+#[tokio::test]
+async fn stopping_the_gateway_finishes_requests_and_stops_every_replica() {
+    let dir = Dir::new("stop");
+    dir.function("slowish", "  image: x\n  command: [sh, -c, 'sleep 1; echo done']\n  scale: {min: 2, max: 2}", &[]);
+    let mut g = Gateway::start(&dir.0, &[]).await;
+    g.wait_available("slowish", 2).await;
+    let replicas = children(g.process.pid());
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let url = g.url("/function/slowish");
+            tokio::spawn(async move { flint_testkit::post(&url, "").await })
+        })
+        .collect();
+    wait_for("requests in flight", SECS_20, || async {
+        g.metrics()
+            .await
+            .contains(r#"flint_function_in_flight{function_name="slowish.default",version="stable"} 6"#)
+            .then_some(())
+    })
+    .await;
+    g.process.signal(Signal::SIGTERM);
+    for c in calls {
+        let r = c.await.unwrap().expect("an accepted request was lost");
+        assert_eq!((r.status, r.text().as_str()), (200, "done\n"));
+    }
+    assert_eq!(g.process.exit(SECS_20).await.code(), Some(0));
+    for pid in replicas {
+        assert!(!alive(pid), "replica {pid} outlived the gateway");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_manifest_stops_the_gateway_naming_file_and_field() {
+    let dir = Dir::new("badmanifest");
+    dir.function("broken", "  image: x\n  command: [cat]\n  scale: {min: 3, max: 1}", &[]);
+    let mut p = flint_testkit::Spawned::start(
+        common::GATEWAY,
+        &[
+            "--functions-dir",
+            dir.0.to_str().unwrap(),
+            "--port",
+            &flint_testkit::free_port().to_string(),
+            "--watchdog",
+            common::watchdog().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(p.exit(SECS_20).await.code(), Some(1));
+    let log = p.log();
+    assert!(
+        log.contains("broken/function.yaml") && log.contains("spec.scale.min: must be <= spec.scale.max (3 > 1)"),
+        "{log}"
+    );
+}
