@@ -3,8 +3,11 @@
 //!
 //! - `watchdog`: direct to a fast upstream vs. through the watchdog (http mode) at 1, 16 and 64
 //!   connections, alternating; the watchdog's idle RSS, time to ready, and binary size;
+//! - `gateway`: direct vs. watchdog vs. gateway+watchdog (local mode) at 1, 16 and 64
+//!   connections; the gateway's idle RSS; 10,000 idle keep-alive connections held;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
+mod idle;
 mod upstream;
 mod wrk;
 
@@ -28,9 +31,19 @@ enum Command {
         /// Seconds of load per measurement.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
-        /// Rounds per connection count (direct and watchdog alternate within a round).
+        /// Rounds per connection count (the targets alternate within a round).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Direct vs. watchdog vs. gateway+watchdog, and the gateway's footprint.
+    Gateway {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Idle keep-alive connections to hold.
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
     },
 }
 
@@ -44,18 +57,25 @@ async fn main() {
     match Cli::parse().command {
         Command::Upstream { port } => upstream::serve(port).await,
         Command::Watchdog { seconds, rounds } => watchdog(Duration::from_secs(seconds), rounds).await,
+        Command::Gateway { seconds, rounds, idle } => gateway(Duration::from_secs(seconds), rounds, idle).await,
     }
 }
 
-async fn watchdog(duration: Duration, rounds: usize) {
+/// The upstream behind a watchdog in http mode, both on fresh loopback ports.
+struct Behind {
+    watchdog: Spawned,
+    upstream_port: u16,
+    port: u16,
+}
+
+async fn start_watchdog() -> Behind {
     let me = std::env::current_exe().unwrap();
-    let watchdog = release_bin("watchdog");
-    let (up_port, wd_port, wd_metrics) = (free_port(), free_port(), free_port());
-    let fprocess = format!("{} upstream {up_port}", me.display());
-    let upstream_url = format!("http://127.0.0.1:{up_port}");
-    let (p, m) = (wd_port.to_string(), wd_metrics.to_string());
-    let wd = Spawned::start(
-        watchdog.to_str().unwrap(),
+    let (upstream_port, port, metrics_port) = (free_port(), free_port(), free_port());
+    let fprocess = format!("{} upstream {upstream_port}", me.display());
+    let upstream_url = format!("http://127.0.0.1:{upstream_port}");
+    let (p, m) = (port.to_string(), metrics_port.to_string());
+    let watchdog = Spawned::start(
+        release_bin("watchdog").to_str().unwrap(),
         &[],
         &[
             ("mode", "http"),
@@ -68,42 +88,61 @@ async fn watchdog(duration: Duration, rounds: usize) {
             ("RUST_LOG", "warn"),
         ],
     );
-    let ready = format!("http://127.0.0.1:{wd_port}/_/ready");
+    let ready = format!("http://127.0.0.1:{port}/_/ready");
     wait_for("the watchdog to be ready", Duration::from_secs(10), || async {
         get(&ready).await.ok().filter(|r| r.status == 200)
     })
     .await;
-    let idle_rss = rss(wd.pid());
+    Behind { watchdog, upstream_port, port }
+}
 
-    let direct = format!("http://127.0.0.1:{up_port}/");
-    let through = format!("http://127.0.0.1:{wd_port}/");
-    println!("# watchdog benchmark: {rounds} rounds x {}s per point, alternating", duration.as_secs());
+/// Loads every target in turn, round after round, and prints medians with ratios to the first.
+fn compare(targets: &[(&str, String)], duration: Duration, rounds: usize) {
     println!(
-        "{:>5} {:>12} {:>12} {:>7} {:>11} {:>11} {:>10} {:>10} {:>7}",
-        "conns", "direct rps", "watchdog rps", "ratio", "direct p50", "wd p50", "added p50", "wd p99", "errors"
+        "# {rounds} rounds x {}s per point, targets alternating; ratio = rps / rps of {}",
+        duration.as_secs(),
+        targets[0].0
+    );
+    println!(
+        "{:>5} {:>24} {:>10} {:>7} {:>9} {:>10} {:>9} {:>7}",
+        "conns", "target", "rps", "ratio", "p50", "added p50", "p99", "errors"
     );
     for conns in [1, 16, 64] {
-        let mut d = Vec::new();
-        let mut w = Vec::new();
+        let mut runs: Vec<Vec<wrk::Load>> = vec![Vec::new(); targets.len()];
         for _ in 0..rounds {
-            d.push(wrk::run(&direct, conns, duration));
-            w.push(wrk::run(&through, conns, duration));
+            for (i, (_, url)) in targets.iter().enumerate() {
+                runs[i].push(wrk::run(url, conns, duration));
+            }
         }
-        let (d, w) = (median(&d), median(&w));
-        println!(
-            "{conns:>5} {:>12.0} {:>12.0} {:>7.3} {:>9.0}us {:>9.0}us {:>8.0}us {:>8.0}us {:>7}",
-            d.rps,
-            w.rps,
-            w.rps / d.rps,
-            d.p50_us,
-            w.p50_us,
-            w.p50_us - d.p50_us,
-            w.p99_us,
-            d.errors + w.errors
-        );
+        let medians: Vec<wrk::Load> = runs.iter().map(|r| median(r)).collect();
+        for ((label, _), m) in targets.iter().zip(&medians) {
+            println!(
+                "{conns:>5} {label:>24} {:>10.0} {:>7.3} {:>7.0}us {:>8.0}us {:>7.0}us {:>7}",
+                m.rps,
+                m.rps / medians[0].rps,
+                m.p50_us,
+                m.p50_us - medians[0].p50_us,
+                m.p99_us,
+                m.errors
+            );
+        }
     }
-    drop(wd);
+}
 
+async fn watchdog(duration: Duration, rounds: usize) {
+    let behind = start_watchdog().await;
+    let idle_rss = rss(behind.watchdog.pid());
+    println!("# watchdog benchmark");
+    compare(
+        &[
+            ("direct", format!("http://127.0.0.1:{}/", behind.upstream_port)),
+            ("watchdog", format!("http://127.0.0.1:{}/", behind.port)),
+        ],
+        duration,
+        rounds,
+    );
+    drop(behind);
+    let watchdog = release_bin("watchdog");
     let ready_ms = time_to_ready(&watchdog, 20).await;
     let size = std::fs::metadata(&watchdog).unwrap().len();
     println!("idle RSS: {:.2} MiB (target <= 4 MiB)", idle_rss as f64 / 1048576.0);
@@ -112,6 +151,60 @@ async fn watchdog(duration: Duration, rounds: usize) {
         ready_ms.0, ready_ms.1
     );
     println!("release binary: {:.2} MiB stripped (target <= 6 MiB)", size as f64 / 1048576.0);
+}
+
+async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
+    let behind = start_watchdog().await;
+    let dir = std::env::temp_dir().join(format!("flint-bench-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("hello")).unwrap();
+    let me = std::env::current_exe().unwrap();
+    std::fs::write(
+        dir.join("hello/function.yaml"),
+        format!(
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: hello}}\nspec:\n  image: bench\n  \
+             command: [sh, -c, 'exec {} upstream $PORT']\n  env: [{{name: mode, value: http}}]\n  scale: {{min: 1, max: 1}}\n",
+            me.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let p = port.to_string();
+    let gw = Spawned::start(
+        release_bin("flint-gateway").to_str().unwrap(),
+        &["--functions-dir", dir.to_str().unwrap(), "--port", &p],
+        &[("RUST_LOG", "warn")],
+    );
+    let url = format!("http://127.0.0.1:{port}/function/hello");
+    wait_for("the gateway's replica to answer", Duration::from_secs(20), || async {
+        get(&url).await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+    let idle_rss = rss(gw.pid());
+    println!("# gateway benchmark");
+    compare(
+        &[
+            ("direct", format!("http://127.0.0.1:{}/", behind.upstream_port)),
+            ("watchdog", format!("http://127.0.0.1:{}/", behind.port)),
+            ("gateway+watchdog", url.clone()),
+        ],
+        duration,
+        rounds,
+    );
+    println!(
+        "gateway idle RSS (one function loaded, before load): {:.2} MiB (target <= 15 MiB)",
+        idle_rss as f64 / 1048576.0
+    );
+    let held = idle::hold(port, idle_conns).await;
+    println!(
+        "idle keep-alive connections: {} opened, {} still answering after {}s idle, {} errors; gateway RSS with them: {:.1} MiB",
+        held.opened,
+        held.answered,
+        held.idle_secs,
+        held.errors,
+        rss(gw.pid()) as f64 / 1048576.0
+    );
+    drop(gw);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Medians of the runs, field by field.

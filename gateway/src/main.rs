@@ -48,6 +48,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    raise_fd_limit();
     let auth = if args.basic_auth {
         match auth::Credentials::read(&args.secret_mount_path) {
             Ok(c) => Some(c),
@@ -147,6 +148,17 @@ async fn local_provider(args: &Args) -> Option<Arc<dyn Provider>> {
         }
     }
     Some(Arc::new(local))
+}
+
+/// Every client connection and every pooled replica connection is a file descriptor: take the
+/// whole hard limit rather than refuse connections at the default soft one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 /// What a newcomer can curl, printed once at start.

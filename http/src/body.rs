@@ -50,12 +50,17 @@ impl<W: Watch> HttpBody for Watched<W> {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.watch.on_data(data.len());
+                }
+                // A server that knows the length stops polling after the last byte, so the
+                // end is seen here, not only as a final `None`.
+                if this.inner.is_end_stream() {
+                    this.watch.on_end();
                 }
             }
             Poll::Ready(Some(Err(_))) => this.watch.on_error(),
