@@ -1,0 +1,273 @@
+//! The reconciler: one Function at a time, make the cluster match the spec and say in the
+//! Function's status what was done and what is wrong. Thin `reconcile`, fat helpers; the
+//! desired objects come from `resources`, the status from `status`.
+//!
+//! Writes happen only when something differs: a child whose `flint.dev/spec-hash` matches the
+//! desired object is left alone, the status is patched only when it changed. A Deployment is
+//! created with its initial replica count and afterwards applied without `replicas`, so the
+//! count the gateway set is never reset.
+
+use std::{collections::HashMap, fmt::Debug, sync::Arc, time::Duration};
+
+use flint_api::Function;
+use futures::StreamExt;
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{
+        apps::v1::Deployment,
+        core::v1::{ObjectReference, Pod, Service},
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    error::{Error, Result},
+    metrics::{ErrorLabel, Metrics, ResultLabel},
+    resources::{self, Desired, FUNCTION_LABEL, MANAGED_BY, OPERATOR, SPEC_HASH, Version},
+    status::{self, Observed, PodProblem},
+};
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Base URL of the gateway, for `status.url`.
+    pub gateway_url: String,
+    failures: std::sync::Mutex<HashMap<ObjectRef<Function>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, gateway_url: String, instance: String) -> Self {
+        let reporter = Reporter { controller: OPERATOR.into(), instance: Some(instance) };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            gateway_url,
+            failures: Default::default(),
+        }
+    }
+
+    /// Records an event on the Function; `about` is the child it concerns, if any.
+    async fn event(
+        &self,
+        f: &Function,
+        about: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: about };
+        if let Err(e) = self.recorder.publish(&event, &f.object_ref(&())).await {
+            tracing::warn!(function = %f.name_any(), error = %e, "could not record an event");
+        }
+    }
+}
+
+/// Dispatches; the work is in the helpers.
+pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.timer();
+    let namespace = f.namespace().ok_or(Error::NoNamespace)?;
+    let result = match f.validate() {
+        Err(problems) => refuse(&f, &namespace, &problems, &ctx).await,
+        Ok(()) => apply(&f, &namespace, &ctx).await,
+    };
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.get_or_create(&ResultLabel { result: label }).inc();
+    if result.is_ok() {
+        ctx.failures.lock().unwrap().remove(&ObjectRef::from_obj(&*f));
+    }
+    result
+}
+
+/// Retries with exponential backoff per Function: 1 s, 2 s, 4 s ... up to 5 minutes.
+pub fn error_policy(f: Arc<Function>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.get_or_create(&ErrorLabel { error: error.metric_label() }).inc();
+    let mut failures = ctx.failures.lock().unwrap();
+    let n = failures.entry(ObjectRef::from_obj(&*f)).or_insert(0);
+    *n += 1;
+    let delay = Duration::from_secs(1 << (*n - 1).min(8)).min(Duration::from_secs(300));
+    tracing::warn!(function = %f.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// An invalid spec changes nothing in the cluster; the status says every problem.
+async fn refuse(f: &Function, namespace: &str, problems: &flint_api::Invalid, ctx: &Context) -> Result<Action> {
+    let status = status::invalid(f, problems, &ctx.gateway_url, Timestamp::now());
+    if f.status.as_ref() != Some(&status) {
+        patch_status(f, namespace, &status, ctx).await?;
+        ctx.event(f, None, EventType::Warning, "InvalidSpec", "Validate", problems.to_string()).await;
+    }
+    Ok(Action::await_change())
+}
+
+async fn apply(f: &Function, namespace: &str, ctx: &Context) -> Result<Action> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let wanted = resources::versions(f);
+    let mut observed = Observed::default();
+    for version in [Version::Stable, Version::Canary] {
+        if wanted.contains(&version) {
+            let d = ensure(&deployments, resources::desired_deployment(f, version), f, ctx).await?;
+            ensure(&services, resources::desired_service(f, version), f, ctx).await?;
+            observed.deployments.push((version, Some(d)));
+        } else {
+            let name = resources::object_name(f, version);
+            remove(&deployments, &name, f, ctx).await?;
+            remove(&services, &name, f, ctx).await?;
+        }
+    }
+    if observed.deployments.iter().any(|(_, d)| !fully_ready(d.as_ref())) {
+        observed.pod_problems = pod_problems(f, namespace, ctx).await?;
+    }
+    let status = status::status(f, &observed, &ctx.gateway_url, Timestamp::now());
+    if f.status.as_ref() != Some(&status) {
+        patch_status(f, namespace, &status, ctx).await?;
+    }
+    // Owned Deployments wake us when they change; this is only a periodic resync.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn fully_ready(d: Option<&Deployment>) -> bool {
+    let Some(d) = d else { return false };
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= want
+}
+
+/// Creates the object, or applies it when its spec hash differs; returns it as it now is.
+async fn ensure<K>(api: &Api<K>, desired: Desired<K>, f: &Function, ctx: &Context) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = desired.create.name_any();
+    let kind = K::kind(&());
+    match api.get_opt(&name).await? {
+        None => {
+            let params = PostParams { field_manager: Some(OPERATOR.into()), ..Default::default() };
+            let created = api.create(&params, &desired.create).await?;
+            let about = Some(created.object_ref(&()));
+            ctx.event(f, about, EventType::Normal, "Created", "Create", format!("created {kind} {name}")).await;
+            Ok(created)
+        }
+        Some(existing) if existing.annotations().get(SPEC_HASH) == Some(&desired.hash) => Ok(existing),
+        Some(_) => {
+            let params = PatchParams::apply(OPERATOR).force();
+            let updated = api.patch(&name, &params, &Patch::Apply(&desired.apply)).await?;
+            let about = Some(updated.object_ref(&()));
+            ctx.event(
+                f,
+                about,
+                EventType::Normal,
+                "Updated",
+                "Update",
+                format!("updated {kind} {name} to the current spec"),
+            )
+            .await;
+            Ok(updated)
+        }
+    }
+}
+
+/// Deletes a child the spec no longer wants (a removed canary), if it is there and ours.
+async fn remove<K>(api: &Api<K>, name: &str, f: &Function, ctx: &Context) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let Some(existing) = api.get_opt(name).await? else { return Ok(()) };
+    let labels = existing.labels();
+    let ours =
+        labels.get(MANAGED_BY).is_some_and(|m| m == OPERATOR) && labels.get(FUNCTION_LABEL) == f.metadata.name.as_ref();
+    if !ours {
+        return Ok(());
+    }
+    api.delete(name, &DeleteParams::default()).await?;
+    let kind = K::kind(&());
+    let about = Some(existing.object_ref(&()));
+    ctx.event(
+        f,
+        about,
+        EventType::Normal,
+        "Deleted",
+        "Delete",
+        format!("deleted {kind} {name}: no longer in the spec"),
+    )
+    .await;
+    Ok(())
+}
+
+const POD_PROBLEMS: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Pods of the Function that cannot run, and why.
+async fn pod_problems(f: &Function, namespace: &str, ctx: &Context) -> Result<Vec<PodProblem>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{FUNCTION_LABEL}={}", f.name_any());
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    let mut problems = Vec::new();
+    for pod in list {
+        for cs in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
+            if let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
+                && let Some(reason) = waiting.reason.as_deref().filter(|r| POD_PROBLEMS.contains(r))
+            {
+                problems.push(PodProblem {
+                    pod: pod.name_any(),
+                    reason: reason.into(),
+                    message: waiting.message.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    Ok(problems)
+}
+
+async fn patch_status(f: &Function, namespace: &str, status: &flint_api::FunctionStatus, ctx: &Context) -> Result<()> {
+    let api: Api<Function> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(&f.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Runs the controller for the given namespaces (all when empty) until the stream ends
+/// (a shutdown signal).
+pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
+    let scopes: Vec<Option<String>> =
+        if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
+    let controllers = scopes.into_iter().map(|ns| {
+        let client = ctx.client.clone();
+        let (functions, deployments): (Api<Function>, Api<Deployment>) = match &ns {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
+        Controller::new(functions, watcher::Config::default())
+            .owns(deployments, owned.clone())
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "reconcile loop");
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
+}

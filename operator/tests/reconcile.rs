@@ -1,0 +1,332 @@
+//! The reconcile flow against kube-rs's mocked API service (tower-test), as kube-rs's
+//! controller-rs tests it: every API call the operator makes is checked in order, by method,
+//! path and body, and a missing or extra call fails the test.
+
+use std::{sync::Arc, time::Duration};
+
+use flint_api::{Function, FunctionStatus};
+use flint_operator::{
+    controller::{self, Context},
+    metrics::Metrics,
+    resources::{self, SPEC_HASH, Version},
+    status::{self, Observed},
+};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use k8s_openapi::{
+    api::apps::v1::{Deployment, DeploymentStatus},
+    jiff::Timestamp,
+};
+use kube::{Client, client::Body};
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const NS: &str = "shop";
+const GATEWAY: &str = "http://gateway:8080";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/shop/deployments";
+const SERVICES: &str = "/api/v1/namespaces/shop/services";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+const PODS: &str = "/api/v1/namespaces/shop/pods";
+const STATUS: &str = "/apis/flint.dev/v1alpha1/namespaces/shop/functions/resize/status";
+
+/// The mocked API server: answers the operator's calls one by one, checking each.
+struct ApiServer(Handle);
+
+impl ApiServer {
+    /// Waits for the next call, checks its method and path, answers `status` with `reply`,
+    /// and returns the request's JSON body (Null when none).
+    async fn expect(&mut self, method: &str, path: &str, status: StatusCode, reply: Value) -> Value {
+        let next = tokio::time::timeout(Duration::from_secs(5), self.0.next_request()).await;
+        let (request, send) =
+            next.unwrap_or_else(|_| panic!("expected {method} {path}, but no call came")).expect("the client is gone");
+        assert_eq!(
+            (request.method().as_str(), request.uri().path()),
+            (method, path),
+            "unexpected call (query: {:?})",
+            request.uri().query()
+        );
+        let bytes = request.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        let response =
+            Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap();
+        send.send_response(response);
+        body
+    }
+
+    async fn not_found(&mut self, path: &str) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+        self.expect("GET", path, StatusCode::NOT_FOUND, status).await;
+    }
+
+    /// A create: answers with what was sent, returns it.
+    async fn created(&mut self, path: &str) -> Value {
+        let next = tokio::time::timeout(Duration::from_secs(5), self.0.next_request()).await;
+        let (request, send) = next.expect("expected a create").unwrap();
+        assert_eq!((request.method().as_str(), request.uri().path()), ("POST", path));
+        let bytes = request.into_body().collect().await.unwrap().to_bytes();
+        send.send_response(Response::builder().status(201).body(Body::from(bytes.to_vec())).unwrap());
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// An event about the Function; returns its reason.
+    async fn event(&mut self) -> String {
+        let event = self.created(EVENTS).await;
+        assert_eq!(event["regarding"]["name"], "resize");
+        event["reason"].as_str().unwrap().to_string()
+    }
+
+    /// Nothing more: the reconcile made no further call.
+    async fn done(mut self) {
+        let next = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
+        if let Ok(Some((request, _))) = next {
+            panic!("unexpected extra call {} {}", request.method(), request.uri());
+        }
+    }
+}
+
+fn context() -> (Arc<Context>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Context::new(client, Arc::new(Metrics::default()), GATEWAY.into(), "test".into());
+    (Arc::new(ctx), ApiServer(handle))
+}
+
+fn function(spec: &str) -> Function {
+    let yaml = format!(
+        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: resize, namespace: {NS}, uid: u-1, generation: 3}}\nspec:\n{spec}\n"
+    );
+    flint_api::manifest::from_yaml(&yaml).unwrap().remove(0)
+}
+
+/// A Deployment as the API server would return it: our desired object, `replicas` as the
+/// gateway left it, all of them ready.
+fn running(f: &Function, version: Version, replicas: i32) -> Deployment {
+    let mut d = resources::desired_deployment(f, version).create;
+    d.spec.as_mut().unwrap().replicas = Some(replicas);
+    d.metadata.generation = Some(1);
+    d.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(replicas),
+        ready_replicas: Some(replicas),
+        updated_replicas: Some(replicas),
+        ..Default::default()
+    });
+    d
+}
+
+fn value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap()
+}
+
+async fn run(f: Function, ctx: Arc<Context>) -> tokio::task::JoinHandle<kube::runtime::controller::Action> {
+    tokio::spawn(async move { controller::reconcile(Arc::new(f), ctx).await.expect("reconcile succeeds") })
+}
+
+#[tokio::test]
+async fn a_new_function_gets_a_deployment_a_service_events_and_a_status() {
+    let (ctx, mut api) = context();
+    let f = function("  image: acme/resize:1\n  scale: {min: 2, max: 5}");
+    let task = run(f.clone(), ctx).await;
+
+    api.not_found(&format!("{DEPLOYMENTS}/resize")).await;
+    let d = api.created(DEPLOYMENTS).await;
+    assert_eq!(d["spec"]["replicas"], 2, "created with max(scale.min, 1)");
+    assert_eq!(d["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    assert!(d["metadata"]["annotations"][SPEC_HASH].is_string());
+    assert_eq!(api.event().await, "Created");
+    api.not_found(&format!("{SERVICES}/resize")).await;
+    let s = api.created(SERVICES).await;
+    assert_eq!(s["spec"]["selector"]["flint.dev/version"], "stable");
+    assert_eq!(api.event().await, "Created");
+    api.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
+    api.not_found(&format!("{SERVICES}/resize-canary")).await;
+    // Not ready yet: the operator looks for pods that cannot start.
+    api.expect(
+        "GET",
+        PODS,
+        StatusCode::OK,
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+    )
+    .await;
+    let patch = api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    let status: FunctionStatus = serde_json::from_value(patch["status"].clone()).unwrap();
+    assert_eq!(status.observed_generation, Some(3));
+    assert_eq!(status.url.as_deref(), Some("http://gateway:8080/function/resize.shop"));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    api.done().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_update_applies_without_replicas_so_the_gateways_count_stays() {
+    let (ctx, mut api) = context();
+    let old = function("  image: acme/resize:1");
+    let f = function("  image: acme/resize:2");
+    let task = run(f.clone(), ctx).await;
+
+    // The gateway scaled the old Deployment to 7.
+    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&old, Version::Stable, 7)))
+        .await;
+    let applied = api
+        .expect("PATCH", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&f, Version::Stable, 7)))
+        .await;
+    assert!(applied["spec"].get("replicas").is_none(), "an update must not carry replicas: {applied}");
+    assert_eq!(applied["spec"]["template"]["spec"]["containers"][0]["image"], "acme/resize:2");
+    assert_eq!(api.event().await, "Updated");
+    // The Service did not change: no write.
+    api.expect(
+        "GET",
+        &format!("{SERVICES}/resize"),
+        StatusCode::OK,
+        value(&resources::desired_service(&f, Version::Stable).create),
+    )
+    .await;
+    api.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
+    api.not_found(&format!("{SERVICES}/resize-canary")).await;
+    let patch = api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    assert_eq!(patch["status"]["replicas"], 7);
+    assert_eq!(patch["status"]["readyReplicas"], 7);
+    api.done().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unchanged_function_makes_no_write() {
+    let (ctx, mut api) = context();
+    let mut f = function("  image: acme/resize:1");
+    let observed =
+        Observed { deployments: vec![(Version::Stable, Some(running(&f, Version::Stable, 3)))], ..Default::default() };
+    f.status = Some(status::status(&f, &observed, GATEWAY, Timestamp::UNIX_EPOCH));
+    let task = run(f.clone(), ctx).await;
+
+    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&f, Version::Stable, 3))).await;
+    api.expect(
+        "GET",
+        &format!("{SERVICES}/resize"),
+        StatusCode::OK,
+        value(&resources::desired_service(&f, Version::Stable).create),
+    )
+    .await;
+    api.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
+    api.not_found(&format!("{SERVICES}/resize-canary")).await;
+    api.done().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_canary_is_created_beside_the_stable_version() {
+    let (ctx, mut api) = context();
+    let f = function("  image: acme/resize:1\n  canary: {image: acme/resize:2, weight: 10}");
+    let task = run(f.clone(), ctx).await;
+
+    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&f, Version::Stable, 1))).await;
+    api.expect(
+        "GET",
+        &format!("{SERVICES}/resize"),
+        StatusCode::OK,
+        value(&resources::desired_service(&f, Version::Stable).create),
+    )
+    .await;
+    api.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
+    let d = api.created(DEPLOYMENTS).await;
+    assert_eq!(d["metadata"]["name"], "resize-canary");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "acme/resize:2");
+    assert_eq!(api.event().await, "Created");
+    api.not_found(&format!("{SERVICES}/resize-canary")).await;
+    assert_eq!(api.created(SERVICES).await["metadata"]["name"], "resize-canary");
+    assert_eq!(api.event().await, "Created");
+    api.expect(
+        "GET",
+        PODS,
+        StatusCode::OK,
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+    )
+    .await;
+    let patch = api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    assert_eq!(patch["status"]["canary"]["weight"], 10);
+    api.done().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_removed_canary_is_deleted() {
+    let (ctx, mut api) = context();
+    let with = function("  image: acme/resize:1\n  canary: {image: acme/resize:2, weight: 10}");
+    let f = function("  image: acme/resize:1");
+    let task = run(f.clone(), ctx).await;
+
+    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&f, Version::Stable, 1))).await;
+    api.expect(
+        "GET",
+        &format!("{SERVICES}/resize"),
+        StatusCode::OK,
+        value(&resources::desired_service(&f, Version::Stable).create),
+    )
+    .await;
+    api.expect(
+        "GET",
+        &format!("{DEPLOYMENTS}/resize-canary"),
+        StatusCode::OK,
+        value(&running(&with, Version::Canary, 1)),
+    )
+    .await;
+    api.expect(
+        "DELETE",
+        &format!("{DEPLOYMENTS}/resize-canary"),
+        StatusCode::OK,
+        value(&running(&with, Version::Canary, 1)),
+    )
+    .await;
+    assert_eq!(api.event().await, "Deleted");
+    api.expect(
+        "GET",
+        &format!("{SERVICES}/resize-canary"),
+        StatusCode::OK,
+        value(&resources::desired_service(&with, Version::Canary).create),
+    )
+    .await;
+    api.expect(
+        "DELETE",
+        &format!("{SERVICES}/resize-canary"),
+        StatusCode::OK,
+        value(&resources::desired_service(&with, Version::Canary).create),
+    )
+    .await;
+    assert_eq!(api.event().await, "Deleted");
+    api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    api.done().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_invalid_spec_changes_nothing_and_says_why() {
+    let (ctx, mut api) = context();
+    let mut f = function("  image: acme/resize:1");
+    f.spec.scale.min = 4;
+    f.spec.scale.max = 2;
+    let task = run(f.clone(), ctx).await;
+
+    let patch = api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    let ready =
+        patch["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("InvalidSpec")));
+    assert!(ready["message"].as_str().unwrap().contains("spec.scale.min: must be <= spec.scale.max (4 > 2)"));
+    let event = api.created(EVENTS).await;
+    assert_eq!((event["reason"].as_str(), event["type"].as_str()), (Some("InvalidSpec"), Some("Warning")));
+    api.done().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_reconcile_backs_off_exponentially() {
+    let (ctx, _api) = context();
+    let f = Arc::new(function("  image: x"));
+    let error = flint_operator::error::Error::NoNamespace;
+    let delays: Vec<_> = (0..4).map(|_| controller::error_policy(f.clone(), &error, ctx.clone())).collect();
+    let expected: Vec<_> =
+        [1, 2, 4, 8].iter().map(|s| kube::runtime::controller::Action::requeue(Duration::from_secs(*s))).collect();
+    assert_eq!(delays, expected);
+    assert!(ctx.metrics.encode().contains(r#"flint_operator_reconcile_errors_total{error="no_namespace"} 4"#));
+}
