@@ -5,9 +5,11 @@
 //!   connections, alternating; the watchdog's idle RSS, time to ready, and binary size;
 //! - `gateway`: direct vs. watchdog vs. gateway+watchdog (local mode) at 1, 16 and 64
 //!   connections; the gateway's idle RSS; 10,000 idle keep-alive connections held;
+//! - `operator`: desired state for 1,000 Functions, and the memory of caching them;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
 mod idle;
+mod operator;
 mod upstream;
 mod wrk;
 
@@ -35,6 +37,11 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The operator's desired-state computation and cache memory for many Functions.
+    Operator {
+        #[arg(long, default_value_t = 1000)]
+        functions: usize,
+    },
     /// Direct vs. watchdog vs. gateway+watchdog, and the gateway's footprint.
     Gateway {
         #[arg(long, default_value_t = 5)]
@@ -57,6 +64,7 @@ async fn main() {
     match Cli::parse().command {
         Command::Upstream { port } => upstream::serve(port).await,
         Command::Watchdog { seconds, rounds } => watchdog(Duration::from_secs(seconds), rounds).await,
+        Command::Operator { functions } => operator::run(functions),
         Command::Gateway { seconds, rounds, idle } => gateway(Duration::from_secs(seconds), rounds, idle).await,
     }
 }
