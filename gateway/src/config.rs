@@ -82,6 +82,31 @@ pub struct Args {
     #[arg(long, env = "FLINT_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
 
+    /// Run the autoscaler (scale each function between scale.min and scale.max).
+    #[arg(long, env = "FLINT_AUTOSCALE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub autoscale: bool,
+
+    /// Prometheus to read request metrics from (it must scrape this gateway's /metrics).
+    /// Without it, the autoscaler reads the gateway's in-process counters.
+    #[arg(long, env = "FLINT_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+
+    /// How often the autoscaler decides.
+    #[arg(long, env = "FLINT_AUTOSCALE_TICK", default_value = "1s", value_parser = duration)]
+    pub autoscale_tick: Duration,
+
+    /// The autoscaler's averaging window for steady load.
+    #[arg(long, env = "FLINT_STABLE_WINDOW", default_value = "60s", value_parser = duration)]
+    pub stable_window: Duration,
+
+    /// The autoscaler's short window for bursts.
+    #[arg(long, env = "FLINT_PANIC_WINDOW", default_value = "6s", value_parser = duration)]
+    pub panic_window: Duration,
+
+    /// How long lower replica counts must be asked for before scaling down.
+    #[arg(long, env = "FLINT_SCALE_DOWN_DELAY", default_value = "30s", value_parser = duration)]
+    pub scale_down_delay: Duration,
+
     /// Log format.
     #[arg(long, env = "FLINT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

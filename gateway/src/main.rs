@@ -6,9 +6,11 @@
 //!   from zero, retries of requests that never left, forwarding headers, `observe`d;
 //! - `rest`: the OpenFaaS management API over a `provider`;
 //! - `provider`: where functions live; `local` runs them as watchdog processes;
+//! - `autoscale`: the loop that scales every version between its min and max;
 //! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones.
 
 mod auth;
+mod autoscale;
 mod config;
 mod invoke;
 mod metrics;
@@ -80,8 +82,34 @@ async fn run(args: Args) -> ExitCode {
         max_waiting: args.max_waiting,
         max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
     };
+    let invoker = Arc::new(invoke::Invoker::new(provider.clone(), metrics.clone(), settings));
+    let stop = CancellationToken::new();
+    if args.autoscale {
+        let source: Box<dyn autoscale::source::Source> = match &args.prometheus_url {
+            Some(url) => Box::new(autoscale::source::Prometheus::new(
+                url.clone(),
+                args.panic_window.max(std::time::Duration::from_secs(3)),
+            )),
+            None => Box::new(autoscale::source::InProcess::new(metrics.clone())),
+        };
+        tracing::info!(source = source.name(), "autoscaler on");
+        let autoscaler = autoscale::Autoscaler {
+            provider: provider.clone(),
+            invoker: invoker.clone(),
+            metrics: metrics.clone(),
+            source,
+            params: autoscale::algorithm::Params {
+                stable_window: args.stable_window,
+                panic_window: args.panic_window,
+                scale_down_delay: args.scale_down_delay,
+                ..Default::default()
+            },
+            tick: args.autoscale_tick,
+        };
+        tokio::spawn(autoscaler.run(stop.clone()));
+    }
     let gateway = Arc::new(routes::Gateway {
-        invoker: invoke::Invoker::new(provider.clone(), metrics.clone(), settings),
+        invoker,
         api: rest::Api { provider: provider.clone(), metrics: metrics.clone() },
         provider: provider.clone(),
         metrics,
@@ -90,7 +118,6 @@ async fn run(args: Args) -> ExitCode {
     });
     print_banner(&*provider, addr).await;
 
-    let stop = CancellationToken::new();
     let make = {
         let gateway = gateway.clone();
         move |peer: SocketAddr| {

@@ -28,6 +28,13 @@ pub struct VersionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScalingLabels {
+    pub function_name: String,
+    pub version: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionCodeLabels {
     pub function_name: String,
     pub version: &'static str,
@@ -42,6 +49,11 @@ pub struct Metrics {
     pub started: Family<FunctionLabels, Gauge>,
     pub service_count: Family<FunctionLabels, Gauge>,
     pub in_flight: Family<VersionLabels, Gauge>,
+    /// Requests arrived, by version: the autoscaler's request rate.
+    pub arrivals: Family<VersionLabels, Counter>,
+    pub desired_replicas: Family<VersionLabels, Gauge>,
+    pub actual_replicas: Family<VersionLabels, Gauge>,
+    pub scaling: Family<ScalingLabels, Counter>,
     pub version_requests: Family<VersionCodeLabels, Counter>,
     pub version_seconds: Family<VersionCodeLabels, Histogram>,
     pub cold_starts: Family<VersionLabels, Counter>,
@@ -63,6 +75,10 @@ impl Metrics {
             started: Family::default(),
             service_count: Family::default(),
             in_flight: Family::default(),
+            arrivals: Family::default(),
+            desired_replicas: Family::default(),
+            actual_replicas: Family::default(),
+            scaling: Family::default(),
             version_requests: Family::default(),
             version_seconds: Family::new_with_constructor(latency_buckets),
             cold_starts: Family::default(),

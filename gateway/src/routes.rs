@@ -13,7 +13,7 @@ use hyper::{
 use crate::{auth::Credentials, invoke::Invoker, metrics::Metrics, provider::Provider, reply, rest::Api};
 
 pub struct Gateway {
-    pub invoker: Invoker,
+    pub invoker: Arc<Invoker>,
     pub api: Api,
     pub provider: Arc<dyn Provider>,
     pub metrics: Arc<Metrics>,

@@ -55,6 +55,14 @@ impl ColdStarts {
     }
 }
 
+impl ColdStarts {
+    /// Requests waiting now for this version: the autoscaler never takes it to zero then.
+    pub fn waiting(&self, namespace: &str, name: &str, version: Version) -> usize {
+        let key = (namespace.to_string(), name.to_string(), version);
+        self.waiting.lock().unwrap().get(&key).copied().unwrap_or(0)
+    }
+}
+
 struct Leave<'a>(&'a ColdStarts, Key);
 
 impl Drop for Leave<'_> {

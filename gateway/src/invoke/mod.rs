@@ -60,6 +60,11 @@ impl Invoker {
         Invoker { provider, metrics, pool: Arc::new(Pool::default()), cold: ColdStarts::default(), settings }
     }
 
+    /// Requests waiting for a replica of this version now.
+    pub fn waiting(&self, namespace: &str, name: &str, version: Version) -> usize {
+        self.cold.waiting(namespace, name, version)
+    }
+
     /// `target` is what follows `/function/`: `NAME[.NAMESPACE][/rest]`.
     pub async fn invoke(&self, req: Request<Incoming>, target: &str, peer: SocketAddr) -> Response<Body> {
         let (function, rest) = match target.find('/') {

@@ -72,6 +72,17 @@ pub struct Deployed {
     pub created_at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
+/// A version the autoscaler looks after: its bounds and its replicas now.
+#[derive(Clone, Debug)]
+pub struct ScaleTarget {
+    pub namespace: String,
+    pub name: String,
+    pub version: Version,
+    pub scale: flint_api::Scale,
+    pub replicas: u32,
+    pub ready: u32,
+}
+
 /// One line of a function's log, in OpenFaaS's shape.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LogMessage {
@@ -129,6 +140,8 @@ pub trait Provider: Send + Sync + 'static {
         version: Version,
         replicas: u32,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// Every version of every function, for the autoscaler.
+    fn scale_targets(&self) -> Vec<ScaleTarget>;
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>>;
     /// Stops what the provider started (local replicas); nothing for Kubernetes.
     fn shutdown(&self) -> BoxFuture<'_, ()>;

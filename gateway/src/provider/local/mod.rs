@@ -24,7 +24,7 @@ use futures::{FutureExt, future::BoxFuture, stream::BoxStream};
 use k8s_openapi::jiff::Timestamp;
 
 use self::{logs::LogHub, template::Template, version::VersionSet};
-use super::{Deployed, LogMessage, LogQuery, Provider, ProviderError, Route, Version};
+use super::{Deployed, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget, Version};
 
 type Key = (String, String);
 
@@ -380,6 +380,26 @@ impl Provider for Local {
             Ok(())
         });
         async move { done }.boxed()
+    }
+
+    fn scale_targets(&self) -> Vec<ScaleTarget> {
+        let functions = self.functions.read().unwrap();
+        let mut out = Vec::new();
+        for ((namespace, name), entry) in functions.iter() {
+            for version in [Version::Stable, Version::Canary] {
+                if let Some(set) = entry.version(version) {
+                    out.push(ScaleTarget {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        version,
+                        scale: entry.function.spec.scale.clone(),
+                        replicas: set.replicas(),
+                        ready: set.available(),
+                    });
+                }
+            }
+        }
+        out
     }
 
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>> {

@@ -1,0 +1,314 @@
+//! The scaling decision, as pure code over observations (tested on synthetic series).
+//!
+//! Desired replicas = ceil(observed / target per replica), averaged over a stable window
+//! (slow, smooth) and a short panic window (fast). When the panic window asks for at least
+//! `panic_threshold` times the ready replicas, the version panics for a stable window: it
+//! scales up at once and never scales down meanwhile. Scale-down waits until lower counts have
+//! been asked for during the whole `scale_down_delay`; scale-up is bounded per decision.
+//! A version with `min: 0` goes to zero after `zeroAfter` without any request, never while a
+//! request is in flight or waiting. Without data it keeps its count.
+
+use std::{collections::VecDeque, time::Duration};
+
+use tokio::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub stable_window: Duration,
+    pub panic_window: Duration,
+    pub panic_threshold: f64,
+    pub scale_down_delay: Duration,
+    /// At most this many times the current replicas (at least +1) per decision.
+    pub max_scale_up: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            panic_threshold: 2.0,
+            scale_down_delay: Duration::from_secs(30),
+            max_scale_up: 10.0,
+        }
+    }
+}
+
+/// A version's bounds, from its spec.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub min: u32,
+    pub max: u32,
+    pub target: f64,
+    pub zero_after: Duration,
+}
+
+/// What was seen at one tick.
+#[derive(Clone, Copy, Debug)]
+pub struct Observation {
+    pub now: Instant,
+    /// The metric the version scales on (concurrency or rps); `None`: no data this tick.
+    pub value: Option<f64>,
+    /// Requests in flight now and requests waiting for a replica now.
+    pub in_flight: f64,
+    pub waiting: usize,
+    pub replicas: u32,
+    pub ready: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Steady,
+    ScaleUp,
+    ScaleDown,
+    Panic,
+    ToZero,
+    NoData,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Steady => "steady",
+            Reason::ScaleUp => "scale_up",
+            Reason::ScaleDown => "scale_down",
+            Reason::Panic => "panic",
+            Reason::ToZero => "to_zero",
+            Reason::NoData => "no_data",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decision {
+    pub desired: u32,
+    pub reason: Reason,
+    pub stable_avg: f64,
+    pub panic_avg: f64,
+}
+
+/// One version's history.
+pub struct State {
+    samples: VecDeque<(Instant, f64)>,
+    recommendations: VecDeque<(Instant, u32)>,
+    panic_until: Option<Instant>,
+    last_active: Instant,
+}
+
+impl State {
+    pub fn new(now: Instant) -> Self {
+        State { samples: VecDeque::new(), recommendations: VecDeque::new(), panic_until: None, last_active: now }
+    }
+
+    pub fn decide(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
+        let current = o.replicas;
+        let Some(value) = o.value else {
+            return Decision { desired: current, reason: Reason::NoData, stable_avg: f64::NAN, panic_avg: f64::NAN };
+        };
+        let now = o.now;
+        self.samples.push_back((now, value));
+        while self.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > p.stable_window) {
+            self.samples.pop_front();
+        }
+        let avg = |window: Duration| {
+            let in_window: Vec<f64> =
+                self.samples.iter().filter(|(t, _)| now.duration_since(*t) <= window).map(|(_, v)| *v).collect();
+            in_window.iter().sum::<f64>() / in_window.len().max(1) as f64
+        };
+        let (stable_avg, panic_avg) = (avg(p.stable_window), avg(p.panic_window));
+        let want = |avg: f64| (avg / b.target).ceil().max(0.0) as u32;
+        let (want_stable, want_panic) = (want(stable_avg), want(panic_avg));
+
+        if want_panic > 0 && want_panic as f64 >= p.panic_threshold * o.ready.max(1) as f64 {
+            self.panic_until = Some(now + p.stable_window);
+        }
+        let panicking = self.panic_until.is_some_and(|until| now < until);
+        if value > 0.0 || o.in_flight > 0.0 || o.waiting > 0 {
+            self.last_active = now;
+        }
+        let idle_for = now.duration_since(self.last_active);
+
+        let mut desired = if panicking { want_panic.max(want_stable).max(current) } else { want_stable };
+        let mut reason = if panicking && desired > current { Reason::Panic } else { Reason::Steady };
+        let quiet = value == 0.0 && o.in_flight == 0.0 && o.waiting == 0;
+        let to_zero = b.min == 0 && quiet && !panicking && (idle_for >= b.zero_after || current == 0);
+        if to_zero && current == 0 {
+            // At zero and nobody asking: stay there (a request scales from zero itself).
+            desired = 0;
+        } else if to_zero {
+            desired = 0;
+            reason = Reason::ToZero;
+        } else {
+            // Recently used: keep a replica until zeroAfter says otherwise.
+            desired = desired.max(1);
+            // Scale down only to the highest count asked for during the whole delay.
+            self.recommendations.push_back((now, desired));
+            while self.recommendations.front().is_some_and(|(t, _)| now.duration_since(*t) > p.scale_down_delay) {
+                self.recommendations.pop_front();
+            }
+            if desired < current {
+                desired = self.recommendations.iter().map(|(_, d)| *d).max().unwrap_or(desired).min(current);
+            }
+            if current > 0 {
+                let limit = ((current as f64 * p.max_scale_up).ceil() as u32).max(current + 1);
+                desired = desired.min(limit);
+            }
+        }
+        desired = desired.clamp(b.min, b.max);
+        if reason == Reason::Steady {
+            reason = match desired.cmp(&current) {
+                std::cmp::Ordering::Greater => Reason::ScaleUp,
+                std::cmp::Ordering::Less => Reason::ScaleDown,
+                std::cmp::Ordering::Equal => Reason::Steady,
+            };
+        }
+        Decision { desired, reason, stable_avg, panic_avg }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Bounds = Bounds { min: 0, max: 20, target: 10.0, zero_after: Duration::from_secs(30) };
+
+    fn params() -> Params {
+        Params {
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            panic_threshold: 2.0,
+            scale_down_delay: Duration::from_secs(30),
+            max_scale_up: 10.0,
+        }
+    }
+
+    /// Feeds `value` every second for `secs`, tracking replicas as if each decision applied at
+    /// once and replicas were ready at once; returns the decisions.
+    fn feed(
+        s: &mut State,
+        p: &Params,
+        b: Bounds,
+        start: Instant,
+        from: u64,
+        secs: u64,
+        value: f64,
+        replicas: &mut u32,
+    ) -> Vec<Decision> {
+        (from..from + secs)
+            .map(|t| {
+                let o = Observation {
+                    now: start + Duration::from_secs(t),
+                    value: Some(value),
+                    in_flight: value,
+                    waiting: 0,
+                    replicas: *replicas,
+                    ready: *replicas,
+                };
+                let d = s.decide(p, b, o);
+                *replicas = d.desired;
+                d
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_load_settles_at_ceil_load_over_target() {
+        let start = Instant::now();
+        let (p, mut s, mut r) = (params(), State::new(start), 1);
+        feed(&mut s, &p, B, start, 0, 120, 45.0, &mut r);
+        assert_eq!(r, 5);
+    }
+
+    #[test]
+    fn a_burst_panics_and_scales_up_within_seconds() {
+        let start = Instant::now();
+        let (p, mut s, mut r) = (params(), State::new(start), 1);
+        feed(&mut s, &p, B, start, 0, 60, 5.0, &mut r);
+        assert_eq!(r, 1);
+        let burst = feed(&mut s, &p, B, start, 60, 7, 150.0, &mut r);
+        assert_eq!(burst[0].reason, Reason::Panic, "{burst:?}");
+        assert!(burst[0].desired > 1, "the first second of the burst scales up: {burst:?}");
+        assert_eq!(r, 15, "once the panic window is full of the burst: 150/10");
+    }
+
+    #[test]
+    fn scale_up_per_decision_is_bounded() {
+        let start = Instant::now();
+        let p = Params { max_scale_up: 2.0, ..params() };
+        let (mut s, mut r) = (State::new(start), 1);
+        let first = feed(&mut s, &p, B, start, 0, 1, 200.0, &mut r);
+        assert_eq!(first[0].desired, 2, "1 replica may become at most 2");
+    }
+
+    #[test]
+    fn never_scales_down_while_panicking_and_waits_the_delay_after() {
+        let start = Instant::now();
+        let (p, mut s, mut r) = (params(), State::new(start), 1);
+        feed(&mut s, &p, B, start, 0, 5, 100.0, &mut r);
+        assert_eq!(r, 10);
+        // Load drops: no scale-down during the panic (a stable window from the last trigger).
+        let calm = feed(&mut s, &p, B, start, 5, 50, 10.0, &mut r);
+        assert!(calm.iter().all(|d| d.desired >= 10), "scaled down while panicking");
+        // After the panic and the scale-down delay, it comes down to ceil(10/10).
+        feed(&mut s, &p, B, start, 55, 150, 10.0, &mut r);
+        assert_eq!(r, 1);
+    }
+
+    #[test]
+    fn idle_for_zero_after_goes_to_zero_but_never_with_work_in_flight() {
+        let start = Instant::now();
+        let (p, mut s, mut r) = (params(), State::new(start), 1);
+        feed(&mut s, &p, B, start, 0, 10, 5.0, &mut r);
+        let idle = feed(&mut s, &p, B, start, 10, 29, 0.0, &mut r);
+        assert!(idle.iter().all(|d| d.desired == 1), "zero before zeroAfter");
+        let o = Observation {
+            now: start + Duration::from_secs(45),
+            value: Some(0.0),
+            in_flight: 0.0,
+            waiting: 3,
+            replicas: 1,
+            ready: 1,
+        };
+        assert_eq!(s.decide(&p, B, o).desired, 1, "requests are waiting");
+        let later = feed(&mut s, &p, B, start, 76, 2, 0.0, &mut r);
+        assert_eq!(later[0].reason, Reason::ToZero, "{later:?}");
+        assert_eq!(r, 0);
+    }
+
+    #[test]
+    fn min_and_max_bound_every_decision() {
+        let start = Instant::now();
+        let b = Bounds { min: 2, max: 4, ..B };
+        let (p, mut s, mut r) = (params(), State::new(start), 2);
+        feed(&mut s, &p, b, start, 0, 10, 1000.0, &mut r);
+        assert_eq!(r, 4);
+        feed(&mut s, &p, b, start, 10, 300, 0.0, &mut r);
+        assert_eq!(r, 2, "min holds even when idle");
+    }
+
+    #[test]
+    fn at_zero_without_requests_it_stays_at_zero() {
+        let start = Instant::now();
+        let (p, mut s, mut r) = (params(), State::new(start), 0);
+        let d = feed(&mut s, &p, B, start, 0, 5, 0.0, &mut r);
+        assert!(d.iter().all(|d| d.desired == 0 && d.reason == Reason::Steady), "{d:?}");
+        feed(&mut s, &p, B, start, 5, 1, 12.0, &mut r);
+        assert_eq!(r, 1, "traffic at zero scales up");
+    }
+
+    #[test]
+    fn without_data_the_count_stays() {
+        let start = Instant::now();
+        let (p, mut s) = (params(), State::new(start));
+        let o = Observation {
+            now: start + Duration::from_secs(600),
+            value: None,
+            in_flight: 0.0,
+            waiting: 0,
+            replicas: 3,
+            ready: 3,
+        };
+        let d = s.decide(&p, B, o);
+        assert_eq!((d.desired, d.reason), (3, Reason::NoData));
+    }
+}

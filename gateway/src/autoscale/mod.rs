@@ -1,0 +1,119 @@
+//! The autoscaler: a loop that, every tick, reads each function version's request rate and
+//! concurrency from a `source` (Prometheus, or the gateway's own counters), decides its
+//! replicas with the `algorithm`, and sets them through the provider. Every decision is
+//! visible: desired and actual replicas as metrics, a counter of changes by reason, and one log
+//! line per change with its inputs.
+
+pub mod algorithm;
+pub mod source;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use flint_api::ScaleMetric;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    algorithm::{Bounds, Observation, Params, Reason, State},
+    source::{Key, Source},
+};
+use crate::{
+    invoke::Invoker,
+    metrics::{Metrics, ScalingLabels, VersionLabels},
+    provider::{Provider, Version},
+};
+
+pub struct Autoscaler {
+    pub provider: Arc<dyn Provider>,
+    pub invoker: Arc<Invoker>,
+    pub metrics: Arc<Metrics>,
+    pub source: Box<dyn Source>,
+    pub params: Params,
+    pub tick: Duration,
+}
+
+impl Autoscaler {
+    pub async fn run(self, stop: CancellationToken) {
+        let mut states: HashMap<(String, String, Version), State> = HashMap::new();
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut source_down = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let targets = self.provider.scale_targets();
+            let keys: Vec<Key> =
+                targets.iter().map(|t| (format!("{}.{}", t.name, t.namespace), t.version.as_str())).collect();
+            let samples = match self.source.read(&keys).await {
+                Ok(s) => {
+                    if source_down {
+                        tracing::info!(source = self.source.name(), "autoscaler metrics are back");
+                    }
+                    source_down = false;
+                    Some(s)
+                }
+                Err(e) => {
+                    if !source_down {
+                        tracing::warn!(source = self.source.name(), error = %e, "no metrics: keeping every function's replica count until they are back (no scale to zero)");
+                    }
+                    source_down = true;
+                    None
+                }
+            };
+            let now = Instant::now();
+            states.retain(|k, _| targets.iter().any(|t| (&t.namespace, &t.name, t.version) == (&k.0, &k.1, k.2)));
+            for (t, key) in targets.iter().zip(&keys) {
+                let state =
+                    states.entry((t.namespace.clone(), t.name.clone(), t.version)).or_insert_with(|| State::new(now));
+                let sample = samples.as_ref().and_then(|s| s.get(key)).copied();
+                let value = sample.map(|s| match t.scale.metric {
+                    ScaleMetric::Concurrency => s.in_flight,
+                    ScaleMetric::Rps => s.rps,
+                });
+                let observation = Observation {
+                    now,
+                    value,
+                    in_flight: sample.map_or(0.0, |s| s.in_flight),
+                    waiting: self.invoker.waiting(&t.namespace, &t.name, t.version),
+                    replicas: t.replicas,
+                    ready: t.ready,
+                };
+                let bounds = Bounds {
+                    min: t.scale.min.max(0) as u32,
+                    max: t.scale.max.max(1) as u32,
+                    target: t.scale.target.max(1) as f64,
+                    zero_after: t.scale.zero_after.get(),
+                };
+                let decision = state.decide(&self.params, bounds, observation);
+                let labels = VersionLabels { function_name: key.0.clone(), version: key.1 };
+                self.metrics.desired_replicas.get_or_create(&labels).set(decision.desired as i64);
+                self.metrics.actual_replicas.get_or_create(&labels).set(t.replicas as i64);
+                if decision.desired == t.replicas || decision.reason == Reason::NoData {
+                    continue;
+                }
+                tracing::info!(
+                    function = %key.0,
+                    version = key.1,
+                    from = t.replicas,
+                    to = decision.desired,
+                    reason = decision.reason.as_str(),
+                    metric = ?t.scale.metric,
+                    stable_avg = decision.stable_avg,
+                    panic_avg = decision.panic_avg,
+                    in_flight = observation.in_flight,
+                    waiting = observation.waiting,
+                    target = bounds.target,
+                    "scaling"
+                );
+                let labels =
+                    ScalingLabels { function_name: key.0.clone(), version: key.1, reason: decision.reason.as_str() };
+                self.metrics.scaling.get_or_create(&labels).inc();
+                if let Err(e) = self.provider.scale(&t.namespace, &t.name, t.version, decision.desired).await {
+                    tracing::warn!(function = %key.0, error = %e, "could not scale");
+                }
+            }
+        }
+    }
+}

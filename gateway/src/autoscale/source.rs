@@ -1,0 +1,141 @@
+//! Where the autoscaler's inputs come from, behind one trait: Prometheus (PromQL over the
+//! gateway's own metrics, which Prometheus scrapes) or, where no Prometheus is configured, the
+//! gateway's in-process counters. Both give, per function version, the request rate and the
+//! requests in flight.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use tokio::time::Instant;
+
+use crate::metrics::{Metrics, VersionLabels};
+
+/// `function_name` (`name.namespace`) and version.
+pub type Key = (String, &'static str);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    pub rps: f64,
+    pub in_flight: f64,
+}
+
+pub trait Source: Send + Sync {
+    /// Samples for `keys`; `Err` when the source cannot be read (then nothing is known).
+    fn read<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<HashMap<Key, Sample>, String>>;
+    fn name(&self) -> &'static str;
+}
+
+/// The gateway's own counters: rate from the arrivals counter between two reads.
+pub struct InProcess {
+    metrics: Arc<Metrics>,
+    last: std::sync::Mutex<HashMap<Key, (Instant, u64)>>,
+}
+
+impl InProcess {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        InProcess { metrics, last: Default::default() }
+    }
+}
+
+impl Source for InProcess {
+    fn name(&self) -> &'static str {
+        "in-process"
+    }
+
+    fn read<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<HashMap<Key, Sample>, String>> {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap();
+        let samples = keys
+            .iter()
+            .map(|key| {
+                let labels = VersionLabels { function_name: key.0.clone(), version: key.1 };
+                let total = self.metrics.arrivals.get_or_create(&labels).get();
+                let in_flight = self.metrics.in_flight.get_or_create(&labels).get().max(0) as f64;
+                let rps = match last.insert(key.clone(), (now, total)) {
+                    Some((then, before)) if now > then => {
+                        (total - before) as f64 / now.duration_since(then).as_secs_f64()
+                    }
+                    _ => 0.0,
+                };
+                (key.clone(), Sample { rps, in_flight })
+            })
+            .collect();
+        Box::pin(async move { Ok(samples) })
+    }
+}
+
+/// Prometheus' HTTP query API.
+pub struct Prometheus {
+    base: String,
+    window: Duration,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+}
+
+impl Prometheus {
+    /// `window`: the range of `rate()`, a few scrape intervals.
+    pub fn new(base: String, window: Duration) -> Self {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Prometheus { base: base.trim_end_matches('/').to_string(), window, client }
+    }
+
+    /// One instant query; the value of each series by its (function_name, version).
+    async fn query(&self, promql: &str) -> Result<HashMap<(String, String), f64>, String> {
+        let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("query", promql).finish();
+        let url = format!("{}/api/v1/query?{query}", self.base);
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let response = tokio::time::timeout(Duration::from_secs(2), self.client.get(uri))
+            .await
+            .map_err(|_| format!("{} did not answer in 2s", self.base))?
+            .map_err(|e| format!("{}: {}", self.base, flint_http::error_chain(&e)))?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("{} answered {status}: {}", self.base, String::from_utf8_lossy(&body)));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("not Prometheus JSON: {e}"))?;
+        let mut out = HashMap::new();
+        for series in v["data"]["result"].as_array().ok_or("no data.result in Prometheus' answer")? {
+            let name = series["metric"]["function_name"].as_str().unwrap_or_default().to_string();
+            let version = series["metric"]["version"].as_str().unwrap_or_default().to_string();
+            let value = series["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            out.insert((name, version), if value.is_finite() { value } else { 0.0 });
+        }
+        Ok(out)
+    }
+}
+
+impl Source for Prometheus {
+    fn name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn read<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<HashMap<Key, Sample>, String>> {
+        Box::pin(async move {
+            // The gateway exports this for every function at each scrape: without it, Prometheus
+            // has not scraped the gateway (yet), and silence must not read as idleness.
+            if self.query("sum by (function_name, version) (label_replace(count(gateway_service_count), \"version\", \"\", \"\", \"\"))").await?.is_empty() {
+                return Err(format!("{} has no samples of the gateway's metrics (is it scraping the gateway?)", self.base));
+            }
+            let w = self.window.as_secs().max(1);
+            let rates = self
+                .query(&format!("sum by (function_name, version) (rate(flint_function_arrivals_total[{w}s]))"))
+                .await?;
+            let in_flight = self.query("sum by (function_name, version) (flint_function_in_flight)").await?;
+            Ok(keys
+                .iter()
+                .map(|key| {
+                    let k = (key.0.clone(), key.1.to_string());
+                    // No series yet: never invoked since the gateway started.
+                    let sample = Sample {
+                        rps: rates.get(&k).copied().unwrap_or(0.0),
+                        in_flight: in_flight.get(&k).copied().unwrap_or(0.0),
+                    };
+                    (key.clone(), sample)
+                })
+                .collect())
+        })
+    }
+}
