@@ -188,16 +188,15 @@ mod tests {
         s: &mut State,
         p: &Params,
         b: Bounds,
-        start: Instant,
-        from: u64,
+        from: Instant,
         secs: u64,
         value: f64,
         replicas: &mut u32,
     ) -> Vec<Decision> {
-        (from..from + secs)
+        (0..secs)
             .map(|t| {
                 let o = Observation {
-                    now: start + Duration::from_secs(t),
+                    now: from + Duration::from_secs(t),
                     value: Some(value),
                     in_flight: value,
                     waiting: 0,
@@ -215,7 +214,7 @@ mod tests {
     fn a_steady_load_settles_at_ceil_load_over_target() {
         let start = Instant::now();
         let (p, mut s, mut r) = (params(), State::new(start), 1);
-        feed(&mut s, &p, B, start, 0, 120, 45.0, &mut r);
+        feed(&mut s, &p, B, start + Duration::from_secs(0), 120, 45.0, &mut r);
         assert_eq!(r, 5);
     }
 
@@ -223,9 +222,9 @@ mod tests {
     fn a_burst_panics_and_scales_up_within_seconds() {
         let start = Instant::now();
         let (p, mut s, mut r) = (params(), State::new(start), 1);
-        feed(&mut s, &p, B, start, 0, 60, 5.0, &mut r);
+        feed(&mut s, &p, B, start + Duration::from_secs(0), 60, 5.0, &mut r);
         assert_eq!(r, 1);
-        let burst = feed(&mut s, &p, B, start, 60, 7, 150.0, &mut r);
+        let burst = feed(&mut s, &p, B, start + Duration::from_secs(60), 7, 150.0, &mut r);
         assert_eq!(burst[0].reason, Reason::Panic, "{burst:?}");
         assert!(burst[0].desired > 1, "the first second of the burst scales up: {burst:?}");
         assert_eq!(r, 15, "once the panic window is full of the burst: 150/10");
@@ -236,7 +235,7 @@ mod tests {
         let start = Instant::now();
         let p = Params { max_scale_up: 2.0, ..params() };
         let (mut s, mut r) = (State::new(start), 1);
-        let first = feed(&mut s, &p, B, start, 0, 1, 200.0, &mut r);
+        let first = feed(&mut s, &p, B, start + Duration::from_secs(0), 1, 200.0, &mut r);
         assert_eq!(first[0].desired, 2, "1 replica may become at most 2");
     }
 
@@ -244,13 +243,13 @@ mod tests {
     fn never_scales_down_while_panicking_and_waits_the_delay_after() {
         let start = Instant::now();
         let (p, mut s, mut r) = (params(), State::new(start), 1);
-        feed(&mut s, &p, B, start, 0, 5, 100.0, &mut r);
+        feed(&mut s, &p, B, start + Duration::from_secs(0), 5, 100.0, &mut r);
         assert_eq!(r, 10);
         // Load drops: no scale-down during the panic (a stable window from the last trigger).
-        let calm = feed(&mut s, &p, B, start, 5, 50, 10.0, &mut r);
+        let calm = feed(&mut s, &p, B, start + Duration::from_secs(5), 50, 10.0, &mut r);
         assert!(calm.iter().all(|d| d.desired >= 10), "scaled down while panicking");
         // After the panic and the scale-down delay, it comes down to ceil(10/10).
-        feed(&mut s, &p, B, start, 55, 150, 10.0, &mut r);
+        feed(&mut s, &p, B, start + Duration::from_secs(55), 150, 10.0, &mut r);
         assert_eq!(r, 1);
     }
 
@@ -258,8 +257,8 @@ mod tests {
     fn idle_for_zero_after_goes_to_zero_but_never_with_work_in_flight() {
         let start = Instant::now();
         let (p, mut s, mut r) = (params(), State::new(start), 1);
-        feed(&mut s, &p, B, start, 0, 10, 5.0, &mut r);
-        let idle = feed(&mut s, &p, B, start, 10, 29, 0.0, &mut r);
+        feed(&mut s, &p, B, start + Duration::from_secs(0), 10, 5.0, &mut r);
+        let idle = feed(&mut s, &p, B, start + Duration::from_secs(10), 29, 0.0, &mut r);
         assert!(idle.iter().all(|d| d.desired == 1), "zero before zeroAfter");
         let o = Observation {
             now: start + Duration::from_secs(45),
@@ -270,7 +269,7 @@ mod tests {
             ready: 1,
         };
         assert_eq!(s.decide(&p, B, o).desired, 1, "requests are waiting");
-        let later = feed(&mut s, &p, B, start, 76, 2, 0.0, &mut r);
+        let later = feed(&mut s, &p, B, start + Duration::from_secs(76), 2, 0.0, &mut r);
         assert_eq!(later[0].reason, Reason::ToZero, "{later:?}");
         assert_eq!(r, 0);
     }
@@ -280,9 +279,9 @@ mod tests {
         let start = Instant::now();
         let b = Bounds { min: 2, max: 4, ..B };
         let (p, mut s, mut r) = (params(), State::new(start), 2);
-        feed(&mut s, &p, b, start, 0, 10, 1000.0, &mut r);
+        feed(&mut s, &p, b, start + Duration::from_secs(0), 10, 1000.0, &mut r);
         assert_eq!(r, 4);
-        feed(&mut s, &p, b, start, 10, 300, 0.0, &mut r);
+        feed(&mut s, &p, b, start + Duration::from_secs(10), 300, 0.0, &mut r);
         assert_eq!(r, 2, "min holds even when idle");
     }
 
@@ -290,9 +289,9 @@ mod tests {
     fn at_zero_without_requests_it_stays_at_zero() {
         let start = Instant::now();
         let (p, mut s, mut r) = (params(), State::new(start), 0);
-        let d = feed(&mut s, &p, B, start, 0, 5, 0.0, &mut r);
+        let d = feed(&mut s, &p, B, start + Duration::from_secs(0), 5, 0.0, &mut r);
         assert!(d.iter().all(|d| d.desired == 0 && d.reason == Reason::Steady), "{d:?}");
-        feed(&mut s, &p, B, start, 5, 1, 12.0, &mut r);
+        feed(&mut s, &p, B, start + Duration::from_secs(5), 1, 12.0, &mut r);
         assert_eq!(r, 1, "traffic at zero scales up");
     }
 
