@@ -98,6 +98,18 @@ impl Metrics {
             m.seconds.clone(),
         );
         registry.register("gateway_function_invocation_started", "Invocations started", m.started.clone());
+        registry.register("flint_function_arrivals", "Requests arrived by function and version", m.arrivals.clone());
+        registry.register(
+            "flint_autoscaler_desired_replicas",
+            "Replicas the autoscaler wants",
+            m.desired_replicas.clone(),
+        );
+        registry.register("flint_autoscaler_actual_replicas", "Replicas there are", m.actual_replicas.clone());
+        registry.register(
+            "flint_autoscaler_scaling_events",
+            "Replica changes the autoscaler made, by reason",
+            m.scaling.clone(),
+        );
         registry.register("gateway_service_count", "Replicas of each function", m.service_count.clone());
         registry.register(
             "flint_function_in_flight",

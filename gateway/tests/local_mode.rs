@@ -231,7 +231,7 @@ async fn a_function_at_zero_starts_on_the_first_request_once_for_many() {
     assert_eq!(g.call(Method::POST, "/system/scale-function/cold", &[], r#"{"replicas":0}"#).await.status, 202);
     g.wait_available("cold", 0).await;
 
-    let calls: Vec<_> = (0..100)
+    let calls: Vec<_> = (0..200)
         .map(|i| {
             let url = g.url("/function/cold");
             tokio::spawn(async move { flint_testkit::post(&url, format!("req-{i}")).await })
@@ -243,7 +243,7 @@ async fn a_function_at_zero_starts_on_the_first_request_once_for_many() {
     }
     let f: serde_json::Value =
         serde_json::from_slice(&g.call(Method::GET, "/system/function/cold", &[], "").await.body).unwrap();
-    assert_eq!(f["replicas"], 1, "100 waiting requests must cause one scale-up: {f}");
+    assert_eq!(f["replicas"], 1, "200 waiting requests must cause one scale-up: {f}");
     let m = g.metrics().await;
     assert!(m.contains(r#"flint_cold_starts_total{function_name="cold.default",version="stable"}"#), "{m}");
 }

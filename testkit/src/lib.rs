@@ -170,3 +170,50 @@ fn rss_field(pid: Pid, field: &str) -> u64 {
 }
 
 pub const SIGTERM: Signal = Signal::SIGTERM;
+
+/// A real Prometheus (Debian's `prometheus`, installed by scripts/setup.sh) on a loopback port,
+/// scraping `targets` every second; stopped and its data removed when dropped.
+pub struct Prometheus {
+    pub process: Spawned,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    pub async fn start(targets: &[String]) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("flint-prometheus-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: flint\n  static_configs:\n  - targets: [{list}]\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let process = Spawned::start(
+            "prometheus",
+            &[
+                &format!("--config.file={}", dir.join("prometheus.yml").display()),
+                &format!("--storage.tsdb.path={}", dir.join("data").display()),
+                &format!("--web.listen-address=127.0.0.1:{port}"),
+            ],
+            &[],
+        );
+        let p = Prometheus { process, port, dir };
+        let ready = format!("{}/-/ready", p.url());
+        wait_for("Prometheus to be ready", Duration::from_secs(30), || async {
+            get(&ready).await.ok().filter(|r| r.status == 200)
+        })
+        .await;
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -72,7 +72,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway over `dir` and waits until it answers `/healthz`.
     pub async fn start(dir: &Path, args: &[&str]) -> Self {
-        let port = free_port();
+        Self::start_on(dir, free_port(), args).await
+    }
+
+    /// The same on a given port (for a Prometheus configured to scrape it).
+    pub async fn start_on(dir: &Path, port: u16, args: &[&str]) -> Self {
         let watchdog = watchdog();
         let mut all = vec!["--functions-dir", dir.to_str().unwrap(), "--watchdog", watchdog.to_str().unwrap()];
         let port_s = port.to_string();

@@ -1,0 +1,118 @@
+//! The autoscaler end to end in local mode, with its two sources: the gateway's in-process
+//! counters, and a real Prometheus scraping the gateway every second.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{Dir, Gateway};
+use flint_testkit::{Prometheus, free_port, post, wait_for};
+use hyper::Method;
+
+const MINUTE: Duration = Duration::from_secs(60);
+/// Short windows so a test sees whole scaling cycles in seconds.
+const FAST: &[&str] =
+    &["--stable-window", "6s", "--panic-window", "2s", "--scale-down-delay", "2s", "--autoscale-tick", "500ms"];
+
+/// Each invocation takes 300 ms: with `target: 2` (concurrency), 8 callers need 4 replicas.
+fn busy_function(dir: &Dir) {
+    dir.function(
+        "busy",
+        "  image: x\n  command: [sh, -c, 'sleep 0.3; cat']\n  scale: {min: 0, max: 10, metric: concurrency, target: 2, zeroAfter: 3s}",
+        &[],
+    );
+}
+
+/// `callers` loops calling the function until stopped; every answer must be 200.
+fn load(g: &Gateway, callers: usize) -> (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<usize>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = (0..callers)
+        .map(|_| {
+            let (url, stop) = (g.url("/function/busy"), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = post(&url, "x").await.expect("an answer");
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    (stop, tasks)
+}
+
+async fn replicas(g: &Gateway) -> u64 {
+    let r = g.call(Method::GET, "/system/function/busy", &[], "").await;
+    serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["replicas"].as_u64().unwrap()
+}
+
+/// A load step scales up to ceil(load / target), idleness brings it to zero after zeroAfter,
+/// and a request at zero is answered.
+async fn scales_with_load(g: &Gateway) {
+    let (stop, tasks) = load(g, 8);
+    wait_for("4 replicas under 8 callers", MINUTE, || async { (replicas(g).await == 4).then_some(()) }).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        assert!(t.await.unwrap() > 0);
+    }
+    wait_for("scale to zero after zeroAfter", MINUTE, || async { (replicas(g).await == 0).then_some(()) }).await;
+    let m = g.metrics().await;
+    assert!(
+        m.contains(
+            r#"flint_autoscaler_scaling_events_total{function_name="busy.default",version="stable",reason="to_zero"} 1"#
+        ),
+        "{m}"
+    );
+    let cold = g.call(Method::POST, "/function/busy", &[], "cold").await;
+    assert_eq!((cold.status, cold.text().as_str()), (200, "cold"));
+    assert!(g.process.log().contains("reason=\"panic\"") || g.process.log().contains("reason=\"scale_up\""));
+}
+
+#[tokio::test]
+async fn in_process_metrics_drive_scale_up_and_scale_to_zero() {
+    let dir = Dir::new("as-local");
+    busy_function(&dir);
+    let g = Gateway::start(&dir.0, FAST).await;
+    scales_with_load(&g).await;
+}
+
+#[tokio::test]
+async fn prometheus_metrics_drive_scale_up_and_scale_to_zero() {
+    let dir = Dir::new("as-prom");
+    busy_function(&dir);
+    let port = free_port();
+    let prometheus = Prometheus::start(&[format!("127.0.0.1:{port}")]).await;
+    let url = prometheus.url();
+    let mut args = FAST.to_vec();
+    args.extend(["--prometheus-url", &url]);
+    let g = Gateway::start_on(&dir.0, port, &args).await;
+    scales_with_load(&g).await;
+    // Before Prometheus' first scrape the autoscaler waits; after it, it reads Prometheus.
+    let log = g.process.log();
+    assert!(!log.contains("no metrics") || log.contains("autoscaler metrics are back"), "{log}");
+}
+
+#[tokio::test]
+async fn without_metrics_the_autoscaler_keeps_the_count_and_says_so() {
+    let dir = Dir::new("as-down");
+    dir.function("idle", "  image: x\n  command: [cat]\n  scale: {min: 0, max: 3, zeroAfter: 1s}", &[]);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut args = FAST.to_vec();
+    args.extend(["--prometheus-url", &dead]);
+    let g = Gateway::start(&dir.0, &args).await;
+    g.wait_available("idle", 1).await;
+    g.process.wait_log("no metrics: keeping every function's replica count", Duration::from_secs(20)).await;
+    // Well past zeroAfter: still one replica, since silence is not idleness.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = g.call(Method::GET, "/system/function/idle", &[], "").await;
+    let f: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(f["replicas"], 1, "{f}");
+}
