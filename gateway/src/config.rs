@@ -9,6 +9,8 @@ use clap::{Parser, ValueEnum};
 pub enum ProviderKind {
     /// Functions as watchdog processes on this machine, read from --functions-dir.
     Local,
+    /// Functions as Function resources in a Kubernetes cluster (in-cluster or KUBECONFIG).
+    Kubernetes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -41,6 +43,18 @@ pub struct Args {
     /// Default: `<functions-dir>/.secrets`.
     #[arg(long, env = "FLINT_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+
+    /// Kubernetes: watch Functions in this namespace only (all namespaces when unset).
+    #[arg(long, env = "FLINT_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Kubernetes: the Lease that elects the one gateway replica running the autoscaler.
+    #[arg(long, env = "FLINT_AUTOSCALER_LEASE", default_value = "flint-gateway-autoscaler")]
+    pub autoscaler_lease: String,
+
+    /// Kubernetes: the namespace of that Lease (the gateway's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
 
     /// Namespace of functions named without one.
     #[arg(long, env = "FLINT_NAMESPACE", default_value = "default")]

@@ -31,10 +31,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Args, LogFormat, ProviderKind},
-    provider::{Provider, local::Local},
+    provider::{Provider, kubernetes::Kubernetes, local::Local},
 };
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for the whole process, before any Kubernetes client exists.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -62,11 +64,29 @@ async fn run(args: Args) -> ExitCode {
     } else {
         None
     };
+    let mut client = None;
     let provider: Arc<dyn Provider> = match args.provider {
         ProviderKind::Local => match local_provider(&args).await {
             Some(p) => p,
             None => return ExitCode::FAILURE,
         },
+        ProviderKind::Kubernetes => {
+            let c = match kube::Client::try_default().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "no Kubernetes client: run in a cluster or set KUBECONFIG");
+                    return ExitCode::FAILURE;
+                }
+            };
+            client = Some(c.clone());
+            match Kubernetes::start(c, args.namespace.clone(), args.watch_namespace.clone(), identity()).await {
+                Ok(k) => Arc::new(k),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
     };
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = match TcpListener::bind(addr).await {
@@ -106,7 +126,21 @@ async fn run(args: Args) -> ExitCode {
             },
             tick: args.autoscale_tick,
         };
-        tokio::spawn(autoscaler.run(stop.clone()));
+        match client.clone() {
+            // Several gateway replicas: only the Lease holder scales (each still scales from zero).
+            Some(client) => {
+                tokio::spawn(lead_then(
+                    client,
+                    args.autoscaler_lease.clone(),
+                    args.lease_namespace.clone(),
+                    autoscaler,
+                    stop.clone(),
+                ));
+            }
+            None => {
+                tokio::spawn(autoscaler.run(stop.clone()));
+            }
+        }
     }
     let gateway = Arc::new(routes::Gateway {
         invoker,
@@ -149,6 +183,53 @@ async fn run(args: Args) -> ExitCode {
     provider.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// This replica's name in Leases and Events.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "flint-gateway".into())
+}
+
+/// Runs the autoscaler while this replica holds the Lease, and stops it when the Lease is lost.
+async fn lead_then(
+    client: kube::Client,
+    lease: String,
+    namespace: String,
+    autoscaler: autoscale::Autoscaler,
+    stop: CancellationToken,
+) {
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &lease)
+        .with_namespace(&namespace)
+        .with_identity(identity())
+        .build()
+        .await;
+    let manager = match manager {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, %lease, "cannot use the autoscaler's Lease: this replica will not autoscale");
+            return;
+        }
+    };
+    let (mut leading, _task) = manager.watch().await;
+    let autoscaler = Arc::new(autoscaler);
+    loop {
+        tokio::select! {
+            held = leading.wait_for(|l| *l) => if held.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+        tracing::info!(%lease, "holding the Lease: autoscaling");
+        let term = stop.child_token();
+        let running = tokio::spawn(autoscaler.clone().run_shared(term.clone()));
+        tokio::select! {
+            _ = leading.wait_for(|l| !*l) => tracing::warn!(%lease, "lost the Lease: no longer autoscaling"),
+            _ = stop.cancelled() => {}
+        }
+        term.cancel();
+        let _ = running.await;
+    }
 }
 
 async fn local_provider(args: &Args) -> Option<Arc<dyn Provider>> {

@@ -34,6 +34,11 @@ pub struct Autoscaler {
 
 impl Autoscaler {
     pub async fn run(self, stop: CancellationToken) {
+        Arc::new(self).run_shared(stop).await
+    }
+
+    /// The loop; state starts fresh each time (a new leader learns the load anew).
+    pub async fn run_shared(self: Arc<Self>, stop: CancellationToken) {
         let mut states: HashMap<(String, String, Version), State> = HashMap::new();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -110,8 +115,21 @@ impl Autoscaler {
                 let labels =
                     ScalingLabels { function_name: key.0.clone(), version: key.1, reason: decision.reason.as_str() };
                 self.metrics.scaling.get_or_create(&labels).inc();
-                if let Err(e) = self.provider.scale(&t.namespace, &t.name, t.version, decision.desired).await {
-                    tracing::warn!(function = %key.0, error = %e, "could not scale");
+                match self.provider.scale(&t.namespace, &t.name, t.version, decision.desired).await {
+                    Ok(()) => {
+                        let note = format!(
+                            "{} version: {} -> {} replicas ({}; stable avg {:.2}, panic avg {:.2}, target {})",
+                            t.version.as_str(),
+                            t.replicas,
+                            decision.desired,
+                            decision.reason.as_str(),
+                            decision.stable_avg,
+                            decision.panic_avg,
+                            bounds.target
+                        );
+                        self.provider.scaled(t, decision.reason.as_str(), note).await;
+                    }
+                    Err(e) => tracing::warn!(function = %key.0, error = %e, "could not scale"),
                 }
             }
         }

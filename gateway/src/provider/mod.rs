@@ -2,6 +2,7 @@
 //! ready replicas are, and to change replica counts; it never cares whether the replicas are
 //! pods (the `kubernetes` provider) or watchdog processes on this machine (`local`).
 
+pub mod kubernetes;
 pub mod local;
 
 use std::{
@@ -110,6 +111,8 @@ pub enum ProviderError {
     AlreadyExists(String),
     #[error("{0}")]
     Invalid(#[from] Invalid),
+    #[error("Kubernetes API: {0}")]
+    Backend(String),
 }
 
 pub trait Provider: Send + Sync + 'static {
@@ -142,6 +145,11 @@ pub trait Provider: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
     /// Every version of every function, for the autoscaler.
     fn scale_targets(&self) -> Vec<ScaleTarget>;
+    /// Makes an autoscaler decision visible where users look (an Event on Kubernetes; local
+    /// mode has the log line only).
+    fn scaled<'a>(&'a self, _target: &'a ScaleTarget, _reason: &'a str, _note: String) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>>;
     /// Stops what the provider started (local replicas); nothing for Kubernetes.
     fn shutdown(&self) -> BoxFuture<'_, ()>;

@@ -202,6 +202,7 @@ fn error(e: ProviderError) -> Reply {
         ProviderError::NotFound(_) => StatusCode::NOT_FOUND,
         ProviderError::AlreadyExists(_) => StatusCode::CONFLICT,
         ProviderError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ProviderError::Backend(_) => StatusCode::BAD_GATEWAY,
     };
     match e {
         ProviderError::Invalid(i) => invalid(i),

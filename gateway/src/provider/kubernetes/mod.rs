@@ -1,0 +1,617 @@
+//! The `kubernetes` provider: Functions are `Function` custom resources (the REST API creates,
+//! replaces and deletes them; the operator turns them into Deployments and Services), ready
+//! endpoints come from EndpointSlices, replica counts are read from Deployments and set through
+//! their scale subresource, logs come from the pods.
+//!
+//! Functions and Deployments are cached by reflectors, EndpointSlices are watched into one
+//! endpoint list per Service, so the request path never waits on the API server.
+
+mod endpoints;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use flint_api::{Function, Invalid, validate::FieldError};
+use futures::{AsyncBufReadExt, FutureExt, StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
+    runtime::{
+        WatchStreamExt,
+        events::{Event as K8sEvent, EventType, Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tokio::sync::watch;
+
+use super::{
+    Deployed, Endpoint, Endpoints, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget, Version,
+};
+
+pub const FIELD_MANAGER: &str = "flint-gateway";
+const FUNCTION_LABEL: &str = "flint.dev/function";
+const CANARY_SUFFIX: &str = flint_api::limits::CANARY_SUFFIX;
+
+type Key = (String, String);
+
+/// One Service's endpoints: per slice, and the merged list routes read.
+struct Channel {
+    slices: BTreeMap<String, Vec<SocketAddr>>,
+    tx: watch::Sender<Arc<Vec<Arc<Endpoint>>>>,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Channel { slices: BTreeMap::new(), tx: watch::channel(Arc::new(Vec::new())).0 }
+    }
+
+    fn publish(&self) {
+        let merged = endpoints::merge(&self.slices, &self.tx.borrow());
+        self.tx.send_if_modified(|current| {
+            let same = current.len() == merged.len() && current.iter().zip(&merged).all(|(a, b)| Arc::ptr_eq(a, b));
+            if !same {
+                *current = Arc::new(merged);
+            }
+            !same
+        });
+    }
+}
+
+pub struct Kubernetes {
+    client: Client,
+    namespace: String,
+    watch_namespace: Option<String>,
+    functions: Store<Function>,
+    deployments: Store<Deployment>,
+    channels: Arc<Mutex<HashMap<Key, Channel>>>,
+    recorder: Recorder,
+}
+
+impl Kubernetes {
+    /// Starts the caches and waits until they hold the cluster's current state.
+    pub async fn start(
+        client: Client,
+        namespace: String,
+        watch_namespace: Option<String>,
+        instance: String,
+    ) -> Result<Self, String> {
+        fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+        where
+            K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+        {
+            match ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            }
+        }
+        let (functions, writer) = reflector::store();
+        let stream = reflector::reflector(
+            writer,
+            watcher(api::<Function>(&client, &watch_namespace), watcher::Config::default()),
+        );
+        tokio::spawn(stream.default_backoff().for_each(|_| async {}));
+        let (deployments, writer) = reflector::store();
+        let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=flint-operator");
+        let stream = reflector::reflector(writer, watcher(api::<Deployment>(&client, &watch_namespace), managed));
+        tokio::spawn(stream.default_backoff().for_each(|_| async {}));
+
+        let channels: Arc<Mutex<HashMap<Key, Channel>>> = Default::default();
+        let slices =
+            watcher(api::<EndpointSlice>(&client, &watch_namespace), watcher::Config::default().labels(FUNCTION_LABEL));
+        tokio::spawn(watch_slices(slices.default_backoff(), channels.clone()));
+
+        let wait = async {
+            functions.wait_until_ready().await.map_err(|e| e.to_string())?;
+            deployments.wait_until_ready().await.map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), wait).await.map_err(|_| {
+            "the Function and Deployment caches did not fill within 60s (RBAC? CRD installed?)".to_string()
+        })??;
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
+        Ok(Kubernetes {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            namespace,
+            watch_namespace,
+            functions,
+            deployments,
+            channels,
+        })
+    }
+
+    fn function(&self, namespace: &str, name: &str) -> Result<Arc<Function>, ProviderError> {
+        self.functions
+            .get(&ObjectRef::new(name).within(namespace))
+            .ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))
+    }
+
+    fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+        self.deployments.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn endpoints(&self, namespace: &str, service: &str) -> Endpoints {
+        let mut channels = self.channels.lock().unwrap();
+        channels.entry((namespace.to_string(), service.to_string())).or_insert_with(Channel::new).tx.subscribe()
+    }
+
+    fn object_name(name: &str, version: Version) -> String {
+        match version {
+            Version::Stable => name.to_string(),
+            Version::Canary => format!("{name}{CANARY_SUFFIX}"),
+        }
+    }
+
+    /// Wanted and ready replicas of a version's Deployment.
+    fn counts(&self, namespace: &str, name: &str, version: Version) -> Option<(u32, u32)> {
+        let d = self.deployment(namespace, &Self::object_name(name, version))?;
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
+        let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0).max(0) as u32;
+        Some((want, ready))
+    }
+
+    fn deployed(&self, f: Arc<Function>) -> Deployed {
+        let (ns, name) = (f.namespace().unwrap_or_default(), f.name_any());
+        let counts: Vec<(u32, u32)> =
+            [Version::Stable, Version::Canary].into_iter().filter_map(|v| self.counts(&ns, &name, v)).collect();
+        Deployed {
+            replicas: counts.iter().map(|c| c.0).sum(),
+            available: counts.iter().map(|c| c.1).sum(),
+            created_at: f.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            function: f,
+        }
+    }
+
+    fn api(&self, namespace: &str) -> Api<Function> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Records a scaling decision as an Event on the Function.
+    pub async fn record(&self, namespace: &str, name: &str, reason: &str, note: String) {
+        let Ok(f) = self.function(namespace, name) else { return };
+        let event = K8sEvent {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Scale".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &f.object_ref(&())).await {
+            tracing::warn!(function = name, error = %e, "could not record a scaling event");
+        }
+    }
+}
+
+/// Keeps every Service's endpoint list up to date from its EndpointSlices.
+async fn watch_slices(
+    events: impl futures::Stream<Item = Result<watcher::Event<EndpointSlice>, watcher::Error>>,
+    channels: Arc<Mutex<HashMap<Key, Channel>>>,
+) {
+    futures::pin_mut!(events);
+    // During a relist, the fresh state is gathered aside and swapped in whole at its end.
+    let mut relist: Option<HashMap<Key, BTreeMap<String, Vec<SocketAddr>>>> = None;
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "EndpointSlice watch");
+                continue;
+            }
+        };
+        let key = |s: &EndpointSlice| Some((s.namespace()?, endpoints::service_of(s)?.to_string()));
+        match event {
+            watcher::Event::Init => relist = Some(HashMap::new()),
+            watcher::Event::InitApply(s) => {
+                if let (Some(fresh), Some(k)) = (relist.as_mut(), key(&s)) {
+                    fresh.entry(k).or_default().insert(s.name_any(), endpoints::ready_addresses(&s));
+                }
+            }
+            watcher::Event::InitDone => {
+                let fresh = relist.take().unwrap_or_default();
+                let mut channels = channels.lock().unwrap();
+                for (k, channel) in channels.iter_mut() {
+                    channel.slices = fresh.get(k).cloned().unwrap_or_default();
+                    channel.publish();
+                }
+                for (k, slices) in fresh {
+                    channels
+                        .entry(k)
+                        .or_insert_with(|| Channel { slices, tx: watch::channel(Arc::new(Vec::new())).0 })
+                        .publish();
+                }
+            }
+            watcher::Event::Apply(s) => {
+                let Some(k) = key(&s) else { continue };
+                let mut channels = channels.lock().unwrap();
+                let channel = channels.entry(k).or_insert_with(Channel::new);
+                channel.slices.insert(s.name_any(), endpoints::ready_addresses(&s));
+                channel.publish();
+            }
+            watcher::Event::Delete(s) => {
+                let Some(k) = key(&s) else { continue };
+                if let Some(channel) = channels.lock().unwrap().get_mut(&k) {
+                    channel.slices.remove(&s.name_any());
+                    channel.publish();
+                }
+            }
+        }
+    }
+}
+
+fn backend(e: kube::Error) -> ProviderError {
+    ProviderError::Backend(e.to_string())
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+impl Provider for Kubernetes {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn default_namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {
+        let mut all: Vec<String> = self.functions.state().iter().filter_map(|f| f.namespace()).collect();
+        all.push(self.watch_namespace.clone().unwrap_or_else(|| self.namespace.clone()));
+        all.sort();
+        all.dedup();
+        async move { Ok(all) }.boxed()
+    }
+
+    fn route(&self, namespace: &str, name: &str) -> Option<Route> {
+        let f = self.function(namespace, name).ok()?;
+        let canary =
+            f.spec.canary.as_ref().map(|_| self.endpoints(namespace, &Self::object_name(name, Version::Canary)));
+        // The effective weight (status, set by the canary analysis) wins over the spec's.
+        let weight = f.status.as_ref().and_then(|s| s.canary.as_ref()).map(|c| c.weight).or(f
+            .spec
+            .canary
+            .as_ref()
+            .map(|c| c.weight));
+        Some(Route {
+            stable: self.endpoints(namespace, name),
+            canary,
+            canary_weight: weight.unwrap_or(0).clamp(0, 100) as u8,
+            function: f,
+        })
+    }
+
+    fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Vec<Deployed>, ProviderError>> {
+        let ns = namespace.to_string();
+        let list = self
+            .functions
+            .state()
+            .into_iter()
+            .filter(|f| f.namespace().as_deref() == Some(&ns))
+            .map(|f| self.deployed(f))
+            .collect();
+        async move { Ok(list) }.boxed()
+    }
+
+    fn get<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Deployed, ProviderError>> {
+        let found = self.function(namespace, name).map(|f| self.deployed(f));
+        async move { found }.boxed()
+    }
+
+    fn deploy(&self, function: Function) -> BoxFuture<'_, Result<(), ProviderError>> {
+        async move {
+            function.validate()?;
+            let ns = function.namespace().unwrap_or_else(|| self.namespace.clone());
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match self.api(&ns).create(&params, &function).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_status(&e, 409) => Err(ProviderError::AlreadyExists(function.name_any())),
+                Err(e) => Err(backend(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn update(&self, function: Function) -> BoxFuture<'_, Result<(), ProviderError>> {
+        async move {
+            function.validate()?;
+            let ns = function.namespace().unwrap_or_else(|| self.namespace.clone());
+            let api = self.api(&ns);
+            let name = function.name_any();
+            let mut current = match api.get(&name).await {
+                Ok(f) => f,
+                Err(e) if is_status(&e, 404) => return Err(ProviderError::NotFound(format!("{name}.{ns}"))),
+                Err(e) => return Err(backend(e)),
+            };
+            // The gateway changes only what the OpenFaaS API carries; the rest of the spec stays.
+            current.spec = flint_api::FunctionSpec {
+                canary: current.spec.canary.take(),
+                triggers: std::mem::take(&mut current.spec.triggers),
+                ..function.spec
+            };
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            api.replace(&name, &params, &current).await.map_err(backend)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+        async move {
+            match self.api(namespace).delete(name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_status(&e, 404) => Err(ProviderError::NotFound(format!("{name}.{namespace}"))),
+                Err(e) => Err(backend(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn scale_from_zero<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        version: Version,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        async move {
+            match self.counts(namespace, name, version) {
+                Some((0, _)) => self.scale(namespace, name, version, 1).await,
+                _ => Ok(()),
+            }
+        }
+        .boxed()
+    }
+
+    fn scale<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        version: Version,
+        replicas: u32,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        async move {
+            let f = self.function(namespace, name)?;
+            let max = f.spec.scale.max.max(0) as u32;
+            if replicas > max {
+                return Err(ProviderError::Invalid(Invalid(vec![FieldError {
+                    field: "replicas".into(),
+                    message: format!("{replicas} is more than spec.scale.max ({max}) of {name}"),
+                }])));
+            }
+            let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+            let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+            let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            deployments
+                .patch_scale(&Self::object_name(name, version), &params, &Patch::Merge(&patch))
+                .await
+                .map_err(backend)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn scale_targets(&self) -> Vec<ScaleTarget> {
+        let mut out = Vec::new();
+        for f in self.functions.state() {
+            let (ns, name) = (f.namespace().unwrap_or_default(), f.name_any());
+            for version in [Version::Stable, Version::Canary] {
+                if version == Version::Canary && f.spec.canary.is_none() {
+                    continue;
+                }
+                if let Some((replicas, ready)) = self.counts(&ns, &name, version) {
+                    out.push(ScaleTarget {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        version,
+                        scale: f.spec.scale.clone(),
+                        replicas,
+                        ready,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn scaled<'a>(&'a self, target: &'a ScaleTarget, reason: &'a str, note: String) -> BoxFuture<'a, ()> {
+        self.record(&target.namespace, &target.name, reason, note).boxed()
+    }
+
+    fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>> {
+        async move {
+            self.function(&query.namespace, &query.name)?;
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &query.namespace);
+            let list = pods
+                .list(&ListParams::default().labels(&format!("{FUNCTION_LABEL}={}", query.name)))
+                .await
+                .map_err(backend)?;
+            let params = LogParams {
+                container: Some("function".into()),
+                follow: query.follow,
+                tail_lines: query.tail.map(|t| t as i64),
+                since_time: query.since,
+                timestamps: true,
+                ..Default::default()
+            };
+            let mut streams = Vec::new();
+            for pod in list {
+                let pod_name = pod.name_any();
+                let lines = pods.log_stream(&pod_name, &params).await.map_err(backend)?.lines();
+                let (name, namespace) = (query.name.clone(), query.namespace.clone());
+                streams.push(
+                    lines
+                        .map_ok(move |line| {
+                            let (timestamp, text) = line.split_once(' ').unwrap_or(("", line.as_str()));
+                            LogMessage {
+                                name: name.clone(),
+                                namespace: namespace.clone(),
+                                instance: pod_name.clone(),
+                                timestamp: timestamp.into(),
+                                text: text.into(),
+                            }
+                        })
+                        .filter_map(|m| async move { m.ok() })
+                        .boxed(),
+                );
+            }
+            Ok(futures::stream::select_all(streams).boxed())
+        }
+        .boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        async {}.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use http_body_util::BodyExt;
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn function(spec: &str) -> Function {
+        let yaml = format!(
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: f, namespace: ns}}\nspec:\n{spec}\n"
+        );
+        flint_api::manifest::from_yaml(&yaml).unwrap().remove(0)
+    }
+
+    fn deployment(name: &str, replicas: i32) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"replicas": replicas, "selector": {}, "template": {}},
+            "status": {"readyReplicas": replicas}
+        }))
+        .unwrap()
+    }
+
+    /// A provider over fixed caches and a mocked API server.
+    fn provider(functions: Vec<Function>, deployments: Vec<Deployment>) -> (Kubernetes, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (fstore, mut fw) = reflector::store();
+        for f in functions {
+            fw.apply_watcher_event(&watcher::Event::Apply(f));
+        }
+        let (dstore, mut dw) = reflector::store();
+        for d in deployments {
+            dw.apply_watcher_event(&watcher::Event::Apply(d));
+        }
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: None };
+        let k = Kubernetes {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            namespace: "ns".into(),
+            watch_namespace: None,
+            functions: fstore,
+            deployments: dstore,
+            channels: Default::default(),
+        };
+        (k, handle)
+    }
+
+    /// Answers the next call after checking it; returns its JSON body.
+    async fn expect(handle: &mut Handle, method: &str, path: &str, status: u16, reply: Value) -> Value {
+        let (request, send) =
+            tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await.expect("a call").unwrap();
+        assert_eq!((request.method().as_str(), request.uri().path()), (method, path));
+        let bytes = request.into_body().collect().await.unwrap().to_bytes();
+        send.send_response(
+            Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+        );
+        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() }
+    }
+
+    fn scale_reply(n: u32) -> Value {
+        json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "f"}, "spec": {"replicas": n}})
+    }
+
+    #[tokio::test]
+    async fn scaling_patches_the_scale_subresource_only() {
+        let (k, mut api) = provider(vec![function("  image: x\n  scale: {max: 5}")], vec![deployment("f", 1)]);
+        let k = Arc::new(k);
+        let task = tokio::spawn({
+            let k = k.clone();
+            async move { k.scale("ns", "f", Version::Stable, 3).await }
+        });
+        let body =
+            expect(&mut api, "PATCH", "/apis/apps/v1/namespaces/ns/deployments/f/scale", 200, scale_reply(3)).await;
+        assert_eq!(body, json!({"spec": {"replicas": 3}}));
+        task.await.unwrap().unwrap();
+        let over = k.scale("ns", "f", Version::Stable, 9).await.unwrap_err();
+        assert!(over.to_string().contains("spec.scale.max"), "{over}");
+    }
+
+    #[tokio::test]
+    async fn scale_from_zero_asks_once_and_only_at_zero() {
+        let (k, mut api) = provider(vec![function("  image: x")], vec![deployment("f", 0)]);
+        let task = tokio::spawn(async move { k.scale_from_zero("ns", "f", Version::Stable).await });
+        let body =
+            expect(&mut api, "PATCH", "/apis/apps/v1/namespaces/ns/deployments/f/scale", 200, scale_reply(1)).await;
+        assert_eq!(body["spec"]["replicas"], 1);
+        task.await.unwrap().unwrap();
+
+        let (k, _api) = provider(vec![function("  image: x")], vec![deployment("f", 2)]);
+        k.scale_from_zero("ns", "f", Version::Stable).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn deploying_creates_the_function_resource() {
+        let (k, mut api) = provider(vec![], vec![]);
+        let f = function("  image: x");
+        let sent = f.clone();
+        let task = tokio::spawn(async move { k.deploy(sent).await });
+        let body = expect(
+            &mut api,
+            "POST",
+            "/apis/flint.dev/v1alpha1/namespaces/ns/functions",
+            201,
+            serde_json::to_value(&f).unwrap(),
+        )
+        .await;
+        assert_eq!(body["spec"]["image"], "x");
+        task.await.unwrap().unwrap();
+
+        let (k, mut api) = provider(vec![], vec![]);
+        let task = tokio::spawn(async move { k.deploy(function("  image: x")).await });
+        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"});
+        expect(&mut api, "POST", "/apis/flint.dev/v1alpha1/namespaces/ns/functions", 409, conflict).await;
+        assert!(matches!(task.await.unwrap(), Err(ProviderError::AlreadyExists(_))));
+    }
+
+    #[tokio::test]
+    async fn routes_follow_endpoint_slices_and_the_effective_canary_weight() {
+        let mut f = function("  image: x\n  canary: {image: y2, weight: 30}");
+        f.status = Some(flint_api::FunctionStatus {
+            canary: Some(flint_api::CanaryStatus { weight: 5, ..Default::default() }),
+            ..Default::default()
+        });
+        let (k, _api) = provider(vec![f], vec![deployment("f", 1), deployment("f-canary", 1)]);
+        let route = k.route("ns", "f").unwrap();
+        assert_eq!(route.canary_weight, 5, "status (effective) wins over spec");
+        assert!(route.stable.borrow().is_empty());
+        {
+            let mut channels = k.channels.lock().unwrap();
+            let c = channels.get_mut(&("ns".to_string(), "f".to_string())).unwrap();
+            c.slices.insert("f-1".into(), vec!["10.1.0.7:8080".parse().unwrap()]);
+            c.publish();
+        }
+        assert_eq!(route.stable.borrow()[0].addr.to_string(), "10.1.0.7:8080");
+        assert!(route.canary.as_ref().unwrap().borrow().is_empty());
+        let targets = k.scale_targets();
+        assert_eq!(targets.len(), 2);
+        assert!(k.route("ns", "nope").is_none());
+    }
+}
