@@ -5,9 +5,11 @@
 //!   connections, alternating; the watchdog's idle RSS, time to ready, and binary size;
 //! - `gateway`: direct vs. watchdog vs. gateway+watchdog (local mode) at 1, 16 and 64
 //!   connections; the gateway's idle RSS; 10,000 idle keep-alive connections held;
+//! - `coldstart`: platform overhead of a request at zero replicas; load step to scale-up;
 //! - `operator`: desired state for 1,000 Functions, and the memory of caching them;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
+mod cold;
 mod idle;
 mod operator;
 mod upstream;
@@ -37,6 +39,11 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Cold-start overhead and load-step-to-scale-up time (local mode).
+    Coldstart {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// The operator's desired-state computation and cache memory for many Functions.
     Operator {
         #[arg(long, default_value_t = 1000)]
@@ -54,7 +61,7 @@ enum Command {
     },
 }
 
-fn release_bin(name: &str) -> PathBuf {
+pub fn release_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().join(name)
 }
@@ -65,6 +72,7 @@ async fn main() {
         Command::Upstream { port } => upstream::serve(port).await,
         Command::Watchdog { seconds, rounds } => watchdog(Duration::from_secs(seconds), rounds).await,
         Command::Operator { functions } => operator::run(functions),
+        Command::Coldstart { rounds } => cold::run(rounds).await,
         Command::Gateway { seconds, rounds, idle } => gateway(Duration::from_secs(seconds), rounds, idle).await,
     }
 }
