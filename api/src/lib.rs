@@ -8,6 +8,7 @@
 //! - [`validate`]: all problems of a Function at once, each with its field path;
 //! - [`manifest`]: Functions from YAML or JSON, with type errors and unknown fields named;
 //! - [`crd`]: the CustomResourceDefinition as YAML (what `crds/function.yaml` holds);
+//! - [`version`]: stable and canary;
 //! - [`duration`], [`quantity`], [`cron`]: the value syntaxes those rules use.
 
 pub mod crd;
@@ -18,7 +19,9 @@ pub mod limits;
 pub mod manifest;
 pub mod quantity;
 pub mod validate;
+pub mod version;
 
 pub use duration::Duration;
 pub use function::*;
 pub use validate::{FieldError, Invalid, validate};
+pub use version::Version;

@@ -24,21 +24,7 @@ use k8s_openapi::{
 };
 use kube::Resource;
 
-/// Which version of a Function an object belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
-    Stable,
-    Canary,
-}
-
-impl Version {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::Stable => "stable",
-            Version::Canary => "canary",
-        }
-    }
-}
+pub use flint_api::Version;
 
 pub const FUNCTION_LABEL: &str = "flint.dev/function";
 pub const VERSION_LABEL: &str = "flint.dev/version";

@@ -13,26 +13,11 @@ use std::{
     },
 };
 
+pub use flint_api::Version;
 use flint_api::{Function, Invalid};
 use futures::{future::BoxFuture, stream::BoxStream};
 use serde::Serialize;
 use tokio::sync::watch;
-
-/// A function's version: the stable one, or the canary beside it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Version {
-    Stable,
-    Canary,
-}
-
-impl Version {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::Stable => "stable",
-            Version::Canary => "canary",
-        }
-    }
-}
 
 /// A ready replica. Its in-flight count lives as long as the replica, across endpoint updates,
 /// so that least-in-flight balancing sees every request on it.
