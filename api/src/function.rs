@@ -276,6 +276,25 @@ pub struct Canary {
     /// to 0 % as soon as it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+    /// Keep each caller on one version: the value of this request header or cookie is hashed
+    /// to a version (with the same weight). Requests without it are split one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Sticky>,
+}
+
+/// What identifies a caller for sticky canary routing: a header or a cookie, by name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.header) != has(self.cookie)").message("spec.canary.sticky: set header or cookie, not both"))]
+pub struct Sticky {
+    /// A request header's name, e.g. `X-User-Id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), pattern(TOKEN_PATTERN))]
+    pub header: Option<String>,
+    /// A cookie's name, e.g. `session`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), pattern(TOKEN_PATTERN))]
+    pub cookie: Option<String>,
 }
 
 /// Automatic canary analysis.

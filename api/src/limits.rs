@@ -14,6 +14,8 @@ pub const IMAGE_PATTERN: &str = r"^\S+$";
 pub const ENV_NAME_PATTERN: &str = "^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 pub const SECRET_KEY_PATTERN: &str = "^[-._a-zA-Z0-9]+$";
 pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|(\S+\s+){4,5}\S+)$";
+/// An HTTP token (header and cookie names).
+pub const TOKEN_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 pub const PATH_PATTERN: &str = r"^/[^\s?#]*$";
 /// Prefix of labels and annotations Flint sets itself.
 pub const RESERVED_PREFIX: &str = "flint.dev/";

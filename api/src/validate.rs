@@ -63,6 +63,7 @@ static ENV_NAME: LazyLock<Regex> = LazyLock::new(|| re(ENV_NAME_PATTERN));
 static SECRET_KEY: LazyLock<Regex> = LazyLock::new(|| re(SECRET_KEY_PATTERN));
 static CRON_SHAPE: LazyLock<Regex> = LazyLock::new(|| re(CRON_PATTERN));
 static PATH: LazyLock<Regex> = LazyLock::new(|| re(PATH_PATTERN));
+static TOKEN: LazyLock<Regex> = LazyLock::new(|| re(TOKEN_PATTERN));
 
 /// Collects problems with their field paths.
 #[derive(Default)]
@@ -268,6 +269,22 @@ fn check_canary(p: &mut Problems, c: &Canary) {
     check_image(p, "spec.canary.image", &c.image);
     check_env(p, "spec.canary.env", &c.env);
     p.range("spec.canary.weight", c.weight, 0, 100);
+    if let Some(sticky) = &c.sticky {
+        p.check(
+            sticky.header.is_some() != sticky.cookie.is_some(),
+            "spec.canary.sticky",
+            "set header or cookie, not both",
+        );
+        for (field, name) in [("header", &sticky.header), ("cookie", &sticky.cookie)] {
+            if let Some(name) = name {
+                p.check(
+                    !name.is_empty() && name.len() <= 256 && TOKEN.is_match(name),
+                    format!("spec.canary.sticky.{field}"),
+                    format!("{name:?} is not a {field} name"),
+                );
+            }
+        }
+    }
     if let Some(a) = &c.analysis {
         p.positive("spec.canary.analysis.interval", a.interval);
         p.range("spec.canary.analysis.stepWeight", a.step_weight, 1, 100);

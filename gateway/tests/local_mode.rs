@@ -226,7 +226,8 @@ async fn odd_requests_never_break_the_gateway() {
 async fn a_function_at_zero_starts_on_the_first_request_once_for_many() {
     let dir = Dir::new("cold");
     dir.function("cold", "  image: x\n  command: [sh, -c, 'sleep 0.2; cat']\n  scale: {min: 0, max: 5}", &[]);
-    let g = Gateway::start(&dir.0, &[]).await;
+    // The request path alone: the autoscaler would (rightly) add replicas under this load.
+    let g = Gateway::start(&dir.0, &["--autoscale", "false"]).await;
     g.wait_available("cold", 1).await;
     assert_eq!(g.call(Method::POST, "/system/scale-function/cold", &[], r#"{"replicas":0}"#).await.status, 202);
     g.wait_available("cold", 0).await;

@@ -100,6 +100,22 @@ pub enum ProviderError {
     Backend(String),
 }
 
+/// An update through the OpenFaaS API replaces what that API carries and keeps what it does
+/// not know (canary, triggers, timeout, concurrency, scale metric), so `faas-cli deploy` never
+/// undoes a canary or a schedule set in the Function.
+pub fn openfaas_update(current: &flint_api::FunctionSpec, new: flint_api::FunctionSpec) -> flint_api::FunctionSpec {
+    flint_api::FunctionSpec {
+        canary: current.canary.clone(),
+        triggers: current.triggers.clone(),
+        timeout: current.timeout,
+        concurrency: current.concurrency,
+        env_from: current.env_from.clone(),
+        service_account_name: current.service_account_name.clone(),
+        scale: flint_api::Scale { metric: current.scale.metric, zero_after: current.scale.zero_after, ..new.scale },
+        ..new
+    }
+}
+
 pub trait Provider: Send + Sync + 'static {
     /// The provider's name for `/system/info` (`local`, `kubernetes`).
     fn name(&self) -> &'static str;
@@ -110,6 +126,7 @@ pub trait Provider: Send + Sync + 'static {
     fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Vec<Deployed>, ProviderError>>;
     fn get<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Deployed, ProviderError>>;
     fn deploy(&self, function: Function) -> BoxFuture<'_, Result<(), ProviderError>>;
+    /// Applies an OpenFaaS update (see [`openfaas_update`]).
     fn update(&self, function: Function) -> BoxFuture<'_, Result<(), ProviderError>>;
     fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
     /// One replica for a version at zero; nothing when it already has replicas (wanted or
@@ -138,4 +155,27 @@ pub trait Provider: Send + Sync + 'static {
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>>;
     /// Stops what the provider started (local replicas); nothing for Kubernetes.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_openfaas_update_keeps_what_the_openfaas_api_does_not_carry() {
+        let current = flint_api::manifest::from_yaml(
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {name: f}\nspec:\n  image: a:1\n  timeout: 2m\n  \
+             canary: {image: a:2, weight: 10}\n  triggers: [{cron: {schedule: '@hourly'}}]\n  scale: {metric: rps, max: 5}\n",
+        )
+        .unwrap()
+        .remove(0)
+        .spec;
+        let mut new = flint_api::FunctionSpec::with_image("b:1");
+        new.scale.max = 9;
+        let merged = super::openfaas_update(&current, new);
+        assert_eq!(merged.image, "b:1");
+        assert_eq!(merged.scale.max, 9);
+        assert_eq!(merged.scale.metric, flint_api::ScaleMetric::Rps);
+        assert_eq!(merged.canary, current.canary);
+        assert_eq!(merged.triggers, current.triggers);
+        assert_eq!(merged.timeout, current.timeout);
+    }
 }

@@ -188,9 +188,11 @@ impl Local {
     }
 
     fn replace(&self, mut f: Function) -> Result<(), ProviderError> {
-        f.validate()?;
         let key = self.key(&f);
         f.metadata.namespace = Some(key.0.clone());
+        let current = self.with_entry(&key.0, &key.1, |e| Ok(e.function.spec.clone()))?;
+        f.spec = super::openfaas_update(&current, f.spec);
+        f.validate()?;
         let workdir = self.with_entry(&key.0, &key.1, |e| Ok(e.workdir.clone()))?;
         let (stable, canary) = self.templates(&f, &workdir)?;
         let scale = &f.spec.scale;

@@ -1,0 +1,94 @@
+//! The canary split in local mode, over real replicas: each version says which it is.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Dir, Gateway};
+use hyper::Method;
+
+fn canary_function(dir: &Dir, name: &str, weight: u8, sticky: &str) {
+    dir.function(
+        name,
+        &format!(
+            "  image: x\n  command: [sh, -c, 'echo $VERSION']\n  env: [{{name: VERSION, value: stable}}]\n  \
+             canary: {{image: x2, weight: {weight}, env: [{{name: VERSION, value: canary}}]{sticky}}}"
+        ),
+        &[],
+    );
+}
+
+/// Percentage of `n` requests answered by the canary, sent 16 at a time.
+async fn canary_share(
+    g: &Arc<Gateway>,
+    name: &str,
+    n: usize,
+    headers: fn(usize) -> Vec<(&'static str, String)>,
+) -> f64 {
+    let mut canary = 0;
+    for batch in (0..n).collect::<Vec<_>>().chunks(16) {
+        let calls: Vec<_> = batch
+            .iter()
+            .map(|&i| {
+                let (g, path) = (g.clone(), format!("/function/{name}"));
+                tokio::spawn(async move {
+                    let h = headers(i);
+                    let refs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    g.call(Method::GET, &path, &refs, "").await
+                })
+            })
+            .collect();
+        for c in calls {
+            let r = c.await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            if r.text().trim() == "canary" {
+                canary += 1;
+            }
+        }
+    }
+    canary as f64 * 100.0 / n as f64
+}
+
+#[tokio::test]
+async fn two_thousand_requests_split_by_weight_and_the_header_forces_a_version() {
+    let dir = Dir::new("canary");
+    for w in [0, 10, 50, 90, 100] {
+        canary_function(&dir, &format!("w{w}"), w, "");
+    }
+    let g = Arc::new(Gateway::start(&dir.0, &["--autoscale", "false"]).await);
+    for w in [0, 10, 50, 90, 100] {
+        g.wait_available(&format!("w{w}"), 2).await;
+    }
+    for w in [10, 50, 90] {
+        let got = canary_share(&g, &format!("w{w}"), 2000, |_| vec![]).await;
+        assert!((got - w as f64).abs() <= 3.0, "weight {w}: {got}% went to the canary");
+    }
+    assert_eq!(canary_share(&g, "w0", 300, |_| vec![]).await, 0.0);
+    assert_eq!(canary_share(&g, "w100", 300, |_| vec![]).await, 100.0);
+    assert_eq!(canary_share(&g, "w0", 50, |_| vec![("x-flint-version", "canary".into())]).await, 100.0);
+    assert_eq!(canary_share(&g, "w100", 50, |_| vec![("x-flint-version", "stable".into())]).await, 0.0);
+    let m = g.metrics().await;
+    assert!(
+        m.contains(r#"flint_function_requests_total{function_name="w50.default",version="canary",code="200"}"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_sticky_caller_always_meets_the_same_version() {
+    let dir = Dir::new("sticky");
+    canary_function(&dir, "sticky", 50, ", sticky: {header: X-User}");
+    let g = Arc::new(Gateway::start(&dir.0, &["--autoscale", "false"]).await);
+    g.wait_available("sticky", 2).await;
+    let mut seen = std::collections::HashMap::new();
+    for round in 0..5 {
+        for user in 0..40 {
+            let r = g.call(Method::GET, "/function/sticky", &[("x-user", &format!("u{user}"))], "").await;
+            let version = r.text().trim().to_string();
+            let first = seen.entry(user).or_insert_with(|| version.clone());
+            assert_eq!(*first, version, "user u{user} moved in round {round}");
+        }
+    }
+    let on_canary = seen.values().filter(|v| *v == "canary").count();
+    assert!((8..=32).contains(&on_canary), "{on_canary} of 40 users on a 50% canary");
+}
