@@ -464,6 +464,14 @@ impl Default for Analysis {
     }
 }
 
+impl CanaryStatus {
+    /// The status a canary starts with: its spec weight, under analysis or fixed.
+    pub fn initial(canary: &Canary) -> Self {
+        let phase = if canary.analysis.is_some() { CanaryPhase::Progressing } else { CanaryPhase::Static };
+        CanaryStatus { weight: canary.weight, phase, message: None }
+    }
+}
+
 impl FunctionSpec {
     /// A spec with the given image and every other field at its default.
     pub fn with_image(image: impl Into<String>) -> Self {

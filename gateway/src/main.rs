@@ -6,11 +6,13 @@
 //!   from zero, retries of requests that never left, forwarding headers, `observe`d;
 //! - `rest`: the OpenFaaS management API over a `provider`;
 //! - `provider`: where functions live; `local` runs them as watchdog processes;
-//! - `autoscale`: the loop that scales every version between its min and max;
+//! - `autoscale`: the loop that scales every version between its min and max, and runs the
+//!   `canary` analysis (widen a healthy canary's weight, roll back a failing one);
 //! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones.
 
 mod auth;
 mod autoscale;
+mod canary;
 mod config;
 mod invoke;
 mod metrics;

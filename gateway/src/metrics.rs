@@ -58,6 +58,10 @@ pub struct Metrics {
     pub version_seconds: Family<VersionCodeLabels, Histogram>,
     pub cold_starts: Family<VersionLabels, Counter>,
     pub cold_start_seconds: Family<VersionLabels, Histogram>,
+    /// The canary's effective weight.
+    pub canary_weight: Family<FunctionLabels, Gauge>,
+    /// Recent canary responses, for the canary analysis.
+    pub canary_window: crate::canary::Window,
     /// Invocations per function, for `invocationCount` in the REST API.
     counts: std::sync::RwLock<std::collections::HashMap<String, u64>>,
     registry: Registry,
@@ -83,6 +87,8 @@ impl Metrics {
             version_seconds: Family::new_with_constructor(latency_buckets),
             cold_starts: Family::default(),
             cold_start_seconds: Family::new_with_constructor(latency_buckets),
+            canary_weight: Family::default(),
+            canary_window: Default::default(),
             counts: Default::default(),
             registry: Registry::default(),
         };
@@ -99,6 +105,11 @@ impl Metrics {
         );
         registry.register("gateway_function_invocation_started", "Invocations started", m.started.clone());
         registry.register("flint_function_arrivals", "Requests arrived by function and version", m.arrivals.clone());
+        registry.register(
+            "flint_canary_weight",
+            "Share of requests sent to the canary, in percent",
+            m.canary_weight.clone(),
+        );
         registry.register(
             "flint_autoscaler_desired_replicas",
             "Replicas the autoscaler wants",

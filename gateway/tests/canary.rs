@@ -92,3 +92,72 @@ async fn a_sticky_caller_always_meets_the_same_version() {
     let on_canary = seen.values().filter(|v| *v == "canary").count();
     assert!((8..=32).contains(&on_canary), "{on_canary} of 40 users on a 50% canary");
 }
+
+/// Calls `name` from 4 callers until `until` holds; returns (requests, canary 5xx answers).
+async fn load_until(g: &Arc<Gateway>, name: &str, until: impl Fn(String) -> bool) -> (usize, usize) {
+    let (mut total, mut failed) = (0, 0);
+    for _ in 0..2000 {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let (g, path) = (g.clone(), format!("/function/{name}"));
+                tokio::spawn(async move { g.call(Method::GET, &path, &[], "").await })
+            })
+            .collect();
+        for c in calls {
+            let r = c.await.unwrap();
+            total += 1;
+            failed += (r.status >= 500) as usize;
+        }
+        if until(g.metrics().await) {
+            return (total, failed);
+        }
+    }
+    panic!("the condition never held; metrics:\n{}", g.metrics().await);
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_rolled_back_at_its_first_check() {
+    let dir = Dir::new("rollback");
+    dir.function(
+        "risky",
+        "  image: x\n  command: [sh, -c, 'if [ \"$FAIL\" = 1 ]; then exit 1; fi; echo ok']\n  \
+         canary:\n    image: x2\n    weight: 20\n    env: [{name: FAIL, value: '1'}]\n    \
+         analysis: {interval: 1s, stepWeight: 10, maxWeight: 50, minSuccessRate: 99, minRequests: 5}",
+        &[],
+    );
+    let g = Arc::new(Gateway::start(&dir.0, &["--autoscale-tick", "200ms"]).await);
+    g.wait_available("risky", 2).await;
+    let rolled_back = |m: String| m.contains(r#"flint_canary_weight{function_name="risky.default"} 0"#);
+    let (total, failed) = load_until(&g, "risky", rolled_back).await;
+    let log = g.process.log();
+    assert!(log.contains("rolled back: success rate 0.00% (minimum 99%)"), "{log}");
+    assert!(!log.contains("healthy:"), "the failing canary was widened before its rollback: {log}");
+    // The canary never got more than its 20 % (with room for chance).
+    assert!(failed as f64 <= total as f64 * 0.25 + 3.0, "{failed} of {total} requests reached the failing canary");
+    for _ in 0..100 {
+        assert_eq!(
+            g.call(Method::GET, "/function/risky", &[], "").await.status,
+            200,
+            "a request still reached the canary"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_healthy_canary_steps_up_to_its_maximum_weight() {
+    let dir = Dir::new("promote");
+    dir.function(
+        "steady",
+        "  image: x\n  command: [cat]\n  \
+         canary:\n    image: x2\n    weight: 20\n    analysis: {interval: 500ms, stepWeight: 20, maxWeight: 60, minSuccessRate: 99, minRequests: 3}",
+        &[],
+    );
+    let g = Arc::new(Gateway::start(&dir.0, &["--autoscale-tick", "200ms"]).await);
+    g.wait_available("steady", 2).await;
+    let at_max = |m: String| m.contains(r#"flint_canary_weight{function_name="steady.default"} 60"#);
+    let (_, failed) = load_until(&g, "steady", at_max).await;
+    assert_eq!(failed, 0);
+    let log = g.process.log();
+    assert!(log.contains("phase=Succeeded"), "{log}");
+    assert!(log.contains("weight=40"), "it went through 40: {log}");
+}

@@ -66,8 +66,15 @@ fn url(f: &Function, gateway: &str) -> String {
     )
 }
 
+/// Under analysis the gateway owns the effective weight (see the gateway's `canary`), so the
+/// one already in the status stays; otherwise it is the spec's.
 fn canary(f: &Function) -> Option<CanaryStatus> {
-    f.spec.canary.as_ref().map(|c| CanaryStatus { weight: c.weight, phase: CanaryPhase::Static, message: None })
+    let spec = f.spec.canary.as_ref()?;
+    let current = f.status.as_ref().and_then(|s| s.canary.clone());
+    match current {
+        Some(current) if spec.analysis.is_some() && current.phase != CanaryPhase::Static => Some(current),
+        _ => Some(CanaryStatus::initial(spec)),
+    }
 }
 
 /// The status of a Function whose spec failed `validate()`: nothing was changed in the cluster.

@@ -19,7 +19,7 @@ use self::{
 };
 use crate::{
     invoke::Invoker,
-    metrics::{Metrics, ScalingLabels, VersionLabels},
+    metrics::{FunctionLabels, Metrics, ScalingLabels, VersionLabels},
     provider::{Provider, Version},
 };
 
@@ -33,6 +33,46 @@ pub struct Autoscaler {
 }
 
 impl Autoscaler {
+    /// Judges each canary under analysis once per its `interval` (see `crate::canary`).
+    async fn judge_canaries(&self, checked: &mut HashMap<(String, String), Instant>, now: Instant) {
+        for c in self.provider.canaries() {
+            let label = format!("{}.{}", c.name, c.namespace);
+            self.metrics
+                .canary_weight
+                .get_or_create(&FunctionLabels { function_name: label.clone() })
+                .set(c.status.weight as i64);
+            let since = *checked.entry((c.namespace.clone(), c.name.clone())).or_insert(now);
+            if now.duration_since(since) < c.analysis.interval.get() {
+                continue;
+            }
+            checked.insert((c.namespace.clone(), c.name.clone()), now);
+            let stats = self.metrics.canary_window.stats(&label, since);
+            let Some(next) = crate::canary::judge(&c.analysis, &c.status, stats) else { continue };
+            let message = next.message.clone().unwrap_or_default();
+            let reason = match next.phase {
+                flint_api::CanaryPhase::RolledBack => "CanaryRolledBack",
+                flint_api::CanaryPhase::Succeeded => "CanarySucceeded",
+                _ => "CanaryPromoted",
+            };
+            if next.phase == flint_api::CanaryPhase::RolledBack {
+                tracing::warn!(function = %label, weight = next.weight, "{message}");
+            } else {
+                tracing::info!(function = %label, weight = next.weight, phase = ?next.phase, "{message}");
+            }
+            let weight = next.weight;
+            match self.provider.set_canary(&c.namespace, &c.name, next).await {
+                Ok(()) => {
+                    self.metrics
+                        .canary_weight
+                        .get_or_create(&FunctionLabels { function_name: label })
+                        .set(weight as i64);
+                    self.provider.event(&c.namespace, &c.name, reason, message).await;
+                }
+                Err(e) => tracing::warn!(function = %label, error = %e, "could not set the canary's weight"),
+            }
+        }
+    }
+
     pub async fn run(self, stop: CancellationToken) {
         Arc::new(self).run_shared(stop).await
     }
@@ -43,6 +83,7 @@ impl Autoscaler {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut source_down = false;
+        let mut checked: HashMap<(String, String), Instant> = HashMap::new();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -68,6 +109,7 @@ impl Autoscaler {
                 }
             };
             let now = Instant::now();
+            self.judge_canaries(&mut checked, now).await;
             states.retain(|k, _| targets.iter().any(|t| (&t.namespace, &t.name, t.version) == (&k.0, &k.1, k.2)));
             for (t, key) in targets.iter().zip(&keys) {
                 let state =
@@ -127,7 +169,7 @@ impl Autoscaler {
                             decision.panic_avg,
                             bounds.target
                         );
-                        self.provider.scaled(t, decision.reason.as_str(), note).await;
+                        self.provider.event(&t.namespace, &t.name, decision.reason.as_str(), note).await;
                     }
                     Err(e) => tracing::warn!(function = %key.0, error = %e, "could not scale"),
                 }

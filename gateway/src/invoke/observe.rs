@@ -63,6 +63,9 @@ impl Drop for Observation {
         m.version_requests.get_or_create(&labels).inc();
         m.version_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
         m.in_flight.get_or_create(&VersionLabels { function_name: self.function.clone(), version }).dec();
+        if self.version == Version::Canary {
+            m.canary_window.record(&self.function, elapsed, self.code < 500);
+        }
         tracing::info!(
             function = %self.function,
             version,

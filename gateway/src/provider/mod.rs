@@ -69,6 +69,15 @@ pub struct ScaleTarget {
     pub ready: u32,
 }
 
+/// A canary the analysis judges.
+#[derive(Clone, Debug)]
+pub struct CanaryTarget {
+    pub namespace: String,
+    pub name: String,
+    pub analysis: flint_api::function::Analysis,
+    pub status: flint_api::CanaryStatus,
+}
+
 /// One line of a function's log, in OpenFaaS's shape.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LogMessage {
@@ -147,11 +156,20 @@ pub trait Provider: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
     /// Every version of every function, for the autoscaler.
     fn scale_targets(&self) -> Vec<ScaleTarget>;
-    /// Makes an autoscaler decision visible where users look (an Event on Kubernetes; local
-    /// mode has the log line only).
-    fn scaled<'a>(&'a self, _target: &'a ScaleTarget, _reason: &'a str, _note: String) -> BoxFuture<'a, ()> {
+    /// Makes a control-loop decision visible where users look (an Event on the Function on
+    /// Kubernetes; local mode has the log line only).
+    fn event<'a>(&'a self, _namespace: &'a str, _name: &'a str, _reason: &'a str, _note: String) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
+    /// Canaries under analysis, with their effective status.
+    fn canaries(&self) -> Vec<CanaryTarget>;
+    /// Sets a canary's effective status (weight, phase, why).
+    fn set_canary<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        status: flint_api::CanaryStatus,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>>;
     /// Stops what the provider started (local replicas); nothing for Kubernetes.
     fn shutdown(&self) -> BoxFuture<'_, ()>;

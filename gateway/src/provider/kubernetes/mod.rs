@@ -30,7 +30,8 @@ use kube::{
 use tokio::sync::watch;
 
 use super::{
-    Deployed, Endpoint, Endpoints, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget, Version,
+    CanaryTarget, Deployed, Endpoint, Endpoints, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget,
+    Version,
 };
 
 pub const FIELD_MANAGER: &str = "flint-gateway";
@@ -417,8 +418,45 @@ impl Provider for Kubernetes {
         out
     }
 
-    fn scaled<'a>(&'a self, target: &'a ScaleTarget, reason: &'a str, note: String) -> BoxFuture<'a, ()> {
-        self.record(&target.namespace, &target.name, reason, note).boxed()
+    fn event<'a>(&'a self, namespace: &'a str, name: &'a str, reason: &'a str, note: String) -> BoxFuture<'a, ()> {
+        self.record(namespace, name, reason, note).boxed()
+    }
+
+    fn canaries(&self) -> Vec<CanaryTarget> {
+        self.functions
+            .state()
+            .into_iter()
+            .filter_map(|f| {
+                let canary = f.spec.canary.as_ref()?;
+                let analysis = canary.analysis.clone()?;
+                let status = f
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.canary.clone())
+                    .unwrap_or_else(|| flint_api::CanaryStatus::initial(canary));
+                Some(CanaryTarget {
+                    namespace: f.namespace().unwrap_or_default(),
+                    name: f.name_any(),
+                    analysis,
+                    status,
+                })
+            })
+            .collect()
+    }
+
+    fn set_canary<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        status: flint_api::CanaryStatus,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        async move {
+            let patch = serde_json::json!({ "status": { "canary": status } });
+            let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            self.api(namespace).patch_status(name, &params, &Patch::Merge(&patch)).await.map_err(backend)?;
+            Ok(())
+        }
+        .boxed()
     }
 
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>> {

@@ -24,7 +24,7 @@ use futures::{FutureExt, future::BoxFuture, stream::BoxStream};
 use k8s_openapi::jiff::Timestamp;
 
 use self::{logs::LogHub, template::Template, version::VersionSet};
-use super::{Deployed, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget, Version};
+use super::{CanaryTarget, Deployed, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget, Version};
 
 type Key = (String, String);
 
@@ -42,6 +42,8 @@ pub struct Local {
 struct Entry {
     function: Arc<Function>,
     workdir: PathBuf,
+    /// The canary's effective weight and phase (the analysis changes them).
+    canary_status: std::sync::Mutex<Option<flint_api::CanaryStatus>>,
     created_at: Timestamp,
     stable: VersionSet,
     canary: Option<VersionSet>,
@@ -165,6 +167,7 @@ impl Local {
         let entry = Entry {
             stable: VersionSet::start(stable, initial, self.watchdog.clone(), self.logs.clone()),
             canary: canary.map(|t| VersionSet::start(t, initial, self.watchdog.clone(), self.logs.clone())),
+            canary_status: std::sync::Mutex::new(f.spec.canary.as_ref().map(flint_api::CanaryStatus::initial)),
             function: Arc::new(f),
             workdir,
             created_at: Timestamp::now(),
@@ -233,9 +236,16 @@ impl Local {
         }
         let waits: Vec<_> =
             [Some(&new_stable), new_canary.as_ref()].into_iter().flatten().map(|s| s.endpoints()).collect();
+        // A changed canary starts its analysis over; an unchanged one keeps its state.
+        let canary_status = if f.spec.canary == current.function.spec.canary {
+            current.canary_status.into_inner().unwrap()
+        } else {
+            f.spec.canary.as_ref().map(flint_api::CanaryStatus::initial)
+        };
         functions.insert(
             key,
             Entry {
+                canary_status: std::sync::Mutex::new(canary_status),
                 function: Arc::new(f),
                 workdir: current.workdir,
                 created_at: current.created_at,
@@ -295,7 +305,8 @@ impl Provider for Local {
 
     fn route(&self, namespace: &str, name: &str) -> Option<Route> {
         self.with_entry(namespace, name, |entry| {
-            let canary_weight = entry.function.spec.canary.as_ref().map_or(0, |c| c.weight.clamp(0, 100) as u8);
+            let canary_weight =
+                entry.canary_status.lock().unwrap().as_ref().map_or(0, |c| c.weight.clamp(0, 100) as u8);
             Ok(Route {
                 function: entry.function.clone(),
                 stable: entry.stable.endpoints(),
@@ -402,6 +413,31 @@ impl Provider for Local {
             }
         }
         out
+    }
+
+    fn canaries(&self) -> Vec<CanaryTarget> {
+        let functions = self.functions.read().unwrap();
+        functions
+            .iter()
+            .filter_map(|((namespace, name), e)| {
+                let analysis = e.function.spec.canary.as_ref()?.analysis.clone()?;
+                let status = e.canary_status.lock().unwrap().clone()?;
+                Some(CanaryTarget { namespace: namespace.clone(), name: name.clone(), analysis, status })
+            })
+            .collect()
+    }
+
+    fn set_canary<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        status: flint_api::CanaryStatus,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let done = self.with_entry(namespace, name, |e| {
+            *e.canary_status.lock().unwrap() = Some(status);
+            Ok(())
+        });
+        async move { done }.boxed()
     }
 
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>> {
