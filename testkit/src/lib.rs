@@ -88,6 +88,7 @@ pub async fn post(url: &str, body: impl Into<Bytes>) -> Result<Reply, String> {
 pub struct Spawned {
     child: Child,
     log: Arc<Mutex<String>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Spawned {
@@ -97,9 +98,11 @@ impl Spawned {
         cmd.args(args).envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
-        capture(child.stdout.take().unwrap(), log.clone());
-        capture(child.stderr.take().unwrap(), log.clone());
-        Spawned { child, log }
+        let readers = vec![
+            capture(child.stdout.take().unwrap(), log.clone()),
+            capture(child.stderr.take().unwrap(), log.clone()),
+        ];
+        Spawned { child, log, readers }
     }
 
     /// Everything it printed so far.
@@ -115,12 +118,18 @@ impl Spawned {
         nix::sys::signal::kill(self.pid(), signal).unwrap();
     }
 
-    /// Waits for it to exit, failing the test after `timeout`.
+    /// Waits for it to exit and for its output to be read to the end, failing the test after
+    /// `timeout`.
     pub async fn exit(&mut self, timeout: Duration) -> ExitStatus {
-        match tokio::time::timeout(timeout, self.child.wait()).await {
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(status) => status.unwrap(),
             Err(_) => panic!("still running after {timeout:?}; log:\n{}", self.log()),
+        };
+        for reader in self.readers.drain(..) {
+            // Output pipes close when the process (and whatever inherited them) is gone.
+            let _ = tokio::time::timeout(timeout, reader).await;
         }
+        status
     }
 
     /// Waits until its output contains `text`.
@@ -129,7 +138,7 @@ impl Spawned {
     }
 }
 
-fn capture(reader: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<String>>) {
+fn capture(reader: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<String>>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -137,7 +146,7 @@ fn capture(reader: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<Strin
             log.push_str(&line);
             log.push('\n');
         }
-    });
+    })
 }
 
 /// Whether a process with this pid exists (and is not a zombie).
