@@ -389,6 +389,9 @@ pub struct CanaryStatus {
     /// Why, in words: the numbers of the last check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The canary image this status judges; a new image starts the analysis over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Where a canary stands.
@@ -468,7 +471,7 @@ impl CanaryStatus {
     /// The status a canary starts with: its spec weight, under analysis or fixed.
     pub fn initial(canary: &Canary) -> Self {
         let phase = if canary.analysis.is_some() { CanaryPhase::Progressing } else { CanaryPhase::Static };
-        CanaryStatus { weight: canary.weight, phase, message: None }
+        CanaryStatus { weight: canary.weight, phase, message: None, image: Some(canary.image.clone()) }
     }
 }
 

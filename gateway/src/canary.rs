@@ -79,11 +79,12 @@ pub fn judge(a: &Analysis, current: &CanaryStatus, s: Stats) -> Option<CanarySta
             weight: 0,
             phase: CanaryPhase::RolledBack,
             message: Some(format!("rolled back: {numbers}")),
+            image: current.image.clone(),
         });
     }
     let weight = (current.weight + a.step_weight).min(a.max_weight);
     let phase = if weight >= a.max_weight { CanaryPhase::Succeeded } else { CanaryPhase::Progressing };
-    Some(CanaryStatus { weight, phase, message: Some(format!("healthy: {numbers}")) })
+    Some(CanaryStatus { weight, phase, message: Some(format!("healthy: {numbers}")), image: current.image.clone() })
 }
 
 #[cfg(test)]
@@ -95,7 +96,7 @@ mod tests {
     }
 
     fn progressing(weight: i32) -> CanaryStatus {
-        CanaryStatus { weight, phase: CanaryPhase::Progressing, message: None }
+        CanaryStatus { weight, phase: CanaryPhase::Progressing, message: None, image: None }
     }
 
     fn stats(requests: usize, success_rate: f64, p99_ms: u64) -> Stats {

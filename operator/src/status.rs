@@ -72,7 +72,13 @@ fn canary(f: &Function) -> Option<CanaryStatus> {
     let spec = f.spec.canary.as_ref()?;
     let current = f.status.as_ref().and_then(|s| s.canary.clone());
     match current {
-        Some(current) if spec.analysis.is_some() && current.phase != CanaryPhase::Static => Some(current),
+        Some(current)
+            if spec.analysis.is_some()
+                && current.phase != CanaryPhase::Static
+                && current.image.as_ref() == Some(&spec.image) =>
+        {
+            Some(current)
+        }
         _ => Some(CanaryStatus::initial(spec)),
     }
 }
@@ -260,6 +266,24 @@ mod tests {
         let changed = status(&f, &o, "http://gw", later);
         assert_eq!(get(&changed, "Ready").last_transition_time, Time(later));
         assert_eq!(get(&changed, "Degraded").last_transition_time, Time(Timestamp::UNIX_EPOCH));
+    }
+
+    #[test]
+    fn the_analysis_weight_is_kept_until_the_canary_image_changes() {
+        let mut f = flint_api::manifest::from_yaml(
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {name: f, namespace: ns}\n\
+             spec: {image: a1, canary: {image: a2, weight: 20, analysis: {}}}\n",
+        )
+        .unwrap()
+        .remove(0);
+        let rolled_back =
+            CanaryStatus { weight: 0, phase: CanaryPhase::RolledBack, message: None, image: Some("a2".into()) };
+        f.status = Some(FunctionStatus { canary: Some(rolled_back.clone()), ..Default::default() });
+        let o = Observed { deployments: vec![(Version::Stable, Some(deployment(1, 1)))], ..Default::default() };
+        assert_eq!(status(&f, &o, "http://gw", Timestamp::UNIX_EPOCH).canary, Some(rolled_back));
+        f.spec.canary.as_mut().unwrap().image = "a3".into();
+        let fresh = status(&f, &o, "http://gw", Timestamp::UNIX_EPOCH).canary.unwrap();
+        assert_eq!((fresh.weight, fresh.phase, fresh.image.as_deref()), (20, CanaryPhase::Progressing, Some("a3")));
     }
 
     #[test]
