@@ -177,12 +177,24 @@ pub fn status(f: &Function, observed: &Observed, gateway: &str, now: Timestamp) 
     } else {
         condition("Degraded", false, "Healthy", "no problem seen".into(), generation, now)
     };
+    let canary = canary(f);
+    let mut conditions = vec![ready_condition, progressing, degraded];
+    if let Some(c) = canary.as_ref().filter(|c| c.phase != CanaryPhase::Static) {
+        let healthy = c.phase != CanaryPhase::RolledBack;
+        let reason = match c.phase {
+            CanaryPhase::RolledBack => "RolledBack",
+            CanaryPhase::Succeeded => "Succeeded",
+            _ => "Progressing",
+        };
+        let message = c.message.clone().unwrap_or_else(|| format!("canary at {}%", c.weight));
+        conditions.push(condition("CanaryHealthy", healthy, reason, message, generation, now));
+    }
     FunctionStatus {
         observed_generation: generation,
-        conditions: carry(vec![ready_condition, progressing, degraded], f.status.as_ref()),
+        conditions: carry(conditions, f.status.as_ref()),
         replicas,
         ready_replicas,
-        canary: canary(f),
+        canary,
         url: Some(url(f, gateway)),
     }
 }
@@ -280,7 +292,10 @@ mod tests {
             CanaryStatus { weight: 0, phase: CanaryPhase::RolledBack, message: None, image: Some("a2".into()) };
         f.status = Some(FunctionStatus { canary: Some(rolled_back.clone()), ..Default::default() });
         let o = Observed { deployments: vec![(Version::Stable, Some(deployment(1, 1)))], ..Default::default() };
-        assert_eq!(status(&f, &o, "http://gw", Timestamp::UNIX_EPOCH).canary, Some(rolled_back));
+        let s = status(&f, &o, "http://gw", Timestamp::UNIX_EPOCH);
+        assert_eq!(s.canary, Some(rolled_back));
+        let c = get(&s, "CanaryHealthy");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "RolledBack"));
         f.spec.canary.as_mut().unwrap().image = "a3".into();
         let fresh = status(&f, &o, "http://gw", Timestamp::UNIX_EPOCH).canary.unwrap();
         assert_eq!((fresh.weight, fresh.phase, fresh.image.as_deref()), (20, CanaryPhase::Progressing, Some("a3")));
