@@ -67,9 +67,13 @@ async fn run(args: Args) -> ExitCode {
         None
     };
     let mut client = None;
+    let mut local = None;
     let provider: Arc<dyn Provider> = match args.provider {
         ProviderKind::Local => match local_provider(&args).await {
-            Some(p) => p,
+            Some(p) => {
+                local = Some(p.clone());
+                p
+            }
             None => return ExitCode::FAILURE,
         },
         ProviderKind::Kubernetes => {
@@ -173,9 +177,13 @@ async fn run(args: Args) -> ExitCode {
     ));
     let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => reload(local.as_deref(), &args.functions_dir).await,
+        }
     }
     tracing::info!("stopping: finishing accepted requests");
     stop.cancel();
@@ -234,7 +242,27 @@ async fn lead_then(
     }
 }
 
-async fn local_provider(args: &Args) -> Option<Arc<dyn Provider>> {
+/// SIGHUP in local mode: read the functions folder again.
+async fn reload(local: Option<&Local>, dir: &std::path::Path) {
+    let Some(local) = local else {
+        tracing::info!("SIGHUP: nothing to reload outside local mode");
+        return;
+    };
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match local.reload(&dir).await {
+        Ok((added, changed, removed)) => {
+            tracing::info!(added, changed, removed, dir = %dir.display(), "reloaded the functions folder")
+        }
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("{e}");
+            }
+            tracing::error!("reload refused: fix the manifests above; nothing was changed");
+        }
+    }
+}
+
+async fn local_provider(args: &Args) -> Option<Arc<Local>> {
     let watchdog = args.watchdog.clone().unwrap_or_else(|| {
         let exe = std::env::current_exe().unwrap_or_default();
         exe.parent().map(|d| d.join("watchdog")).unwrap_or_else(|| PathBuf::from("watchdog"))

@@ -161,3 +161,47 @@ async fn a_healthy_canary_steps_up_to_its_maximum_weight() {
     assert!(log.contains("phase=Succeeded"), "{log}");
     assert!(log.contains("weight=40"), "it went through 40: {log}");
 }
+
+#[tokio::test]
+async fn removing_the_canary_sends_everything_to_stable_without_a_failed_request() {
+    let dir = Dir::new("remove");
+    canary_function(&dir, "switch", 50, "");
+    let g = Arc::new(Gateway::start(&dir.0, &["--autoscale", "false"]).await);
+    g.wait_available("switch", 2).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (g, stop) = (g.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = g.call(Method::GET, "/function/switch", &[], "").await;
+                    assert_eq!(r.status, 200, "a request failed during the switch: {}", r.text());
+                    answers.push(r.text().trim().to_string());
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The user removes the canary from the manifest and tells local mode to reload.
+    dir.function(
+        "switch",
+        "  image: x\n  command: [sh, -c, 'echo $VERSION']\n  env: [{name: VERSION, value: stable}]",
+        &[],
+    );
+    g.process.signal(nix::sys::signal::Signal::SIGHUP);
+    g.process.wait_log("reloaded the functions folder", std::time::Duration::from_secs(10)).await;
+    g.wait_available("switch", 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for c in callers {
+        all.extend(c.await.unwrap());
+    }
+    assert!(all.iter().any(|a| a == "canary"), "the canary served before the switch");
+    let after: Vec<_> = (0..100).map(|_| g.call(Method::GET, "/function/switch", &[], "")).collect();
+    for r in futures::future::join_all(after).await {
+        assert_eq!((r.status, r.text().trim()), (200, "stable"));
+    }
+}

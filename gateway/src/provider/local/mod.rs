@@ -35,6 +35,8 @@ pub struct Local {
     default_workdir: PathBuf,
     namespace: String,
     functions: RwLock<BTreeMap<Key, Entry>>,
+    /// Functions that came from manifests (a reload may remove them; API-deployed ones stay).
+    from_files: std::sync::Mutex<std::collections::BTreeSet<Key>>,
     logs: LogHub,
 }
 
@@ -78,6 +80,15 @@ impl Entry {
     }
 }
 
+/// How much of a Function an update replaces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Update {
+    /// What the OpenFaaS API carries (see `openfaas_update`).
+    OpenFaas,
+    /// Everything: the manifest is the truth.
+    Whole,
+}
+
 /// Why a functions folder could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -97,6 +108,7 @@ impl Local {
             default_workdir,
             namespace,
             functions: RwLock::new(BTreeMap::new()),
+            from_files: Default::default(),
             logs: LogHub::default(),
         }
     }
@@ -104,6 +116,58 @@ impl Local {
     /// Reads every `function.yaml` one level below `dir` (and `*.yaml` in `dir` itself) and
     /// deploys them all; refuses the whole folder, naming each bad file, if any is bad.
     pub async fn load_dir(&self, dir: &Path) -> Result<usize, Vec<LoadError>> {
+        let found = self.read_dir(dir)?;
+        let count = found.len();
+        let mut errors = Vec::new();
+        for (path, f) in found {
+            let workdir = path.parent().unwrap_or(dir).to_path_buf();
+            let key = self.key(&f);
+            match self.insert(f, workdir) {
+                Ok(()) => {
+                    self.from_files.lock().unwrap().insert(key);
+                }
+                Err(e) => errors.push(LoadError::Manifest { path, error: e.to_string() }),
+            }
+        }
+        if errors.is_empty() { Ok(count) } else { Err(errors) }
+    }
+
+    /// Reads `dir` again (on SIGHUP): new manifests are deployed, changed ones replaced (a
+    /// version whose template is unchanged keeps its replicas), removed ones deleted. Functions
+    /// deployed through the REST API are left alone. A folder with a bad manifest changes nothing.
+    pub async fn reload(&self, dir: &Path) -> Result<(usize, usize, usize), Vec<LoadError>> {
+        let found = self.read_dir(dir)?;
+        let (mut added, mut changed, mut removed) = (0, 0, 0);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut errors = Vec::new();
+        for (path, f) in found {
+            let key = self.key(&f);
+            seen.insert(key.clone());
+            let current = self.with_entry(&key.0, &key.1, |e| Ok(e.function.spec.clone())).ok();
+            let result = match current {
+                None => self.insert(f, path.parent().unwrap_or(dir).to_path_buf()).map(|_| added += 1),
+                Some(spec) if spec == f.spec => Ok(()),
+                Some(_) => self.replace(f, Update::Whole).map(|_| changed += 1),
+            };
+            match result {
+                Ok(()) => {
+                    self.from_files.lock().unwrap().insert(key);
+                }
+                Err(e) => errors.push(LoadError::Manifest { path, error: e.to_string() }),
+            }
+        }
+        let gone: Vec<Key> = self.from_files.lock().unwrap().iter().filter(|k| !seen.contains(*k)).cloned().collect();
+        for key in gone {
+            self.from_files.lock().unwrap().remove(&key);
+            if self.delete(&key.0, &key.1).await.is_ok() {
+                removed += 1;
+            }
+        }
+        if errors.is_empty() { Ok((added, changed, removed)) } else { Err(errors) }
+    }
+
+    /// Every Function in `dir`'s manifests, or every problem found.
+    fn read_dir(&self, dir: &Path) -> Result<Vec<(PathBuf, Function)>, Vec<LoadError>> {
         let mut found: Vec<(PathBuf, Function)> = Vec::new();
         let mut errors = Vec::new();
         for path in manifests(dir).map_err(|e| vec![e])? {
@@ -126,17 +190,7 @@ impl Local {
                 errors.push(LoadError::Duplicate(first, path.clone(), key.1));
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let count = found.len();
-        for (path, f) in found {
-            let workdir = path.parent().unwrap_or(dir).to_path_buf();
-            if let Err(e) = self.insert(f, workdir) {
-                errors.push(LoadError::Manifest { path, error: e.to_string() });
-            }
-        }
-        if errors.is_empty() { Ok(count) } else { Err(errors) }
+        if errors.is_empty() { Ok(found) } else { Err(errors) }
     }
 
     fn key(&self, f: &Function) -> Key {
@@ -190,11 +244,13 @@ impl Local {
         look(entry)
     }
 
-    fn replace(&self, mut f: Function) -> Result<(), ProviderError> {
+    fn replace(&self, mut f: Function, how: Update) -> Result<(), ProviderError> {
         let key = self.key(&f);
         f.metadata.namespace = Some(key.0.clone());
-        let current = self.with_entry(&key.0, &key.1, |e| Ok(e.function.spec.clone()))?;
-        f.spec = super::openfaas_update(&current, f.spec);
+        if how == Update::OpenFaas {
+            let current = self.with_entry(&key.0, &key.1, |e| Ok(e.function.spec.clone()))?;
+            f.spec = super::openfaas_update(&current, f.spec);
+        }
         f.validate()?;
         let workdir = self.with_entry(&key.0, &key.1, |e| Ok(e.workdir.clone()))?;
         let (stable, canary) = self.templates(&f, &workdir)?;
@@ -340,7 +396,7 @@ impl Provider for Local {
     }
 
     fn update(&self, function: Function) -> BoxFuture<'_, Result<(), ProviderError>> {
-        let done = self.replace(function);
+        let done = self.replace(function, Update::OpenFaas);
         async move { done }.boxed()
     }
 
