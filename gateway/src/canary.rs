@@ -15,6 +15,7 @@ use std::{
 };
 
 use flint_api::{CanaryPhase, CanaryStatus, function::Analysis};
+use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 /// One canary response: when it ended, how long it took, whether it succeeded (not 5xx).
@@ -51,6 +52,49 @@ impl Window {
         let n = took.len();
         let p99 = if n == 0 { Duration::ZERO } else { took[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1] };
         Stats { requests: n, success_rate: if n == 0 { 100.0 } else { ok as f64 * 100.0 / n as f64 }, p99 }
+    }
+}
+
+/// Where a canary's numbers come from: the gateway's own record of its responses, or
+/// Prometheus (the same metrics, scraped) when one is configured.
+pub trait Numbers: Send + Sync {
+    /// The canary's requests, success rate and p99 over the `interval` ending now.
+    fn stats<'a>(&'a self, function: &'a str, interval: Duration) -> BoxFuture<'a, Result<Stats, String>>;
+}
+
+impl Numbers for std::sync::Arc<crate::metrics::Metrics> {
+    fn stats<'a>(&'a self, function: &'a str, interval: Duration) -> BoxFuture<'a, Result<Stats, String>> {
+        let since = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
+        let stats = self.canary_window.stats(function, since);
+        Box::pin(async move { Ok(stats) })
+    }
+}
+
+impl Numbers for crate::autoscale::source::Prometheus {
+    fn stats<'a>(&'a self, function: &'a str, interval: Duration) -> BoxFuture<'a, Result<Stats, String>> {
+        Box::pin(async move {
+            let w = interval.as_secs().max(2);
+            let sel = format!("function_name=\"{function}\",version=\"canary\"");
+            let total = self
+                .scalar(&format!("sum(increase(flint_function_requests_total{{{sel}}}[{w}s]))"))
+                .await?
+                .unwrap_or(0.0);
+            let ok = self
+                .scalar(&format!("sum(increase(flint_function_requests_total{{{sel},code!~\"5..\"}}[{w}s]))"))
+                .await?
+                .unwrap_or(0.0);
+            let p99 = self
+                .scalar(&format!(
+                    "histogram_quantile(0.99, sum by (le) (rate(flint_function_seconds_bucket{{{sel}}}[{w}s])))"
+                ))
+                .await?
+                .unwrap_or(0.0);
+            Ok(Stats {
+                requests: total.round() as usize,
+                success_rate: if total > 0.0 { ok * 100.0 / total } else { 100.0 },
+                p99: Duration::from_secs_f64(p99.max(0.0)),
+            })
+        })
     }
 }
 

@@ -111,12 +111,14 @@ async fn run(args: Args) -> ExitCode {
     let invoker = Arc::new(invoke::Invoker::new(provider.clone(), metrics.clone(), settings));
     let stop = CancellationToken::new();
     if args.autoscale {
-        let source: Box<dyn autoscale::source::Source> = match &args.prometheus_url {
-            Some(url) => Box::new(autoscale::source::Prometheus::new(
-                url.clone(),
-                args.panic_window.max(std::time::Duration::from_secs(3)),
-            )),
-            None => Box::new(autoscale::source::InProcess::new(metrics.clone())),
+        let window = args.panic_window.max(std::time::Duration::from_secs(3));
+        type Sources = (Box<dyn autoscale::source::Source>, Box<dyn canary::Numbers>);
+        let (source, canary_numbers): Sources = match &args.prometheus_url {
+            Some(url) => (
+                Box::new(autoscale::source::Prometheus::new(url.clone(), window)),
+                Box::new(autoscale::source::Prometheus::new(url.clone(), window)),
+            ),
+            None => (Box::new(autoscale::source::InProcess::new(metrics.clone())), Box::new(metrics.clone())),
         };
         tracing::info!(source = source.name(), "autoscaler on");
         let autoscaler = autoscale::Autoscaler {
@@ -124,6 +126,7 @@ async fn run(args: Args) -> ExitCode {
             invoker: invoker.clone(),
             metrics: metrics.clone(),
             source,
+            canary_numbers,
             params: autoscale::algorithm::Params {
                 stable_window: args.stable_window,
                 panic_window: args.panic_window,

@@ -205,3 +205,25 @@ async fn removing_the_canary_sends_everything_to_stable_without_a_failed_request
         assert_eq!((r.status, r.text().trim()), (200, "stable"));
     }
 }
+
+#[tokio::test]
+async fn with_prometheus_a_failing_canary_is_rolled_back_from_its_scraped_numbers() {
+    let dir = Dir::new("rollback-prom");
+    dir.function(
+        "risky",
+        "  image: x\n  command: [sh, -c, 'if [ \"$FAIL\" = 1 ]; then exit 1; fi; echo ok']\n  \
+         canary:\n    image: x2\n    weight: 20\n    env: [{name: FAIL, value: '1'}]\n    \
+         analysis: {interval: 3s, stepWeight: 10, maxWeight: 50, minSuccessRate: 99, minRequests: 5}",
+        &[],
+    );
+    let port = flint_testkit::free_port();
+    let prometheus = flint_testkit::Prometheus::start(&[format!("127.0.0.1:{port}")]).await;
+    let url = prometheus.url();
+    let g = Arc::new(Gateway::start_on(&dir.0, port, &["--autoscale-tick", "200ms", "--prometheus-url", &url]).await);
+    g.wait_available("risky", 2).await;
+    let rolled_back = |m: String| m.contains(r#"flint_canary_weight{function_name="risky.default"} 0"#);
+    let (total, failed) = load_until(&g, "risky", rolled_back).await;
+    let log = g.process.log();
+    assert!(log.contains("rolled back: success rate 0.00% (minimum 99%)"), "{log}");
+    assert!(failed as f64 <= total as f64 * 0.25 + 3.0, "{failed} of {total} requests reached the failing canary");
+}

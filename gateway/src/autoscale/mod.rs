@@ -28,6 +28,8 @@ pub struct Autoscaler {
     pub invoker: Arc<Invoker>,
     pub metrics: Arc<Metrics>,
     pub source: Box<dyn Source>,
+    /// Where the canary analysis reads its numbers.
+    pub canary_numbers: Box<dyn crate::canary::Numbers>,
     pub params: Params,
     pub tick: Duration,
 }
@@ -46,7 +48,14 @@ impl Autoscaler {
                 continue;
             }
             checked.insert((c.namespace.clone(), c.name.clone()), now);
-            let stats = self.metrics.canary_window.stats(&label, since);
+            let stats = match self.canary_numbers.stats(&label, now.duration_since(since)).await {
+                Ok(stats) => stats,
+                Err(e) => {
+                    // No numbers, no verdict: a canary is never judged on missing data.
+                    tracing::warn!(function = %label, error = %e, "canary analysis skipped");
+                    continue;
+                }
+            };
             let Some(next) = crate::canary::judge(&c.analysis, &c.status, stats) else { continue };
             let message = next.message.clone().unwrap_or_default();
             let reason = match next.phase {

@@ -81,8 +81,8 @@ impl Prometheus {
         Prometheus { base: base.trim_end_matches('/').to_string(), window, client }
     }
 
-    /// One instant query; the value of each series by its (function_name, version).
-    async fn query(&self, promql: &str) -> Result<HashMap<(String, String), f64>, String> {
+    /// One instant query's result series.
+    async fn series(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
         let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("query", promql).finish();
         let url = format!("{}/api/v1/query?{query}", self.base);
         let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
@@ -96,8 +96,23 @@ impl Prometheus {
             return Err(format!("{} answered {status}: {}", self.base, String::from_utf8_lossy(&body)));
         }
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("not Prometheus JSON: {e}"))?;
+        Ok(v["data"]["result"].as_array().ok_or("no data.result in Prometheus' answer")?.clone())
+    }
+
+    /// The value of a query that yields one number (`None`: no series, e.g. nothing happened).
+    pub async fn scalar(&self, promql: &str) -> Result<Option<f64>, String> {
+        let series = self.series(promql).await?;
+        Ok(series
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite()))
+    }
+
+    /// One instant query; the value of each series by its (function_name, version).
+    async fn query(&self, promql: &str) -> Result<HashMap<(String, String), f64>, String> {
         let mut out = HashMap::new();
-        for series in v["data"]["result"].as_array().ok_or("no data.result in Prometheus' answer")? {
+        for series in self.series(promql).await? {
             let name = series["metric"]["function_name"].as_str().unwrap_or_default().to_string();
             let version = series["metric"]["version"].as_str().unwrap_or_default().to_string();
             let value = series["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
