@@ -125,6 +125,19 @@ pub fn openfaas_update(current: &flint_api::FunctionSpec, new: flint_api::Functi
     }
 }
 
+/// Refuses a replica count above the function's `scale.max` (any provider, any caller).
+pub fn check_replicas(f: &Function, replicas: u32) -> Result<(), ProviderError> {
+    let max = f.spec.scale.max.max(0) as u32;
+    if replicas > max {
+        let name = f.metadata.name.as_deref().unwrap_or_default();
+        return Err(ProviderError::Invalid(Invalid(vec![flint_api::FieldError {
+            field: "replicas".into(),
+            message: format!("{replicas} is more than spec.scale.max ({max}) of {name}"),
+        }])));
+    }
+    Ok(())
+}
+
 pub trait Provider: Send + Sync + 'static {
     /// The provider's name for `/system/info` (`local`, `kubernetes`).
     fn name(&self) -> &'static str;

@@ -14,7 +14,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use flint_api::{Function, Invalid, validate::FieldError};
+use flint_api::Function;
 use futures::{AsyncBufReadExt, FutureExt, StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod, discovery::v1::EndpointSlice};
 use kube::{
@@ -376,13 +376,7 @@ impl Provider for Kubernetes {
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         async move {
             let f = self.function(namespace, name)?;
-            let max = f.spec.scale.max.max(0) as u32;
-            if replicas > max {
-                return Err(ProviderError::Invalid(Invalid(vec![FieldError {
-                    field: "replicas".into(),
-                    message: format!("{replicas} is more than spec.scale.max ({max}) of {name}"),
-                }])));
-            }
+            super::check_replicas(&f, replicas)?;
             let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
             let patch = serde_json::json!({ "spec": { "replicas": replicas } });
             let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };

@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use flint_api::{Function, Invalid, validate::FieldError};
+use flint_api::{Function, Invalid};
 use futures::{FutureExt, future::BoxFuture, stream::BoxStream};
 use k8s_openapi::jiff::Timestamp;
 
@@ -418,13 +418,7 @@ impl Provider for Local {
         replicas: u32,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         let done = self.with_entry(namespace, name, |entry| {
-            let max = entry.function.spec.scale.max as u32;
-            if replicas > max {
-                return Err(ProviderError::Invalid(Invalid(vec![FieldError {
-                    field: "replicas".into(),
-                    message: format!("{replicas} is more than spec.scale.max ({max}) of {name}"),
-                }])));
-            }
+            super::check_replicas(&entry.function, replicas)?;
             let set = entry
                 .version(version)
                 .ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace} ({})", version.as_str())))?;
