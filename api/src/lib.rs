@@ -9,6 +9,8 @@
 //! - [`manifest`]: Functions from YAML or JSON, with type errors and unknown fields named;
 //! - [`crd`]: the CustomResourceDefinition as YAML (what `crds/function.yaml` holds);
 //! - [`version`]: stable and canary;
+//! - [`rbac`]: what the operator and the gateway ask of the API server (the chart is checked
+//!   against it);
 //! - [`duration`], [`quantity`], [`cron`]: the value syntaxes those rules use.
 
 pub mod crd;
@@ -18,6 +20,7 @@ pub mod function;
 pub mod limits;
 pub mod manifest;
 pub mod quantity;
+pub mod rbac;
 pub mod validate;
 pub mod version;
 

@@ -1,0 +1,157 @@
+//! The Helm chart, checked with the real `helm` (scripts/setup.sh installs it into `.tools/`):
+//! it lints and renders with default values and with every optional part on, every rendered
+//! object parses into its Kubernetes type, a wrong value is refused with a message, the chart's
+//! CRD is the generated one, and its RBAC covers what each binary asks of the API server.
+
+use std::{path::PathBuf, process::Command};
+
+use flint_api::rbac::{GATEWAY, OPERATOR, Rule};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+    networking::v1::NetworkPolicy,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
+};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn helm(args: &[&str]) -> std::process::Output {
+    let helm = std::env::var("HELM").map(PathBuf::from).unwrap_or_else(|_| root().join(".tools/helm"));
+    assert!(helm.is_file(), "{} is missing: scripts/setup.sh installs helm there (or set HELM)", helm.display());
+    Command::new(helm).args(args).current_dir(root()).output().unwrap()
+}
+
+const ALL_ON: &[&str] = &[
+    "--set",
+    "serviceMonitor.enabled=true",
+    "--set",
+    "networkPolicy.enabled=true",
+    "--set",
+    "networkPolicy.functionNamespaces={default,shop}",
+];
+
+fn render(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", "flint", "charts/flint", "--namespace", "flint"];
+    args.extend_from_slice(extra);
+    let out = helm(&args);
+    assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(doc: &Value) -> T {
+    serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{} {}: {e}", doc["kind"], doc["metadata"]["name"]))
+}
+
+#[test]
+fn the_chart_lints_with_defaults_and_with_everything_on() {
+    for extra in [&[][..], ALL_ON] {
+        let mut args = vec!["lint", "charts/flint", "--strict"];
+        args.extend_from_slice(extra);
+        let out = helm(&args);
+        assert!(
+            out.status.success(),
+            "helm lint {extra:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_rendered_object_parses_into_its_kubernetes_type() {
+    for extra in
+        [&[][..], ALL_ON, &["--set", "prometheus.enabled=false", "--set", "prometheus.url=http://prom:9090"][..]]
+    {
+        let docs = render(extra);
+        assert!(docs.len() >= 12, "{} objects", docs.len());
+        for doc in &docs {
+            match doc["kind"].as_str().unwrap() {
+                "Deployment" => {
+                    let d: Deployment = parse(doc);
+                    let pod = d.spec.unwrap().template.spec.unwrap();
+                    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+                    for c in pod.containers {
+                        let sc = c.security_context.unwrap();
+                        assert_eq!(sc.allow_privilege_escalation, Some(false));
+                        assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+                    }
+                }
+                "Service" => drop(parse::<Service>(doc)),
+                "ServiceAccount" => drop(parse::<ServiceAccount>(doc)),
+                "ClusterRole" => drop(parse::<ClusterRole>(doc)),
+                "ClusterRoleBinding" => drop(parse::<ClusterRoleBinding>(doc)),
+                "Role" => drop(parse::<Role>(doc)),
+                "RoleBinding" => drop(parse::<RoleBinding>(doc)),
+                "Secret" => drop(parse::<Secret>(doc)),
+                "ConfigMap" => drop(parse::<ConfigMap>(doc)),
+                "NetworkPolicy" => drop(parse::<NetworkPolicy>(doc)),
+                "ServiceMonitor" => assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1"),
+                other => panic!("the chart renders a {other} this test does not know"),
+            }
+        }
+    }
+    let on = render(ALL_ON);
+    assert_eq!(on.iter().filter(|d| d["kind"] == "NetworkPolicy").count(), 2);
+    assert!(on.iter().any(|d| d["kind"] == "ServiceMonitor"));
+    let off = render(&["--set", "prometheus.enabled=false", "--set", "prometheus.url=http://prom:9090"]);
+    assert!(!off.iter().any(|d| d["metadata"]["name"] == "flint-prometheus"));
+    let gateway = off.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "flint-gateway").unwrap();
+    let args = gateway["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--prometheus-url=http://prom:9090"), "{args}");
+}
+
+#[test]
+fn a_wrong_value_is_refused_with_a_message() {
+    let out = helm(&["template", "flint", "charts/flint", "--set", "gateway.replicas=zero"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway/replicas"), "{err}");
+    let out = helm(&["template", "flint", "charts/flint", "--set", "gateway.coldStartTimeout=soon"]);
+    assert!(!out.status.success(), "a bad duration passed");
+}
+
+#[test]
+fn the_chart_carries_the_generated_crd() {
+    let chart = std::fs::read_to_string(root().join("charts/flint/crds/function.yaml")).unwrap();
+    let generated = std::fs::read_to_string(root().join("crds/function.yaml")).unwrap();
+    assert!(chart == generated, "charts/flint/crds/function.yaml differs from crds/function.yaml: copy it over");
+}
+
+/// Whether `rules` grant `want`.
+fn covers(rules: &[PolicyRule], want: &Rule) -> bool {
+    want.verbs.iter().all(|verb| {
+        rules.iter().any(|r| {
+            r.api_groups.iter().flatten().any(|g| g == want.group)
+                && r.resources.iter().flatten().any(|res| res == want.resource)
+                && r.verbs.iter().any(|v| v == verb || v == "*")
+        })
+    })
+}
+
+#[test]
+fn the_rbac_covers_every_call_each_binary_makes() {
+    let docs = render(&[]);
+    let rules_of = |component: &str| -> Vec<PolicyRule> {
+        docs.iter()
+            .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+            .filter(|d| d["metadata"]["name"].as_str().unwrap().starts_with(&format!("flint-{component}")))
+            .flat_map(|d| serde_json::from_value::<Vec<PolicyRule>>(d["rules"].clone()).unwrap())
+            .collect()
+    };
+    for (component, wanted) in [("operator", OPERATOR), ("gateway", GATEWAY)] {
+        let rules = rules_of(component);
+        for want in wanted {
+            assert!(
+                covers(&rules, want),
+                "the {component}'s RBAC lacks {:?} {} {:?}",
+                want.group,
+                want.resource,
+                want.verbs
+            );
+        }
+    }
+}
