@@ -29,6 +29,14 @@ impl Credentials {
         Ok(Credentials { user, password })
     }
 
+    /// The `Authorization` header value for these credentials (the gateway calling itself).
+    pub fn header_value(&self) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.user, self.password))
+        )
+    }
+
     /// Whether the request carries these credentials.
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         let Some(given) = headers

@@ -8,12 +8,14 @@
 //! - `provider`: where functions live; `local` runs them as watchdog processes;
 //! - `autoscale`: the loop that scales every version between its min and max, and runs the
 //!   `canary` analysis (widen a healthy canary's weight, roll back a failing one);
+//! - `cron`: fires the Functions' cron triggers through the gateway itself;
 //! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones.
 
 mod auth;
 mod autoscale;
 mod canary;
 mod config;
+mod cron;
 mod invoke;
 mod metrics;
 mod provider;
@@ -110,7 +112,7 @@ async fn run(args: Args) -> ExitCode {
     };
     let invoker = Arc::new(invoke::Invoker::new(provider.clone(), metrics.clone(), settings));
     let stop = CancellationToken::new();
-    if args.autoscale {
+    let autoscaler = args.autoscale.then(|| {
         let window = args.panic_window.max(std::time::Duration::from_secs(3));
         type Sources = (Box<dyn autoscale::source::Source>, Box<dyn canary::Numbers>);
         let (source, canary_numbers): Sources = match &args.prometheus_url {
@@ -121,7 +123,7 @@ async fn run(args: Args) -> ExitCode {
             None => (Box::new(autoscale::source::InProcess::new(metrics.clone())), Box::new(metrics.clone())),
         };
         tracing::info!(source = source.name(), "autoscaler on");
-        let autoscaler = autoscale::Autoscaler {
+        Arc::new(autoscale::Autoscaler {
             provider: provider.clone(),
             invoker: invoker.clone(),
             metrics: metrics.clone(),
@@ -134,21 +136,29 @@ async fn run(args: Args) -> ExitCode {
                 ..Default::default()
             },
             tick: args.autoscale_tick,
-        };
-        match client.clone() {
-            // Several gateway replicas: only the Lease holder scales (each still scales from zero).
-            Some(client) => {
-                tokio::spawn(lead_then(
-                    client,
-                    args.autoscaler_lease.clone(),
-                    args.lease_namespace.clone(),
-                    autoscaler,
-                    stop.clone(),
-                ));
-            }
-            None => {
-                tokio::spawn(autoscaler.run(stop.clone()));
-            }
+        })
+    });
+    let own_ip = if args.bind.is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { args.bind };
+    let cron = Arc::new(cron::Cron {
+        provider: provider.clone(),
+        base: format!("http://{}", SocketAddr::new(own_ip, args.port)),
+        authorization: auth.as_ref().filter(|_| args.auth_functions).map(auth::Credentials::header_value),
+    });
+    let loops = Loops { autoscaler, cron };
+    match client.clone() {
+        // Several gateway replicas: only the Lease holder runs the loops (each still scales
+        // from zero on a request).
+        Some(client) => {
+            tokio::spawn(lead_then(
+                client,
+                args.autoscaler_lease.clone(),
+                args.lease_namespace.clone(),
+                loops,
+                stop.clone(),
+            ));
+        }
+        None => {
+            tokio::spawn(loops.run(stop.clone()));
         }
     }
     let gateway = Arc::new(routes::Gateway {
@@ -206,14 +216,25 @@ fn identity() -> String {
         .unwrap_or_else(|| "flint-gateway".into())
 }
 
-/// Runs the autoscaler while this replica holds the Lease, and stops it when the Lease is lost.
-async fn lead_then(
-    client: kube::Client,
-    lease: String,
-    namespace: String,
-    autoscaler: autoscale::Autoscaler,
-    stop: CancellationToken,
-) {
+/// The loops one gateway replica runs for all: the autoscaler (with the canary analysis) and
+/// the cron triggers.
+struct Loops {
+    autoscaler: Option<Arc<autoscale::Autoscaler>>,
+    cron: Arc<cron::Cron>,
+}
+
+impl Loops {
+    async fn run(self, stop: CancellationToken) {
+        let autoscaler = self.autoscaler.map(|a| tokio::spawn(a.run_shared(stop.clone())));
+        self.cron.run(stop).await;
+        if let Some(a) = autoscaler {
+            let _ = a.await;
+        }
+    }
+}
+
+/// Runs the loops while this replica holds the Lease, and stops them when the Lease is lost.
+async fn lead_then(client: kube::Client, lease: String, namespace: String, loops: Loops, stop: CancellationToken) {
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &lease)
         .with_namespace(&namespace)
         .with_identity(identity())
@@ -227,17 +248,17 @@ async fn lead_then(
         }
     };
     let (mut leading, _task) = manager.watch().await;
-    let autoscaler = Arc::new(autoscaler);
     loop {
         tokio::select! {
             held = leading.wait_for(|l| *l) => if held.is_err() { return },
             _ = stop.cancelled() => return,
         }
-        tracing::info!(%lease, "holding the Lease: autoscaling");
+        tracing::info!(%lease, "holding the Lease: autoscaling and firing cron triggers");
         let term = stop.child_token();
-        let running = tokio::spawn(autoscaler.clone().run_shared(term.clone()));
+        let running =
+            tokio::spawn(Loops { autoscaler: loops.autoscaler.clone(), cron: loops.cron.clone() }.run(term.clone()));
         tokio::select! {
-            _ = leading.wait_for(|l| !*l) => tracing::warn!(%lease, "lost the Lease: no longer autoscaling"),
+            _ = leading.wait_for(|l| !*l) => tracing::warn!(%lease, "lost the Lease: no longer autoscaling or firing cron triggers"),
             _ = stop.cancelled() => {}
         }
         term.cancel();

@@ -337,3 +337,25 @@ async fn a_bad_manifest_stops_the_gateway_naming_file_and_field() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn cron_triggers_invoke_the_function_through_the_gateway() {
+    let dir = Dir::new("cron");
+    dir.function(
+        "ticker",
+        "  image: x\n  command: [sh, -c, 'echo \"$Http_Path $Http_X_Flint_Trigger $(cat)\"']\n  \
+         triggers: [{cron: {schedule: '* * * * * *', path: /tick, body: hello}}]",
+        &[],
+    );
+    let g = Gateway::start(&dir.0, &[]).await;
+    g.process.wait_log("cron trigger fired", SECS_20).await;
+    wait_for("three scheduled invocations", SECS_20, || async {
+        let f: serde_json::Value =
+            serde_json::from_slice(&g.call(Method::GET, "/system/function/ticker", &[], "").await.body).ok()?;
+        (f["invocationCount"].as_f64()? >= 3.0).then_some(())
+    })
+    .await;
+    let logs = g.call(Method::GET, "/system/logs?name=ticker&tail=200", &[], "").await.text();
+    assert!(logs.contains("path=/tick"), "{logs}");
+    assert!(g.process.log().contains("status=200"), "{}", g.process.log());
+}

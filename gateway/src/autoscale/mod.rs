@@ -82,10 +82,6 @@ impl Autoscaler {
         }
     }
 
-    pub async fn run(self, stop: CancellationToken) {
-        Arc::new(self).run_shared(stop).await
-    }
-
     /// The loop; state starts fresh each time (a new leader learns the load anew).
     pub async fn run_shared(self: Arc<Self>, stop: CancellationToken) {
         let mut states: HashMap<(String, String, Version), State> = HashMap::new();

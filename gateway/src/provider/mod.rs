@@ -174,6 +174,8 @@ pub trait Provider: Send + Sync + 'static {
     fn event<'a>(&'a self, _namespace: &'a str, _name: &'a str, _reason: &'a str, _note: String) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
+    /// Functions with triggers: (namespace, name, function).
+    fn triggers(&self) -> Vec<(String, String, Arc<Function>)>;
     /// Canaries under analysis, with their effective status.
     fn canaries(&self) -> Vec<CanaryTarget>;
     /// Sets a canary's effective status (weight, phase, why).

@@ -416,6 +416,15 @@ impl Provider for Kubernetes {
         self.record(namespace, name, reason, note).boxed()
     }
 
+    fn triggers(&self) -> Vec<(String, String, Arc<Function>)> {
+        self.functions
+            .state()
+            .into_iter()
+            .filter(|f| !f.spec.triggers.is_empty())
+            .map(|f| (f.namespace().unwrap_or_default(), f.name_any(), f))
+            .collect()
+    }
+
     fn canaries(&self) -> Vec<CanaryTarget> {
         self.functions
             .state()

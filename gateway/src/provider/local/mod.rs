@@ -465,6 +465,15 @@ impl Provider for Local {
         out
     }
 
+    fn triggers(&self) -> Vec<(String, String, Arc<Function>)> {
+        let functions = self.functions.read().unwrap();
+        functions
+            .iter()
+            .filter(|(_, e)| !e.function.spec.triggers.is_empty())
+            .map(|((ns, name), e)| (ns.clone(), name.clone(), e.function.clone()))
+            .collect()
+    }
+
     fn canaries(&self) -> Vec<CanaryTarget> {
         let functions = self.functions.read().unwrap();
         functions
