@@ -115,24 +115,28 @@ async fn load_until(g: &Arc<Gateway>, name: &str, until: impl Fn(String) -> bool
     panic!("the condition never held; metrics:\n{}", g.metrics().await);
 }
 
-#[tokio::test]
-async fn a_failing_canary_is_rolled_back_at_its_first_check() {
-    let dir = Dir::new("rollback");
+/// A canary that answers every request with 500, judged every `interval`.
+fn failing_canary(dir: &Dir, interval: &str) {
     dir.function(
         "risky",
-        "  image: x\n  command: [sh, -c, 'if [ \"$FAIL\" = 1 ]; then exit 1; fi; echo ok']\n  \
-         canary:\n    image: x2\n    weight: 20\n    env: [{name: FAIL, value: '1'}]\n    \
-         analysis: {interval: 1s, stepWeight: 10, maxWeight: 50, minSuccessRate: 99, minRequests: 5}",
+        &format!(
+            "  image: x\n  command: [sh, -c, 'if [ \"$FAIL\" = 1 ]; then exit 1; fi; echo ok']\n  \
+             canary:\n    image: x2\n    weight: 20\n    env: [{{name: FAIL, value: '1'}}]\n    \
+             analysis: {{interval: {interval}, stepWeight: 10, maxWeight: 50, minSuccessRate: 99, minRequests: 5}}"
+        ),
         &[],
     );
-    let g = Arc::new(Gateway::start(&dir.0, &["--autoscale-tick", "200ms"]).await);
+}
+
+/// Loads `risky` until its canary is at 0; checks it was rolled back for its success rate and
+/// never got more than its 20 % of the requests (with room for chance).
+async fn rolled_back(g: &Arc<Gateway>) {
     g.wait_available("risky", 2).await;
-    let rolled_back = |m: String| m.contains(r#"flint_canary_weight{function_name="risky.default"} 0"#);
-    let (total, failed) = load_until(&g, "risky", rolled_back).await;
+    let at_zero = |m: String| m.contains(r#"flint_canary_weight{function_name="risky.default"} 0"#);
+    let (total, failed) = load_until(g, "risky", at_zero).await;
     let log = g.process.log();
     assert!(log.contains("rolled back: success rate 0.00% (minimum 99%)"), "{log}");
     assert!(!log.contains("healthy:"), "the failing canary was widened before its rollback: {log}");
-    // The canary never got more than its 20 % (with room for chance).
     assert!(failed as f64 <= total as f64 * 0.25 + 3.0, "{failed} of {total} requests reached the failing canary");
     for _ in 0..100 {
         assert_eq!(
@@ -141,6 +145,14 @@ async fn a_failing_canary_is_rolled_back_at_its_first_check() {
             "a request still reached the canary"
         );
     }
+}
+
+#[tokio::test]
+async fn a_failing_canary_is_rolled_back_at_its_first_check() {
+    let dir = Dir::new("rollback");
+    failing_canary(&dir, "1s");
+    let g = Arc::new(Gateway::start(&dir.0, &["--autoscale-tick", "200ms"]).await);
+    rolled_back(&g).await;
 }
 
 #[tokio::test]
@@ -209,21 +221,10 @@ async fn removing_the_canary_sends_everything_to_stable_without_a_failed_request
 #[tokio::test]
 async fn with_prometheus_a_failing_canary_is_rolled_back_from_its_scraped_numbers() {
     let dir = Dir::new("rollback-prom");
-    dir.function(
-        "risky",
-        "  image: x\n  command: [sh, -c, 'if [ \"$FAIL\" = 1 ]; then exit 1; fi; echo ok']\n  \
-         canary:\n    image: x2\n    weight: 20\n    env: [{name: FAIL, value: '1'}]\n    \
-         analysis: {interval: 3s, stepWeight: 10, maxWeight: 50, minSuccessRate: 99, minRequests: 5}",
-        &[],
-    );
+    failing_canary(&dir, "3s");
     let port = flint_testkit::free_port();
     let prometheus = flint_testkit::Prometheus::start(&[format!("127.0.0.1:{port}")]).await;
     let url = prometheus.url();
     let g = Arc::new(Gateway::start_on(&dir.0, port, &["--autoscale-tick", "200ms", "--prometheus-url", &url]).await);
-    g.wait_available("risky", 2).await;
-    let rolled_back = |m: String| m.contains(r#"flint_canary_weight{function_name="risky.default"} 0"#);
-    let (total, failed) = load_until(&g, "risky", rolled_back).await;
-    let log = g.process.log();
-    assert!(log.contains("rolled back: success rate 0.00% (minimum 99%)"), "{log}");
-    assert!(failed as f64 <= total as f64 * 0.25 + 3.0, "{failed} of {total} requests reached the failing canary");
+    rolled_back(&g).await;
 }
