@@ -76,6 +76,30 @@ impl ApiServer {
         event["reason"].as_str().unwrap().to_string()
     }
 
+    /// The stable Deployment (running `replicas`, all ready) and Service, both current: read,
+    /// not written.
+    async fn stable_in_place(&mut self, f: &Function, replicas: i32) {
+        self.expect(
+            "GET",
+            &format!("{DEPLOYMENTS}/resize"),
+            StatusCode::OK,
+            value(&running(f, Version::Stable, replicas)),
+        )
+        .await;
+        self.service_in_place(f).await;
+    }
+
+    async fn service_in_place(&mut self, f: &Function) {
+        let service = value(&resources::desired_service(f, Version::Stable).create);
+        self.expect("GET", &format!("{SERVICES}/resize"), StatusCode::OK, service).await;
+    }
+
+    /// No canary objects: looked for, not found.
+    async fn no_canary(&mut self) {
+        self.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
+        self.not_found(&format!("{SERVICES}/resize-canary")).await;
+    }
+
     /// Nothing more: the reconcile made no further call.
     async fn done(mut self) {
         let next = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
@@ -139,8 +163,7 @@ async fn a_new_function_gets_a_deployment_a_service_events_and_a_status() {
     let s = api.created(SERVICES).await;
     assert_eq!(s["spec"]["selector"]["flint.dev/version"], "stable");
     assert_eq!(api.event().await, "Created");
-    api.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
-    api.not_found(&format!("{SERVICES}/resize-canary")).await;
+    api.no_canary().await;
     // Not ready yet: the operator looks for pods that cannot start.
     api.expect(
         "GET",
@@ -176,15 +199,8 @@ async fn an_update_applies_without_replicas_so_the_gateways_count_stays() {
     assert_eq!(applied["spec"]["template"]["spec"]["containers"][0]["image"], "acme/resize:2");
     assert_eq!(api.event().await, "Updated");
     // The Service did not change: no write.
-    api.expect(
-        "GET",
-        &format!("{SERVICES}/resize"),
-        StatusCode::OK,
-        value(&resources::desired_service(&f, Version::Stable).create),
-    )
-    .await;
-    api.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
-    api.not_found(&format!("{SERVICES}/resize-canary")).await;
+    api.service_in_place(&f).await;
+    api.no_canary().await;
     let patch = api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
     assert_eq!(patch["status"]["replicas"], 7);
     assert_eq!(patch["status"]["readyReplicas"], 7);
@@ -201,16 +217,8 @@ async fn an_unchanged_function_makes_no_write() {
     f.status = Some(status::status(&f, &observed, GATEWAY, Timestamp::UNIX_EPOCH));
     let task = run(f.clone(), ctx).await;
 
-    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&f, Version::Stable, 3))).await;
-    api.expect(
-        "GET",
-        &format!("{SERVICES}/resize"),
-        StatusCode::OK,
-        value(&resources::desired_service(&f, Version::Stable).create),
-    )
-    .await;
-    api.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
-    api.not_found(&format!("{SERVICES}/resize-canary")).await;
+    api.stable_in_place(&f, 3).await;
+    api.no_canary().await;
     api.done().await;
     task.await.unwrap();
 }
@@ -221,14 +229,7 @@ async fn a_canary_is_created_beside_the_stable_version() {
     let f = function("  image: acme/resize:1\n  canary: {image: acme/resize:2, weight: 10}");
     let task = run(f.clone(), ctx).await;
 
-    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&f, Version::Stable, 1))).await;
-    api.expect(
-        "GET",
-        &format!("{SERVICES}/resize"),
-        StatusCode::OK,
-        value(&resources::desired_service(&f, Version::Stable).create),
-    )
-    .await;
+    api.stable_in_place(&f, 1).await;
     api.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
     let d = api.created(DEPLOYMENTS).await;
     assert_eq!(d["metadata"]["name"], "resize-canary");
@@ -257,14 +258,7 @@ async fn a_removed_canary_is_deleted() {
     let f = function("  image: acme/resize:1");
     let task = run(f.clone(), ctx).await;
 
-    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&f, Version::Stable, 1))).await;
-    api.expect(
-        "GET",
-        &format!("{SERVICES}/resize"),
-        StatusCode::OK,
-        value(&resources::desired_service(&f, Version::Stable).create),
-    )
-    .await;
+    api.stable_in_place(&f, 1).await;
     api.expect(
         "GET",
         &format!("{DEPLOYMENTS}/resize-canary"),
