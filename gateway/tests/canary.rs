@@ -181,21 +181,28 @@ async fn removing_the_canary_sends_everything_to_stable_without_a_failed_request
     let g = Arc::new(Gateway::start(&dir.0, &["--autoscale", "false"]).await);
     g.wait_available("switch", 2).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let callers: Vec<_> = (0..4)
         .map(|_| {
-            let (g, stop) = (g.clone(), stop.clone());
+            let (g, stop, answers) = (g.clone(), stop.clone(), answers.clone());
             tokio::spawn(async move {
-                let mut answers = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let r = g.call(Method::GET, "/function/switch", &[], "").await;
                     assert_eq!(r.status, 200, "a request failed during the switch: {}", r.text());
-                    answers.push(r.text().trim().to_string());
+                    answers.lock().unwrap().push(r.text().trim().to_string());
                 }
-                answers
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let seen = |what: &'static str| {
+        let answers = answers.clone();
+        move || {
+            let answers = answers.clone();
+            async move { answers.lock().unwrap().iter().any(|a| a == what).then_some(()) }
+        }
+    };
+    let secs_10 = std::time::Duration::from_secs(10);
+    flint_testkit::wait_for("the canary to serve before the switch", secs_10, seen("canary")).await;
     // The user removes the canary from the manifest and tells local mode to reload.
     dir.function(
         "switch",
@@ -203,15 +210,19 @@ async fn removing_the_canary_sends_everything_to_stable_without_a_failed_request
         &[],
     );
     g.process.signal(nix::sys::signal::Signal::SIGHUP);
-    g.process.wait_log("reloaded the functions folder", std::time::Duration::from_secs(10)).await;
+    g.process.wait_log("reloaded the functions folder", secs_10).await;
     g.wait_available("switch", 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Keep the load on until 40 more answers came after the canary's replica was gone.
+    let after_switch = answers.lock().unwrap().len() + 40;
+    flint_testkit::wait_for("load across the switch", secs_10, || {
+        let answers = answers.clone();
+        async move { (answers.lock().unwrap().len() >= after_switch).then_some(()) }
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut all = Vec::new();
     for c in callers {
-        all.extend(c.await.unwrap());
+        c.await.unwrap();
     }
-    assert!(all.iter().any(|a| a == "canary"), "the canary served before the switch");
     let after: Vec<_> = (0..100).map(|_| g.call(Method::GET, "/function/switch", &[], "")).collect();
     for r in futures::future::join_all(after).await {
         assert_eq!((r.status, r.text().trim()), (200, "stable"));
