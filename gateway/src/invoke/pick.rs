@@ -23,9 +23,19 @@ pub fn version(route: &Route, headers: &HeaderMap) -> Version {
     }
     let slot = match canary.sticky.as_ref().and_then(|s| caller(s, headers)) {
         Some(identity) => (fnv1a(identity) % 100) as u8,
-        None => fastrand::u8(0..100),
+        None => spread(),
     };
     if slot < route.canary_weight { Version::Canary } else { Version::Stable }
+}
+
+/// A slot in 0..100 for the next request: the golden-ratio (Weyl) sequence, which is uniform like
+/// a random draw but low-discrepancy, so any run of requests splits within a fraction of a point
+/// of the weight (2,000 random draws at 50 % stray by more than 3 points about 1 run in 400).
+fn spread() -> u8 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fraction = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    ((fraction * 100) >> 32) as u8
 }
 
 /// The caller's identity for stickiness: the named header's or cookie's value.
@@ -90,7 +100,7 @@ mod tests {
     fn the_split_follows_the_weight_and_zero_and_hundred_are_exact() {
         for weight in [10, 50, 90] {
             let got = share(&route(weight, ""), |_| HeaderMap::new(), 20_000);
-            assert!((got - weight as f64).abs() < 2.0, "weight {weight}: {got}%");
+            assert!((got - weight as f64).abs() < 0.5, "weight {weight}: {got}%");
         }
         assert_eq!(share(&route(0, ""), |_| HeaderMap::new(), 5000), 0.0);
         assert_eq!(share(&route(100, ""), |_| HeaderMap::new(), 5000), 100.0);
