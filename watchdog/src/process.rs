@@ -72,8 +72,15 @@ impl Tail {
     }
 }
 
-/// Forwards `reader` line by line to the log until it closes; keeps a tail if asked.
-pub fn forward(reader: impl AsyncRead + Unpin + Send + 'static, stream: &'static str, out: Output, tail: Option<Tail>) {
+/// Forwards `reader` line by line to the log until it closes; keeps a tail if asked. The
+/// handle finishes at the stream's end: a reply built from the tail awaits it, since a process
+/// can exit before the watchdog has read what it wrote last.
+pub fn forward(
+    reader: impl AsyncRead + Unpin + Send + 'static,
+    stream: &'static str,
+    out: Output,
+    tail: Option<Tail>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -82,5 +89,5 @@ pub fn forward(reader: impl AsyncRead + Unpin + Send + 'static, stream: &'static
                 tail.push(&line);
             }
         }
-    });
+    })
 }

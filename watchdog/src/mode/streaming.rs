@@ -52,7 +52,7 @@ impl Settings {
         let mut child = cmd.spawn().map_err(InvokeError::Spawn)?;
         let group = Group::of(&child);
         let tail = Tail::default();
-        process::forward(child.stderr.take().unwrap(), "stderr", self.out.clone(), Some(tail.clone()));
+        let stderr = process::forward(child.stderr.take().unwrap(), "stderr", self.out.clone(), Some(tail.clone()));
 
         // The body goes to stdin as it arrives; a process that stops reading ends the copy.
         let mut stdin = child.stdin.take().unwrap();
@@ -65,16 +65,20 @@ impl Settings {
 
         let mut stdout = ReaderStream::new(child.stdout.take().unwrap());
         let first = stdout.next().await;
-        let failure = |status: std::process::ExitStatus| InvokeError::Failed {
-            status: flint_http::exit::describe(status),
-            stderr: self.stderr_in_body.then(|| tail.take()),
-        };
         let body = match first {
             None => {
                 let status = child.wait().await.map_err(InvokeError::Spawn)?;
+                // The group is killed first, so that its members' ends of the stderr pipe close;
+                // only something that left the group could hold it open, hence the bound.
                 drop(group);
                 if !status.success() {
-                    return Err(failure(status));
+                    if self.stderr_in_body {
+                        let _ = tokio::time::timeout(STDERR_DRAIN, stderr).await;
+                    }
+                    return Err(InvokeError::Failed {
+                        status: flint_http::exit::describe(status),
+                        stderr: self.stderr_in_body.then(|| tail.take()),
+                    });
                 }
                 empty()
             }
@@ -108,6 +112,9 @@ impl Settings {
         Ok(response)
     }
 }
+
+/// Longest a failure reply waits for the rest of the process's stderr after it exited.
+const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// CGI-style variables, named as OpenFaaS's watchdogs name them.
 fn cgi_env(parts: &hyper::http::request::Parts) -> Vec<(String, String)> {
