@@ -88,6 +88,15 @@ pub struct Args {
     #[arg(long, env = "FLINT_COLD_START_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub cold_start_timeout: Duration,
 
+    /// Longest a connection to a replica may take to open; then another replica is tried and
+    /// the silent one is skipped for a moment.
+    #[arg(long, env = "FLINT_CONNECT_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub connect_timeout: Duration,
+
+    /// Keep-alive connections to a replica idle this long are closed.
+    #[arg(long, env = "FLINT_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub upstream_idle_timeout: Duration,
+
     /// Requests that may wait for one function version to start; more get 429.
     #[arg(long, env = "FLINT_MAX_WAITING", default_value_t = 1000)]
     pub max_waiting: usize,

@@ -3,7 +3,9 @@
 //!
 //! - `routes`: `/function/*` → `invoke`, `/system/*` → `rest` (behind `auth`), `/metrics`;
 //! - `invoke`: the request path — version (canary split), replica (least in flight), scale
-//!   from zero, retries of requests that never left, forwarding headers, `observe`d;
+//!   from zero, the one rule for resending what a replica failed, forwarding headers, `observe`d;
+//! - `endpoint`: a ready replica, its in-flight count and its keep-alive connections, retired
+//!   by its provider when the replica leaves;
 //! - `rest`: the OpenFaaS management API over a `provider`;
 //! - `provider`: where functions live; `local` runs them as watchdog processes;
 //! - `autoscale`: the loop that scales every version between its min and max, and runs the
@@ -16,7 +18,9 @@ mod autoscale;
 mod canary;
 mod config;
 mod cron;
+mod endpoint;
 mod invoke;
+mod memory;
 mod metrics;
 mod provider;
 mod reply;
@@ -109,6 +113,8 @@ async fn run(args: Args) -> ExitCode {
         cold_start_timeout: args.cold_start_timeout,
         max_waiting: args.max_waiting,
         max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
+        connect_timeout: args.connect_timeout,
+        idle_timeout: args.upstream_idle_timeout,
     };
     let invoker = Arc::new(invoke::Invoker::new(provider.clone(), metrics.clone(), settings));
     let stop = CancellationToken::new();

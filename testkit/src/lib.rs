@@ -64,16 +64,42 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Result<Reply, String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
+    Caller::new().call(method, url, headers, body).await
+}
+
+/// An HTTP client that keeps its connections open between calls, as a load generator does.
+#[derive(Clone)]
+pub struct Caller(Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>);
+
+impl Default for Caller {
+    fn default() -> Self {
+        Self::new()
     }
-    let response = client.request(req.body(Full::new(body.into())).unwrap()).await.map_err(|e| format!("{e:?}"))?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-    Ok(Reply { status, headers, body })
+}
+
+impl Caller {
+    pub fn new() -> Self {
+        Caller(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>())
+    }
+
+    /// One request; `Err` when no response came.
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = self.0.request(req.body(Full::new(body.into())).unwrap()).await.map_err(|e| format!("{e:?}"))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+        Ok(Reply { status, headers, body })
+    }
 }
 
 pub async fn get(url: &str) -> Result<Reply, String> {

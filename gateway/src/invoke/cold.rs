@@ -2,13 +2,12 @@
 //! for one scale-up (the first such request does; the rest wait with it), and waits for a
 //! ready replica up to a deadline. Waiting requests are bounded per version.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use crate::provider::{Endpoint, Endpoints, Provider, Version};
+use crate::{
+    endpoint::Endpoints,
+    provider::{Provider, Version},
+};
 
 type Key = (String, String, Version);
 
@@ -18,7 +17,7 @@ pub struct ColdStarts {
 }
 
 pub enum Wait {
-    Ready(Arc<Vec<Arc<Endpoint>>>),
+    Ready,
     /// More requests are waiting than allowed.
     Full,
     /// No replica became ready in time.
@@ -49,7 +48,7 @@ impl ColdStarts {
             tracing::warn!(function = name, namespace, version = version.as_str(), error = %e, "scale from zero failed");
         }
         match tokio::time::timeout(deadline, endpoints.wait_for(|e| !e.is_empty())).await {
-            Ok(Ok(ready)) => Wait::Ready(ready.clone()),
+            Ok(Ok(_)) => Wait::Ready,
             _ => Wait::TimedOut,
         }
     }

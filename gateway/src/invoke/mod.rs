@@ -1,14 +1,17 @@
 //! The request path: `/function/NAME[.NAMESPACE][/sub/path]` → pick a version (canary by
 //! weight, or forced by header) → a ready replica (least in flight of two) → the watchdog.
 //! A version with no ready replica is scaled from zero and the request held until one is
-//! ready. A request that never left (refused connection, closed pooled connection) is sent to
-//! another replica.
+//! ready. A replica that fails a request without answering is handled by one rule (`resend`):
+//! what never left or never ran goes to another replica; what may have run goes again only if
+//! it is idempotent.
 
 mod cold;
+mod error;
 mod forward;
 mod observe;
+mod payload;
 mod pick;
-mod pool;
+pub mod resend;
 
 use std::{
     net::SocketAddr,
@@ -19,18 +22,20 @@ use std::{
     time::Duration,
 };
 
-use flint_http::{Body, BoxError, body::watched};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::{Request, Response, StatusCode, body::Incoming, header::CONTENT_LENGTH};
+use flint_http::{Body, body::watched};
+use hyper::{Request, Response, body::Incoming};
+use tokio::time::Instant;
 
+pub use self::error::InvokeError;
 use self::{
     cold::{ColdStarts, Wait},
     observe::Observation,
-    pool::{Pool, SendError},
+    payload::Payload,
 };
 use crate::{
+    endpoint::{Endpoint, Endpoints, Failure, Pool},
     metrics::{Metrics, VersionLabels},
-    provider::{Provider, Version},
+    provider::{Provider, Route, Version},
     reply,
 };
 
@@ -41,6 +46,10 @@ pub struct Settings {
     pub max_waiting: usize,
     /// Largest request body; `None`: no limit.
     pub max_body: Option<u64>,
+    /// Longest a connection to a replica may take to open before another replica is tried.
+    pub connect_timeout: Duration,
+    /// Connections to a replica idle this long are closed.
+    pub idle_timeout: Duration,
 }
 
 pub struct Invoker {
@@ -57,7 +66,8 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
 
 impl Invoker {
     pub fn new(provider: Arc<dyn Provider>, metrics: Arc<Metrics>, settings: Settings) -> Self {
-        Invoker { provider, metrics, pool: Arc::new(Pool::default()), cold: ColdStarts::default(), settings }
+        let pool = Pool::new(settings.connect_timeout, settings.idle_timeout);
+        Invoker { provider, metrics, pool, cold: ColdStarts::default(), settings }
     }
 
     /// Requests waiting for a replica of this version now.
@@ -74,95 +84,70 @@ impl Invoker {
         let (name, namespace) = function.split_once('.').unwrap_or((function, self.provider.default_namespace()));
         let Some(route) = self.provider.route(namespace, name) else {
             return reply::text(
-                StatusCode::NOT_FOUND,
+                hyper::StatusCode::NOT_FOUND,
                 format!("function {name}.{namespace} not found (GET /system/functions lists what is deployed)"),
             );
         };
-        let path_and_query = match req.uri().query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_string(),
-        };
-        if let (Some(max), Some(len)) = (self.settings.max_body, body_length(req.headers()))
+        let version = pick::version(&route, req.headers());
+        let mut observation = Observation::begin(self.metrics.clone(), format!("{name}.{namespace}"), version);
+        let call = Call { namespace, name, version, rest, peer };
+        match self.forward(req, &route, &call, &mut observation).await {
+            Ok(mut response) => {
+                observation.code = response.status().as_u16();
+                flint_http::headers::strip_hop_by_hop(response.headers_mut());
+                response.map(|body| watched(body, observation))
+            }
+            Err(e) => {
+                observation.code = e.status().as_u16();
+                e.into_response()
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        route: &Route,
+        call: &Call<'_>,
+        observation: &mut Observation,
+    ) -> Result<Response<Body>, InvokeError> {
+        let function = &observation.function.clone();
+        if let (Some(max), Some(len)) = (self.settings.max_body, payload::declared_length(req.headers()))
             && len > max
         {
-            return reply::text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body of {len} bytes is over the limit of {max} bytes"),
-            );
+            return Err(InvokeError::DeclaredTooLarge(len, max));
         }
-
-        let version = pick::version(&route, req.headers());
-        let endpoints = match version {
+        let mut endpoints = match call.version {
             Version::Stable => route.stable.clone(),
             Version::Canary => route.canary.clone().expect("pick chooses canary only when there is one"),
         };
-        let label = format!("{name}.{namespace}");
-        let mut observation = Observation::begin(self.metrics.clone(), label.clone(), version);
-        let mut ready = endpoints.borrow().clone();
-        if ready.is_empty() {
+        if endpoints.borrow().is_empty() {
             observation.cold_start = true;
-            let waited = self
-                .cold
-                .wait(
-                    &*self.provider,
-                    (namespace, name, version),
-                    endpoints.clone(),
-                    self.settings.max_waiting,
-                    self.settings.cold_start_timeout,
-                )
-                .await;
-            let labels = VersionLabels { function_name: label, version: version.as_str() };
-            self.metrics.cold_starts.get_or_create(&labels).inc();
-            self.metrics.cold_start_seconds.get_or_create(&labels).observe(observation.start.elapsed().as_secs_f64());
-            ready = match waited {
-                Wait::Ready(ready) => ready,
-                Wait::Full => {
-                    observation.code = 429;
-                    return reply::retry_after(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        1,
-                        format!("too many requests are waiting for {name}.{namespace} to start; retry shortly"),
-                    );
-                }
-                Wait::TimedOut => {
-                    observation.code = 503;
-                    let secs = self.settings.cold_start_timeout.as_secs_f64();
-                    return reply::retry_after(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        1,
-                        format!("function {name}.{namespace} did not become ready in {secs}s"),
-                    );
-                }
-            };
+            self.cold_start(call, endpoints.clone(), observation).await?;
         }
-
         let call_id = forward::call_id(req.headers());
-        let over_limit = Arc::new(AtomicBool::new(false));
         let (parts, body) = req.into_parts();
-        // A small body is read first so that the request can be sent again if a replica dies
-        // under it; a large one streams through and is sent once.
-        let mut payload = match body_length(&parts.headers) {
-            Some(len) if len <= REPLAY_LIMIT => match Limited::new(body, REPLAY_LIMIT as usize).collect().await {
-                Ok(collected) => Payload::Replayable(collected.to_bytes()),
-                Err(e) => {
-                    observation.code = 400;
-                    return reply::text(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"));
-                }
-            },
-            _ => Payload::Streaming(Some(self.limit(body, over_limit.clone()))),
+        let idempotent = resend::idempotent(&parts.method, &parts.headers);
+        let over = Arc::new(AtomicBool::new(false));
+        let mut payload = Payload::read(body, self.settings.max_body, over.clone()).await.map_err(|e| match e {
+            payload::ReadError::TooLarge(max) => InvokeError::TooLarge(max),
+            payload::ReadError::Failed(why) => InvokeError::BadBody(why),
+        })?;
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{}?{q}", call.rest),
+            None => call.rest.to_string(),
         };
-        let deadline = tokio::time::Instant::now() + route.function.spec.timeout.get() + TIMEOUT_MARGIN;
-        let mut tried = Vec::new();
+        let timeout = route.function.spec.timeout.get();
+        let deadline = Instant::now() + timeout + TIMEOUT_MARGIN;
+        // Waiting for another replica when every known one failed is bounded like a cold start.
+        let replaced_by = Instant::now() + self.settings.cold_start_timeout.min(timeout + TIMEOUT_MARGIN);
+        let mut tried: Vec<SocketAddr> = Vec::new();
         let mut given_back: Option<Request<Body>> = None;
         let mut resent = 0;
-        let response = loop {
-            let untried: Vec<_> = ready.iter().filter(|e| !tried.contains(&e.addr)).cloned().collect();
-            let Some(endpoint) = pick::endpoint(&untried) else {
-                observation.code = 502;
-                return reply::text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("no replica of {name}.{namespace} could be reached"),
-                );
+        let mut last_failure = String::from("no replica was ready");
+        loop {
+            let Some(endpoint) = next_endpoint(&mut endpoints, &tried, replaced_by).await else {
+                return Err(InvokeError::Unreachable(function.clone(), last_failure));
             };
             let mut upstream = match (given_back.take(), &mut payload) {
                 (Some(back), _) => back,
@@ -174,82 +159,95 @@ impl Invoker {
                     body.take().expect("a streamed body is sent again only when given back"),
                 ),
             };
-            forward::prepare(&mut upstream, endpoint.addr, &path_and_query, peer, &call_id);
-            observation.on(endpoint.clone());
-            let failure = match tokio::time::timeout_at(deadline, self.pool.send(endpoint.addr, upstream)).await {
-                Ok(Ok(response)) => break response,
+            forward::prepare(&mut upstream, endpoint.addr, &path_and_query, call.peer, &call_id);
+            observation.on(endpoint.begin());
+            let written_at = Instant::now();
+            match tokio::time::timeout_at(deadline, self.pool.send(&endpoint, upstream)).await {
+                Ok(Ok(mut response)) => {
+                    response.headers_mut().insert(forward::CALL_ID, call_id);
+                    return Ok(response);
+                }
                 Err(_) => {
-                    observation.code = 504;
-                    let limit = flint_api::duration::format(route.function.spec.timeout.get());
-                    return reply::text(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("function {name}.{namespace} timed out after {limit}"),
-                    );
+                    return Err(InvokeError::Timeout(function.clone(), flint_api::duration::format(timeout)));
                 }
-                Ok(Err(SendError::NotSent(back, reason))) => {
+                Ok(Err(Failure::NotSent(back, reason))) => {
                     given_back = Some(*back);
-                    reason
+                    last_failure = reason;
                 }
-                Ok(Err(SendError::Failed { reason, reused })) => {
-                    let replayable = matches!(payload, Payload::Replayable(_));
-                    if !(reused && replayable && resent < MAX_RESENDS) {
-                        let (status, message) = if over_limit.load(Ordering::Relaxed) {
-                            let max = self.settings.max_body.unwrap_or(0);
-                            (StatusCode::PAYLOAD_TOO_LARGE, format!("request body is over the limit of {max} bytes"))
-                        } else {
-                            (StatusCode::BAD_GATEWAY, format!("function {name}.{namespace} failed: {reason}"))
-                        };
-                        observation.code = status.as_u16();
-                        return reply::text(status, message);
+                Ok(Err(Failure::Written { reason, reset })) => {
+                    if over.load(Ordering::Relaxed) {
+                        return Err(InvokeError::TooLarge(self.settings.max_body.unwrap_or(0)));
                     }
-                    resent += 1;
-                    reason
+                    let written = resend::Written { endpoint: &endpoint, at: written_at, reset, idempotent };
+                    let again = resend::why_again(&written);
+                    match again {
+                        Some(why) if payload.replayable() && resent < resend::MAX_RESENDS => {
+                            tracing::debug!(function = %function, replica = %endpoint.addr, %reason, why, "sending the request to another replica");
+                            resent += 1;
+                            last_failure = reason;
+                        }
+                        None if payload.replayable() => {
+                            return Err(InvokeError::FailedUnderway(function.clone(), reason));
+                        }
+                        _ => return Err(InvokeError::Failed(function.clone(), reason)),
+                    }
                 }
-            };
-            tracing::debug!(function = %name, replica = %endpoint.addr, reason = %failure, "replica unreachable; trying another");
+            }
             tried.push(endpoint.addr);
-            // The replica may have been replaced meanwhile: look again.
-            ready = endpoints.borrow().clone();
-        };
-        let mut response = response;
-        flint_http::headers::strip_hop_by_hop(response.headers_mut());
-        response.headers_mut().insert(forward::CALL_ID, call_id);
-        observation.code = response.status().as_u16();
-        response.map(|body| watched(body, observation))
+        }
     }
 
-    fn limit(&self, body: Incoming, over: Arc<AtomicBool>) -> Body {
-        match self.settings.max_body {
-            None => body.map_err(BoxError::from).boxed_unsync(),
-            Some(max) => Limited::new(body, max as usize)
-                .map_err(move |e| {
-                    if e.is::<LengthLimitError>() {
-                        over.store(true, Ordering::Relaxed);
-                    }
-                    e
-                })
-                .boxed_unsync(),
+    /// Holds the request until its version has a ready replica.
+    async fn cold_start(
+        &self,
+        call: &Call<'_>,
+        endpoints: Endpoints,
+        observation: &Observation,
+    ) -> Result<(), InvokeError> {
+        let key = (call.namespace, call.name, call.version);
+        let timeout = self.settings.cold_start_timeout;
+        let waited = self.cold.wait(&*self.provider, key, endpoints, self.settings.max_waiting, timeout).await;
+        let labels = VersionLabels { function_name: observation.function.clone(), version: call.version.as_str() };
+        self.metrics.cold_starts.get_or_create(&labels).inc();
+        self.metrics.cold_start_seconds.get_or_create(&labels).observe(observation.start.elapsed().as_secs_f64());
+        match waited {
+            Wait::Ready => Ok(()),
+            Wait::Full => Err(InvokeError::TooManyWaiting(observation.function.clone())),
+            Wait::TimedOut => {
+                Err(InvokeError::NotReady(observation.function.clone(), flint_api::duration::format(timeout)))
+            }
         }
     }
 }
 
-/// The request body, read whole when small enough to send again.
-enum Payload {
-    Replayable(bytes::Bytes),
-    Streaming(Option<Body>),
+/// What one invocation asked for.
+struct Call<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    version: Version,
+    /// The path below the function (`/` at least).
+    rest: &'a str,
+    peer: SocketAddr,
 }
 
-/// Bodies up to this size are read before sending, so they can be sent again.
-const REPLAY_LIMIT: u64 = 64 * 1024;
-/// Times a replayable request is sent again after its replica failed under it.
-const MAX_RESENDS: usize = 2;
-
-/// The body's length when known up front: its Content-Length, or 0 for a request with
-/// neither Content-Length nor Transfer-Encoding (which has no body).
-fn body_length(headers: &hyper::HeaderMap) -> Option<u64> {
-    match headers.get(CONTENT_LENGTH) {
-        Some(len) => len.to_str().ok()?.parse().ok(),
-        None if headers.contains_key(hyper::header::TRANSFER_ENCODING) => None,
-        None => Some(0),
+/// A ready replica not tried yet for this request; when every one known was tried, waits until
+/// `until` for the set to change (a crashed replica replaced, a new one ready).
+async fn next_endpoint(endpoints: &mut Endpoints, tried: &[SocketAddr], until: Instant) -> Option<Arc<Endpoint>> {
+    loop {
+        {
+            let ready = endpoints.borrow_and_update();
+            let found = if tried.is_empty() {
+                pick::endpoint(&ready)
+            } else {
+                let untried: Vec<_> = ready.iter().filter(|e| !tried.contains(&e.addr)).cloned().collect();
+                pick::endpoint(&untried)
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        if !matches!(tokio::time::timeout_at(until, endpoints.changed()).await, Ok(Ok(()))) {
+            return None;
+        }
     }
 }

@@ -2,16 +2,14 @@
 //! function, version, status, duration and cold-start flag, written when the response body is
 //! done (or dropped), so a streamed response counts for its whole length.
 
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use flint_http::body::Watch;
 
 use crate::{
+    endpoint::Load,
     metrics::{CodeLabels, FunctionLabels, Metrics, VersionCodeLabels, VersionLabels},
-    provider::{Endpoint, Version},
+    provider::Version,
 };
 
 pub struct Observation {
@@ -22,25 +20,23 @@ pub struct Observation {
     pub cold_start: bool,
     pub code: u16,
     /// The replica this went to, whose in-flight count it holds.
-    pub endpoint: Option<Arc<Endpoint>>,
+    pub load: Option<Load>,
 }
 
 impl Observation {
     /// Starts counting a request in flight for `function` (`name.namespace`).
     pub fn begin(metrics: Arc<Metrics>, function: String, version: Version) -> Self {
         metrics.started.get_or_create(&FunctionLabels { function_name: function.clone() }).inc();
-        metrics
-            .in_flight
-            .get_or_create(&VersionLabels { function_name: function.clone(), version: version.as_str() })
-            .inc();
-        Observation { metrics, function, version, start: Instant::now(), cold_start: false, code: 499, endpoint: None }
+        let labels = VersionLabels { function_name: function.clone(), version: version.as_str() };
+        // Arrivals are the autoscaler's request rate (`metric: rps`) and its sign of activity.
+        metrics.arrivals.get_or_create(&labels).inc();
+        metrics.in_flight.get_or_create(&labels).inc();
+        Observation { metrics, function, version, start: Instant::now(), cold_start: false, code: 499, load: None }
     }
 
-    pub fn on(&mut self, endpoint: Arc<Endpoint>) {
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = self.endpoint.replace(endpoint) {
-            old.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+    /// The request now goes to this replica (and no longer counts on the one before).
+    pub fn on(&mut self, load: Load) {
+        self.load = Some(load);
     }
 }
 
@@ -48,9 +44,7 @@ impl Watch for Observation {}
 
 impl Drop for Observation {
     fn drop(&mut self) {
-        if let Some(endpoint) = &self.endpoint {
-            endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.load = None;
         let m = &self.metrics;
         let elapsed = self.start.elapsed();
         let code = self.code.to_string();

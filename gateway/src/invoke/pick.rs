@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use hyper::HeaderMap;
 
-use crate::provider::{Endpoint, Route, Version};
+use crate::{
+    endpoint::Endpoint,
+    provider::{Route, Version},
+};
 
 /// Header that forces a version (`stable` or `canary`).
 pub const VERSION_HEADER: &str = "x-flint-version";
@@ -60,8 +63,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The less loaded of two replicas drawn at random (power of two choices): nearly as good as
-/// the least loaded of all, without looking at all of them.
+/// the least loaded of all, without looking at all of them. A replica that could not be reached
+/// a moment ago is drawn only when no other is left.
 pub fn endpoint(endpoints: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
+    if endpoints.iter().all(|e| e.reachable()) {
+        return least_loaded_of_two(endpoints);
+    }
+    let reachable: Vec<_> = endpoints.iter().filter(|e| e.reachable()).cloned().collect();
+    least_loaded_of_two(if reachable.is_empty() { endpoints } else { &reachable })
+}
+
+fn least_loaded_of_two(endpoints: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
     match endpoints.len() {
         0 => None,
         1 => Some(endpoints[0].clone()),
@@ -76,8 +88,6 @@ pub fn endpoint(endpoints: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use hyper::header::HeaderValue;
     use tokio::sync::watch;
 
@@ -144,7 +154,7 @@ mod tests {
     #[test]
     fn prefers_the_less_loaded_replica() {
         let busy = Endpoint::new("127.0.0.1:1".parse().unwrap());
-        busy.in_flight.store(10, Ordering::Relaxed);
+        let _load: Vec<_> = (0..10).map(|_| busy.begin()).collect();
         let idle = Endpoint::new("127.0.0.1:2".parse().unwrap());
         let both = [busy, idle.clone()];
         for _ in 0..100 {
@@ -162,5 +172,17 @@ mod tests {
             hits[e.addr.port() as usize - 1] += 1;
         }
         assert!(hits.iter().all(|h| *h > 700), "{hits:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_replica_is_drawn_only_when_none_other_is_left() {
+        let down = Endpoint::new("127.0.0.1:1".parse().unwrap());
+        down.mark_unreachable(std::time::Duration::from_secs(60));
+        let up = Endpoint::new("127.0.0.1:2".parse().unwrap());
+        let both = [down.clone(), up.clone()];
+        for _ in 0..100 {
+            assert_eq!(endpoint(&both).unwrap().addr, up.addr);
+        }
+        assert_eq!(endpoint(std::slice::from_ref(&down)).unwrap().addr, down.addr);
     }
 }

@@ -5,39 +5,14 @@
 pub mod kubernetes;
 pub mod local;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::sync::Arc;
 
 pub use flint_api::Version;
 use flint_api::{Function, Invalid};
 use futures::{future::BoxFuture, stream::BoxStream};
 use serde::Serialize;
-use tokio::sync::watch;
 
-/// A ready replica. Its in-flight count lives as long as the replica, across endpoint updates,
-/// so that least-in-flight balancing sees every request on it.
-#[derive(Debug)]
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    pub in_flight: AtomicUsize,
-}
-
-impl Endpoint {
-    pub fn new(addr: SocketAddr) -> Arc<Self> {
-        Arc::new(Endpoint { addr, in_flight: AtomicUsize::new(0) })
-    }
-    pub fn load(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-/// The ready replicas of one version, as they change.
-pub type Endpoints = watch::Receiver<Arc<Vec<Arc<Endpoint>>>>;
+pub use crate::endpoint::{Endpoint, Endpoints};
 
 /// What the request path needs to route to a function, taken once per request.
 #[derive(Clone)]

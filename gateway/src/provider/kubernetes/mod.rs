@@ -51,15 +51,17 @@ impl Channel {
         Channel { slices: BTreeMap::new(), tx: watch::channel(Arc::new(Vec::new())).0 }
     }
 
+    /// The merged endpoints to the request path; an endpoint that left a slice (its pod gone,
+    /// terminating or not ready: the death notice on Kubernetes) is retired.
     fn publish(&self) {
         let merged = endpoints::merge(&self.slices, &self.tx.borrow());
-        self.tx.send_if_modified(|current| {
-            let same = current.len() == merged.len() && current.iter().zip(&merged).all(|(a, b)| Arc::ptr_eq(a, b));
-            if !same {
-                *current = Arc::new(merged);
-            }
-            !same
-        });
+        let same = {
+            let current = self.tx.borrow();
+            current.len() == merged.len() && current.iter().zip(&merged).all(|(a, b)| Arc::ptr_eq(a, b))
+        };
+        if !same {
+            crate::endpoint::publish(&self.tx, merged);
+        }
     }
 }
 

@@ -173,7 +173,9 @@ impl Supervisor {
         self.retry_at = Some(Instant::now() + delay.min(Duration::from_secs(10)));
     }
 
+    /// The ready replicas to the request path; one that left is retired at once (its pooled
+    /// connections closed), before the next request picks a replica.
     fn publish(&self) {
-        self.endpoints.send_replace(Arc::new(self.ready.values().cloned().collect()));
+        crate::endpoint::publish(&self.endpoints, self.ready.values().cloned().collect());
     }
 }

@@ -1,0 +1,125 @@
+//! Replicas killed under load (local mode, real processes): what the resend rule promises, in
+//! numbers. Every invocation records its id and the pid of the watchdog that ran it, so the
+//! test can tell a request that ran twice, one that never ran, and one that was running on a
+//! replica at the moment it was killed.
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::{Dir, Gateway, children};
+use hyper::Method;
+use nix::{sys::signal::Signal, unistd::Pid};
+use tokio::time::Instant;
+
+/// Each call appends "ID WATCHDOG-PID" to runs.log before it answers its id. A process whose
+/// watchdog was killed before it started records init's pid, 1.
+const RECORDING: &str = "  image: x\n  command: [sh, -c, 'echo \"$Http_X_Id $PPID\" >> runs.log; sleep 0.02; echo \"$Http_X_Id\"']\n  \
+                         scale: {min: 3, max: 3}";
+
+#[derive(Default)]
+struct Outcomes {
+    /// (id, method, status or none) of every call.
+    calls: Vec<(String, Method, Option<u16>, String)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_replicas_under_load_fails_no_idempotent_request_and_runs_no_post_twice() {
+    let dir = Dir::new("crash-load");
+    dir.function("ledger", RECORDING, &[]);
+    let g = Arc::new(Gateway::start(&dir.0, &["--autoscale", "false"]).await);
+    g.wait_available("ledger", 3).await;
+
+    let until = Instant::now() + Duration::from_secs(20);
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    // 16 keep-alive callers, half GET and half POST, as fast as the function answers.
+    let callers: Vec<_> = (0..16)
+        .map(|c| {
+            let (g, outcomes) = (g.clone(), outcomes.clone());
+            tokio::spawn(async move {
+                let caller = flint_testkit::Caller::new();
+                let method = if c % 2 == 0 { Method::GET } else { Method::POST };
+                let url = g.url("/function/ledger");
+                let mut n = 0;
+                while Instant::now() < until {
+                    n += 1;
+                    let id = format!("{c}-{n}");
+                    let r = caller.call(method.clone(), &url, &[("x-id", &id)], id.clone()).await;
+                    let (status, text) = match r {
+                        Ok(r) => (Some(r.status), r.text()),
+                        Err(e) => (None, e),
+                    };
+                    outcomes.lock().unwrap().calls.push((id, method.clone(), status, text));
+                }
+            })
+        })
+        .collect();
+
+    // One replica SIGKILLed every 2 s.
+    let mut killed = HashSet::new();
+    while Instant::now() + Duration::from_secs(2) < until {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let replicas = children(g.process.pid());
+        let Some(victim) = replicas.get(fastrand::usize(..replicas.len().max(1))).copied() else { continue };
+        nix::sys::signal::kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+        killed.insert(victim.to_string());
+    }
+    for c in callers {
+        c.await.unwrap();
+    }
+
+    // What ran where: id -> the watchdogs that ran it.
+    let log = std::fs::read_to_string(dir.0.join("ledger/runs.log")).unwrap();
+    let mut ran: HashMap<String, Vec<String>> = HashMap::new();
+    for line in log.lines() {
+        let (id, pid) = line.split_once(' ').unwrap_or((line, ""));
+        ran.entry(id.to_string()).or_default().push(pid.to_string());
+    }
+    let on_killed = |pid: &String| pid == "1" || killed.contains(pid);
+    let calls = std::mem::take(&mut outcomes.lock().unwrap().calls);
+    let total = calls.len();
+    let mut failed_gets = Vec::new();
+    let mut failed_posts = Vec::new();
+    let mut failed_unrun = 0;
+    for (id, method, status, text) in &calls {
+        let ok = *status == Some(200) && text.trim() == id;
+        if *method == Method::POST {
+            let runs = ran.get(id).map_or(0, Vec::len);
+            assert!(runs <= 1, "POST {id} ran {runs} times: {:?}", ran[id]);
+        }
+        if ok {
+            continue;
+        }
+        if *method == Method::GET {
+            failed_gets.push(format!("{id}: {status:?} {text}"));
+        } else {
+            // A POST may fail only if a replica had it when it was killed: it ran there, or the
+            // watchdog was killed before it started the process. Never if a live replica ran it.
+            let runs = ran.get(id).cloned().unwrap_or_default();
+            assert!(
+                runs.iter().all(on_killed),
+                "POST {id} failed but ran on a live replica ({runs:?}): {status:?} {text}"
+            );
+            if runs.is_empty() {
+                failed_unrun += 1;
+            }
+            assert_eq!(*status, Some(502), "POST {id}: {text}");
+            assert!(text.contains("not sent again"), "POST {id}: {text}");
+            failed_posts.push(id.clone());
+        }
+    }
+    println!(
+        "crash under load: {total} calls over 20 s, {} replicas killed; failed: {} GET, {} POST \
+         ({failed_unrun} of them before their process started)",
+        killed.len(),
+        failed_gets.len(),
+        failed_posts.len()
+    );
+    assert!(killed.len() >= 8, "only {} kills", killed.len());
+    assert!(total > 500, "only {total} calls: the load did not flow");
+    assert!(failed_gets.is_empty(), "{} idempotent requests failed: {failed_gets:?}", failed_gets.len());
+}
