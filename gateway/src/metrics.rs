@@ -49,6 +49,8 @@ pub struct Metrics {
     pub started: Family<FunctionLabels, Gauge>,
     pub service_count: Family<FunctionLabels, Gauge>,
     pub in_flight: Family<VersionLabels, Gauge>,
+    /// Requests waiting for a version to scale from zero, by version.
+    pub waiting: Family<VersionLabels, Gauge>,
     /// Requests arrived, by version: the autoscaler's request rate.
     pub arrivals: Family<VersionLabels, Counter>,
     pub desired_replicas: Family<VersionLabels, Gauge>,
@@ -80,6 +82,7 @@ impl Metrics {
             service_count: Family::default(),
             in_flight: Family::default(),
             arrivals: Family::default(),
+            waiting: Family::default(),
             desired_replicas: Family::default(),
             actual_replicas: Family::default(),
             scaling: Family::default(),
@@ -105,6 +108,11 @@ impl Metrics {
         );
         registry.register("gateway_function_invocation_started", "Invocations started", m.started.clone());
         registry.register("flint_function_arrivals", "Requests arrived by function and version", m.arrivals.clone());
+        registry.register(
+            "flint_function_waiting",
+            "Requests waiting for a version to scale from zero",
+            m.waiting.clone(),
+        );
         registry.register(
             "flint_canary_weight",
             "Share of requests sent to the canary, in percent",

@@ -116,3 +116,80 @@ async fn without_metrics_the_autoscaler_keeps_the_count_and_says_so() {
     let f: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(f["replicas"], 1, "{f}");
 }
+
+/// `metric: rps` under a real request rate: 8 keep-alive callers of a fast function make far
+/// more than `target` requests per second per replica, so it scales out to its maximum.
+async fn rps_scales_out(g: &Gateway) {
+    g.wait_available("rapid", 1).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, stop) = (g.url("/function/rapid"), stop.clone());
+            tokio::spawn(async move {
+                let caller = flint_testkit::Caller::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = caller.call(Method::POST, &url, &[], "x").await.expect("an answer");
+                    assert_eq!(r.status, 200, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    let rapid = |g: &Gateway| {
+        let url = g.url("/system/function/rapid");
+        async move {
+            let r = flint_testkit::get(&url).await.ok()?;
+            serde_json::from_slice::<serde_json::Value>(&r.body).ok()?["replicas"].as_u64()
+        }
+    };
+    wait_for("rps load to scale out to 3 replicas", MINUTE, || async { (rapid(g).await? == 3).then_some(()) }).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in callers {
+        c.await.unwrap();
+    }
+    let m = g.metrics().await;
+    assert!(m.contains(r#"flint_function_arrivals_total{function_name="rapid.default",version="stable"}"#), "{m}");
+}
+
+fn rapid_function(dir: &Dir) {
+    dir.function("rapid", "  image: x\n  command: [cat]\n  scale: {min: 1, max: 3, metric: rps, target: 5}", &[]);
+}
+
+#[tokio::test]
+async fn rps_scaling_follows_the_request_rate_in_process_and_through_prometheus() {
+    let dir = Dir::new("as-rps");
+    rapid_function(&dir);
+    let g = Gateway::start(&dir.0, FAST).await;
+    rps_scales_out(&g).await;
+
+    let dir = Dir::new("as-rps-prom");
+    rapid_function(&dir);
+    let port = free_port();
+    let prometheus = Prometheus::start(&[format!("127.0.0.1:{port}")]).await;
+    let url = prometheus.url();
+    let mut args = FAST.to_vec();
+    args.extend(["--prometheus-url", &url]);
+    let g = Gateway::start_on(&dir.0, port, &args).await;
+    rps_scales_out(&g).await;
+}
+
+#[tokio::test]
+async fn a_trickle_of_calls_is_never_scaled_to_zero_under_it() {
+    let dir = Dir::new("as-trickle");
+    dir.function("trickle", "  image: x\n  command: [cat]\n  scale: {min: 0, max: 2, zeroAfter: 3s}", &[]);
+    let g = Gateway::start(&dir.0, FAST).await;
+    g.wait_available("trickle", 1).await;
+    // One short call every 1.5 s, for twice zeroAfter and more: never in flight at a tick.
+    for i in 0..8 {
+        let r = g.call(Method::POST, "/function/trickle", &[], &format!("{i}")).await;
+        assert_eq!((r.status, r.text()), (200, i.to_string()));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let m = g.metrics().await;
+    assert!(!m.contains("flint_cold_starts_total{function_name=\"trickle.default\""), "a call met a cold start: {m}");
+    // Once the calls stop, zeroAfter takes it to zero.
+    wait_for("scale to zero after the trickle", MINUTE, || async {
+        let r = g.call(Method::GET, "/system/function/trickle", &[], "").await;
+        (serde_json::from_slice::<serde_json::Value>(&r.body).ok()?["replicas"] == 0).then_some(())
+    })
+    .await;
+}

@@ -123,6 +123,7 @@ async fn basic_auth_guards_the_api_and_optionally_functions() {
     std::fs::write(secrets.0.join("basic-auth-password"), "s3cret\n").unwrap();
     let dir = Dir::new("auth-fns");
     dir.function("echo", "  image: x\n  command: [cat]", &[]);
+    dir.function("snoop", "  image: x\n  command: [sh, -c, 'echo \"auth=$Http_Authorization\"']", &[]);
     let creds =
         |u: &str, p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
     let mount = secrets.0.to_str().unwrap();
@@ -136,11 +137,34 @@ async fn basic_auth_guards_the_api_and_optionally_functions() {
     let right = creds("admin", "s3cret");
     assert_eq!(g.call(Method::GET, "/system/functions", &[("authorization", &right)], "").await.status, 200);
     assert_eq!(g.call(Method::POST, "/function/echo", &[], "open").await.status, 200, "functions are open by default");
+    // No path reaches the API without credentials.
+    for path in [
+        "/system/functions",
+        "/system/../system/functions",
+        "/function/../system/functions",
+        "//system/functions",
+        "/system%2Ffunctions",
+        "/SYSTEM/functions",
+        "/system/scale-function/echo",
+    ] {
+        let r = g.call(Method::GET, path, &[], "").await;
+        assert!(r.status == 401 || r.status == 404, "{path}: {} {}", r.status, r.text());
+        assert!(!r.text().contains("\"name\""), "{path} listed functions: {}", r.text());
+    }
+    // Dot segments below a function are the function's own path, not a way out of it.
+    let r = g.call(Method::POST, "/function/echo/../../system/functions", &[], "from-echo").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "from-echo"));
+    // A function's own Authorization header is its business when functions are open.
+    let mine = g.call(Method::POST, "/function/snoop", &[("authorization", "Bearer user-token")], "").await;
+    assert_eq!(mine.text().trim(), "auth=Bearer user-token");
     drop(g);
 
     let g = Gateway::start(&dir.0, &["--basic-auth", "--secret-mount-path", mount, "--auth-functions"]).await;
     assert_eq!(g.call(Method::POST, "/function/echo", &[], "x").await.status, 401);
     assert_eq!(g.call(Method::POST, "/function/echo", &[("authorization", &right)], "x").await.status, 200);
+    // The gateway's credentials (which can also deploy) never reach the function.
+    let seen = g.call(Method::POST, "/function/snoop", &[("authorization", &right)], "").await;
+    assert_eq!((seen.status, seen.text().trim()), (200, "auth="), "the function saw the gateway's credentials");
 }
 
 #[tokio::test]
@@ -358,4 +382,30 @@ async fn cron_triggers_invoke_the_function_through_the_gateway() {
     let logs = g.call(Method::GET, "/system/logs?name=ticker&tail=200", &[], "").await.text();
     assert!(logs.contains("path=/tick"), "{logs}");
     assert!(g.process.log().contains("status=200"), "{}", g.process.log());
+}
+
+#[tokio::test]
+async fn an_http2_body_without_a_length_reaches_the_function_whole() {
+    use http_body_util::{BodyExt, StreamBody};
+    let dir = Dir::new("h2");
+    dir.function("echo", "  image: x\n  command: [cat]", &[]);
+    let g = Gateway::start(&dir.0, &[]).await;
+    g.wait_available("echo", 1).await;
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+    // DATA frames with no content-length: small (kept for resending) and large (streamed).
+    for size in [5_000usize, 300_000] {
+        let chunks: Vec<Result<_, std::convert::Infallible>> = (0..size / 1000)
+            .map(|i| Ok(hyper::body::Frame::data(bytes::Bytes::from(vec![b'a' + (i % 26) as u8; 1000]))))
+            .collect();
+        let body = StreamBody::new(futures::stream::iter(chunks));
+        let req = hyper::Request::post(g.url("/function/echo")).body(body).unwrap();
+        assert!(req.headers().get("content-length").is_none());
+        let response = client.request(req).await.unwrap();
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let got = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got.len(), size, "the function got a {}-byte body of {size}", got.len());
+        assert!(got.chunks(1000).enumerate().all(|(i, c)| c.iter().all(|b| *b == b'a' + (i % 26) as u8)));
+    }
 }

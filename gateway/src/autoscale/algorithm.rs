@@ -6,7 +6,10 @@
 //! scales up at once and never scales down meanwhile. Scale-down waits until lower counts have
 //! been asked for during the whole `scale_down_delay`; scale-up is bounded per decision.
 //! A version with `min: 0` goes to zero after `zeroAfter` without any request, never while a
-//! request is in flight or waiting. Without data it keeps its count.
+//! request is in flight or waiting. Idleness is judged from arrivals over the source's window
+//! (not from what is in flight at the tick, which a trickle of short calls never shows), and a
+//! rise in replicas this autoscaler did not cause (another gateway scaled from zero for requests
+//! waiting there) counts as activity too. Without data it keeps its count.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -49,6 +52,8 @@ pub struct Observation {
     pub now: Instant,
     /// The metric the version scales on (concurrency or rps); `None`: no data this tick.
     pub value: Option<f64>,
+    /// Requests per second that arrived over the source's window: any is activity.
+    pub arrivals: f64,
     /// Requests in flight now and requests waiting for a replica now.
     pub in_flight: f64,
     pub waiting: usize,
@@ -93,15 +98,33 @@ pub struct State {
     recommendations: VecDeque<(Instant, u32)>,
     panic_until: Option<Instant>,
     last_active: Instant,
+    /// Replicas at the last tick, and what this autoscaler asked for then.
+    last: Option<(u32, u32)>,
 }
 
 impl State {
     pub fn new(now: Instant) -> Self {
-        State { samples: VecDeque::new(), recommendations: VecDeque::new(), panic_until: None, last_active: now }
+        State {
+            samples: VecDeque::new(),
+            recommendations: VecDeque::new(),
+            panic_until: None,
+            last_active: now,
+            last: None,
+        }
     }
 
     pub fn decide(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
+        let decision = self.decide_now(p, b, o);
+        self.last = Some((o.replicas, decision.desired));
+        decision
+    }
+
+    fn decide_now(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
         let current = o.replicas;
+        let scaled_elsewhere = self.last.is_some_and(|(replicas, asked)| current > replicas && current != asked);
+        if scaled_elsewhere {
+            self.last_active = o.now;
+        }
         let Some(value) = o.value else {
             return Decision { desired: current, reason: Reason::NoData, stable_avg: f64::NAN, panic_avg: f64::NAN };
         };
@@ -123,14 +146,14 @@ impl State {
             self.panic_until = Some(now + p.stable_window);
         }
         let panicking = self.panic_until.is_some_and(|until| now < until);
-        if value > 0.0 || o.in_flight > 0.0 || o.waiting > 0 {
+        let quiet = value == 0.0 && o.arrivals == 0.0 && o.in_flight == 0.0 && o.waiting == 0;
+        if !quiet {
             self.last_active = now;
         }
         let idle_for = now.duration_since(self.last_active);
 
         let mut desired = if panicking { want_panic.max(want_stable).max(current) } else { want_stable };
         let mut reason = if panicking && desired > current { Reason::Panic } else { Reason::Steady };
-        let quiet = value == 0.0 && o.in_flight == 0.0 && o.waiting == 0;
         let to_zero = b.min == 0 && quiet && !panicking && (idle_for >= b.zero_after || current == 0);
         if to_zero && current == 0 {
             // At zero and nobody asking: stay there (a request scales from zero itself).
@@ -198,6 +221,7 @@ mod tests {
                 let o = Observation {
                     now: from + Duration::from_secs(t),
                     value: Some(value),
+                    arrivals: value,
                     in_flight: value,
                     waiting: 0,
                     replicas: *replicas,
@@ -263,6 +287,7 @@ mod tests {
         let o = Observation {
             now: start + Duration::from_secs(45),
             value: Some(0.0),
+            arrivals: 0.0,
             in_flight: 0.0,
             waiting: 3,
             replicas: 1,
@@ -272,6 +297,45 @@ mod tests {
         let later = feed(&mut s, &p, B, start + Duration::from_secs(76), 2, 0.0, &mut r);
         assert_eq!(later[0].reason, Reason::ToZero, "{later:?}");
         assert_eq!(r, 0);
+    }
+
+    /// One tick of a trickle: nothing in flight at the tick, `arrivals` per second over the window.
+    fn trickle(now: Instant, arrivals: f64, replicas: u32) -> Observation {
+        Observation { now, value: Some(0.0), arrivals, in_flight: 0.0, waiting: 0, replicas, ready: replicas }
+    }
+
+    #[test]
+    fn a_trickle_of_short_calls_keeps_its_replica() {
+        // One 20 ms call every 2 s: never in flight at a tick, but arriving all along.
+        let start = Instant::now();
+        let (p, mut s) = (params(), State::new(start));
+        let b = Bounds { zero_after: Duration::from_secs(4), ..B };
+        for t in 0..60 {
+            let d = s.decide(&p, b, trickle(start + Duration::from_secs(t), 0.5, 1));
+            assert_eq!(d.desired, 1, "scaled to zero at {t}s under a trickle: {d:?}");
+        }
+        // When the calls stop (last seen at 59 s), it goes to zero zeroAfter later.
+        let d: Vec<_> = (60..64).map(|t| s.decide(&p, b, trickle(start + Duration::from_secs(t), 0.0, 1))).collect();
+        assert!(d[..3].iter().all(|d| d.desired == 1), "{d:?}");
+        assert_eq!(d[3].reason, Reason::ToZero, "{d:?}");
+    }
+
+    #[test]
+    fn a_scale_from_zero_made_elsewhere_counts_as_activity() {
+        let start = Instant::now();
+        let (p, mut s) = (params(), State::new(start));
+        let b = Bounds { zero_after: Duration::from_secs(4), ..B };
+        for t in 0..10 {
+            s.decide(&p, b, trickle(start + Duration::from_secs(t), 0.0, 0));
+        }
+        // Another gateway scaled it to 1 for requests waiting there, which this one cannot see
+        // yet: it must not take the replica away before zeroAfter.
+        for t in 10..14 {
+            let d = s.decide(&p, b, trickle(start + Duration::from_secs(t), 0.0, 1));
+            assert_eq!(d.desired, 1, "undid another gateway's cold start at {t}s");
+        }
+        let d = s.decide(&p, b, trickle(start + Duration::from_secs(15), 0.0, 1));
+        assert_eq!(d.reason, Reason::ToZero, "still idle after zeroAfter: {d:?}");
     }
 
     #[test]
@@ -302,6 +366,7 @@ mod tests {
         let o = Observation {
             now: start + Duration::from_secs(600),
             value: None,
+            arrivals: 0.0,
             in_flight: 0.0,
             waiting: 0,
             replicas: 3,

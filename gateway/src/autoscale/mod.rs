@@ -124,11 +124,14 @@ impl Autoscaler {
                     ScaleMetric::Concurrency => s.in_flight,
                     ScaleMetric::Rps => s.rps,
                 });
+                // Waiting here is known now; waiting at other gateways only through the source.
+                let waiting_here = self.invoker.waiting(&t.namespace, &t.name, t.version);
                 let observation = Observation {
                     now,
                     value,
+                    arrivals: sample.map_or(0.0, |s| s.rps),
                     in_flight: sample.map_or(0.0, |s| s.in_flight),
-                    waiting: self.invoker.waiting(&t.namespace, &t.name, t.version),
+                    waiting: waiting_here.max(sample.map_or(0, |s| s.waiting)),
                     replicas: t.replicas,
                     ready: t.ready,
                 };

@@ -1,7 +1,8 @@
 //! Where the autoscaler's inputs come from, behind one trait: Prometheus (PromQL over the
 //! gateway's own metrics, which Prometheus scrapes) or, where no Prometheus is configured, the
-//! gateway's in-process counters. Both give, per function version, the request rate and the
-//! requests in flight.
+//! gateway's in-process counters. Both give, per function version, the request rate, the
+//! requests in flight and the requests waiting for a cold start: through Prometheus, summed
+//! over every gateway replica, so the one that autoscales sees the load the others carry.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -20,6 +21,7 @@ pub type Key = (String, &'static str);
 pub struct Sample {
     pub rps: f64,
     pub in_flight: f64,
+    pub waiting: usize,
 }
 
 pub trait Source: Send + Sync {
@@ -54,13 +56,14 @@ impl Source for InProcess {
                 let labels = VersionLabels { function_name: key.0.clone(), version: key.1 };
                 let total = self.metrics.arrivals.get_or_create(&labels).get();
                 let in_flight = self.metrics.in_flight.get_or_create(&labels).get().max(0) as f64;
+                let waiting = self.metrics.waiting.get_or_create(&labels).get().max(0) as usize;
                 let rps = match last.insert(key.clone(), (now, total)) {
                     Some((then, before)) if now > then => {
                         (total - before) as f64 / now.duration_since(then).as_secs_f64()
                     }
                     _ => 0.0,
                 };
-                (key.clone(), Sample { rps, in_flight })
+                (key.clone(), Sample { rps, in_flight, waiting })
             })
             .collect();
         Box::pin(async move { Ok(samples) })
@@ -139,6 +142,7 @@ impl Source for Prometheus {
                 .query(&format!("sum by (function_name, version) (rate(flint_function_arrivals_total[{w}s]))"))
                 .await?;
             let in_flight = self.query("sum by (function_name, version) (flint_function_in_flight)").await?;
+            let waiting = self.query("sum by (function_name, version) (flint_function_waiting)").await?;
             Ok(keys
                 .iter()
                 .map(|key| {
@@ -147,6 +151,7 @@ impl Source for Prometheus {
                     let sample = Sample {
                         rps: rates.get(&k).copied().unwrap_or(0.0),
                         in_flight: in_flight.get(&k).copied().unwrap_or(0.0),
+                        waiting: waiting.get(&k).copied().unwrap_or(0.0).max(0.0) as usize,
                     };
                     (key.clone(), sample)
                 })

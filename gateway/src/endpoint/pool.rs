@@ -309,6 +309,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replica_that_never_answers_the_connect_is_given_up_after_the_connect_timeout() {
+        // A listener whose accept queue is full drops further connection attempts silently, as
+        // a pod behind a dropping network does.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => queued.push(s),
+                _ => break,
+            }
+            assert!(queued.len() < 64, "the accept queue never filled");
+        }
+        let pool = Pool::new(Duration::from_millis(200), Duration::from_secs(30));
+        let e = Endpoint::new(addr);
+        match pool.send(&e, request()).await {
+            Err(Failure::NotSent(_, reason)) => assert!(reason.contains("no answer in 200ms"), "{reason}"),
+            _ => panic!("expected the request back"),
+        }
+        assert!(!e.reachable(), "a silent replica is skipped for a while");
+        drop(listener);
+    }
+
+    #[tokio::test]
     async fn a_replica_that_reads_nothing_and_closes_resets_the_request() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

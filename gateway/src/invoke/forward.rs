@@ -44,6 +44,10 @@ pub fn prepare<B>(
 ) {
     let uri = format!("http://{replica}{path_and_query}");
     *req.uri_mut() = uri.parse::<Uri>().unwrap_or_else(|_| Uri::from_static("/"));
+    // The gateway speaks HTTP/1.1 to replicas whatever the caller spoke: hyper frames a body of
+    // unknown length (HTTP/2 DATA frames) as chunked only on an HTTP/1.1 request, and would
+    // otherwise send it empty.
+    *req.version_mut() = hyper::Version::HTTP_11;
     let headers = req.headers_mut();
     flint_http::headers::strip_hop_by_hop(headers);
     let peer_ip = peer.ip().to_string();
@@ -69,6 +73,7 @@ mod tests {
     #[test]
     fn forwards_path_query_and_adds_forwarding_headers() {
         let mut req = Request::post("/function/f/a/b?x=1")
+            .version(hyper::Version::HTTP_2)
             .header("host", "gw.example.com")
             .header("x-forwarded-for", "10.0.0.1")
             .header("connection", "close")
@@ -77,6 +82,7 @@ mod tests {
         let id = call_id(req.headers());
         prepare(&mut req, "127.0.0.1:9000".parse().unwrap(), "/a/b?x=1", "192.0.2.7:5555".parse().unwrap(), &id);
         assert_eq!(req.uri(), "http://127.0.0.1:9000/a/b?x=1");
+        assert_eq!(req.version(), hyper::Version::HTTP_11);
         let h = req.headers();
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-host"], "gw.example.com");

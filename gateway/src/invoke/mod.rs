@@ -206,8 +206,11 @@ impl Invoker {
     ) -> Result<(), InvokeError> {
         let key = (call.namespace, call.name, call.version);
         let timeout = self.settings.cold_start_timeout;
-        let waited = self.cold.wait(&*self.provider, key, endpoints, self.settings.max_waiting, timeout).await;
         let labels = VersionLabels { function_name: observation.function.clone(), version: call.version.as_str() };
+        // Exported so that the gateway replica that autoscales sees requests waiting here.
+        let waiting = WaitingGauge::enter(self.metrics.waiting.get_or_create(&labels).clone());
+        let waited = self.cold.wait(&*self.provider, key, endpoints, self.settings.max_waiting, timeout).await;
+        drop(waiting);
         self.metrics.cold_starts.get_or_create(&labels).inc();
         self.metrics.cold_start_seconds.get_or_create(&labels).observe(observation.start.elapsed().as_secs_f64());
         match waited {
@@ -217,6 +220,22 @@ impl Invoker {
                 Err(InvokeError::NotReady(observation.function.clone(), flint_api::duration::format(timeout)))
             }
         }
+    }
+}
+
+/// One request counted in `flint_function_waiting` while it waits (also if it is dropped).
+struct WaitingGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl WaitingGauge {
+    fn enter(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        WaitingGauge(gauge)
+    }
+}
+
+impl Drop for WaitingGauge {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -38,6 +38,9 @@ impl Proxy {
         let mut target = self.0.upstream.clone().into_parts();
         target.path_and_query = req.uri().path_and_query().cloned();
         *req.uri_mut() = Uri::from_parts(target).expect("upstream URL with the request's path is a URL");
+        // HTTP/1.1 to the function's server whatever the caller spoke (an HTTP/2 request on an
+        // HTTP/1 connection is refused, and its body could not be framed).
+        *req.version_mut() = hyper::Version::HTTP_11;
         flint_http::headers::strip_hop_by_hop(req.headers_mut());
         let sent = self.0.client.request(req);
         let upstream = self.0.upstream.clone();
