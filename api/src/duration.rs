@@ -16,7 +16,9 @@ pub struct Duration(pub StdDuration);
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected a number followed by a unit (ms, s, m, h), e.g. 500ms, 30s, 5m, 1h30m")]
+#[error(
+    "invalid duration {input:?}: expected a number followed by a unit (ms, s, m, h), e.g. 500ms, 30s, 5m, 1h30m, at most 32 characters"
+)]
 pub struct ParseDurationError {
     input: String,
 }
@@ -26,7 +28,7 @@ pub fn parse(input: &str) -> Result<StdDuration, ParseDurationError> {
     let err = || ParseDurationError { input: input.to_string() };
     let mut rest = input;
     let mut total = StdDuration::ZERO;
-    if rest.is_empty() {
+    if rest.is_empty() || rest.len() > crate::limits::MAX_DURATION_LEN {
         return Err(err());
     }
     while !rest.is_empty() {
@@ -116,7 +118,7 @@ impl JsonSchema for Duration {
         true
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "pattern": PATTERN })
+        json_schema!({ "type": "string", "maxLength": crate::limits::MAX_DURATION_LEN, "pattern": PATTERN })
     }
 }
 

@@ -14,6 +14,8 @@ use crate::{duration::Duration, limits::*};
 /// A function: a container image whose watchdog serves HTTP invocations through the Flint
 /// gateway, scaled between zero and `scale.max` replicas from live request metrics.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// Each `printcolumn(...)` repeats `type_` and `json_path` by design; the lint reads them as one list.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "flint.dev",
     version = "v1alpha1",
@@ -28,15 +30,19 @@ use crate::{duration::Duration, limits::*};
     printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
-    printcolumn(name = "Canary", type_ = "integer", description = "Effective share of traffic sent to the canary, in percent", json_path = ".status.canary.weight"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new(name_rule()).message(NAME_RULE_MESSAGE)
+    printcolumn(
+        name = "Canary",
+        type_ = "integer",
+        description = "Effective share of traffic sent to the canary, in percent",
+        json_path = ".status.canary.weight"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionSpec {
     /// Container image holding the function and the Flint watchdog, e.g.
     /// `ghcr.io/acme/resize:1.4.2`. The watchdog is the image's entrypoint.
-    #[schemars(length(min = 1), pattern(IMAGE_PATTERN))]
+    #[schemars(length(min = 1, max = MAX_IMAGE_LEN), pattern(IMAGE_PATTERN))]
     pub image: String,
 
     /// The function's own process, started by the watchdog (sets the watchdog's `fprocess`).
@@ -50,11 +56,10 @@ pub struct FunctionSpec {
     #[schemars(length(max = MAX_LIST))]
     pub args: Option<Vec<String>>,
 
-    /// Environment variables for the function's process: each a literal `value` or a `valueFrom`
-    /// reference to a key of a Secret. Names must be unique.
+    /// Environment variables for the function's process (at most 128): each a literal `value`
+    /// or a `valueFrom` reference to a key of a Secret. Names are unique (a list keyed by name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = MAX_LIST))]
-    #[x_kube(validation = Rule::new(UNIQUE_NAMES_RULE).message("spec.env: names must be unique"))]
+    #[schemars(length(max = MAX_ENV), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<EnvVar>,
 
     /// Secrets whose every key becomes an environment variable of the function's process.
@@ -63,29 +68,28 @@ pub struct FunctionSpec {
     pub env_from: Vec<EnvFromSource>,
 
     /// Names of Secrets in the Function's namespace to mount read-only, each at
-    /// `/var/openfaas/secrets/<secret-name>/<key>` (the path OpenFaaS functions read).
+    /// `/var/openfaas/secrets/<secret-name>/<key>` (the path OpenFaaS functions read). Unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = MAX_LIST))]
-    #[x_kube(validation = Rule::new(UNIQUE_ITEMS_RULE).message("spec.secrets: names must be unique"))]
+    #[schemars(length(max = MAX_LIST), extend("x-kubernetes-list-type" = "set"))]
     pub secrets: Vec<SecretName>,
 
-    /// Labels added to the function's pods. Keys under `flint.dev/` are reserved for Flint.
+    /// Labels added to the function's pods (at most 64). Values: at most 63 alphanumerics, `-`,
+    /// `_`, `.`. Keys: qualified names (optional DNS prefix and `/`, then at most 63
+    /// alphanumerics, `-`, `_`, `.`), checked by the operator, which reports a bad key as
+    /// `Ready=False, InvalidSpec`; keys under `flint.dev/` are reserved for Flint.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = MAX_LIST))]
-    #[x_kube(
-        validation = Rule::new(label_keys_rule()).message("spec.labels: keys must be qualified names (optional DNS prefix/, then 1-63 alphanumerics, '-', '_', '.')"),
-        validation = Rule::new(reserved_keys_rule()).message("spec.labels: keys under flint.dev/ are reserved for Flint"),
-        validation = Rule::new(label_values_rule()).message("spec.labels: values must be at most 63 alphanumerics, '-', '_', '.', beginning and ending with an alphanumeric")
-    )]
+    #[schemars(extend(
+        "maxProperties" = MAX_LABELS,
+        "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE}
+    ))]
+    #[x_kube(validation = Rule::new(reserved_keys_rule()).message("spec.labels: keys under flint.dev/ are reserved for Flint"))]
     pub labels: BTreeMap<String, String>,
 
-    /// Annotations added to the function's pods. Keys under `flint.dev/` are reserved for Flint.
+    /// Annotations added to the function's pods (at most 64). Keys: qualified names, checked by
+    /// the operator (`Ready=False, InvalidSpec`); keys under `flint.dev/` are reserved for Flint.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = MAX_LIST))]
-    #[x_kube(
-        validation = Rule::new(label_keys_rule()).message("spec.annotations: keys must be qualified names (optional DNS prefix/, then 1-63 alphanumerics, '-', '_', '.')"),
-        validation = Rule::new(reserved_keys_rule()).message("spec.annotations: keys under flint.dev/ are reserved for Flint")
-    )]
+    #[schemars(extend("maxProperties" = MAX_LABELS))]
+    #[x_kube(validation = Rule::new(reserved_keys_rule()).message("spec.annotations: keys under flint.dev/ are reserved for Flint"))]
     pub annotations: BTreeMap<String, String>,
 
     /// CPU and memory for each replica's container.
@@ -209,11 +213,11 @@ pub struct Resources {
 pub struct ResourceList {
     /// CPU in cores, e.g. `100m` (a tenth of a core) or `2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(crate::quantity::PATTERN))]
+    #[schemars(length(max = MAX_QUANTITY_LEN), pattern(crate::quantity::PATTERN))]
     pub cpu: Option<String>,
     /// Memory in bytes, e.g. `128Mi` or `1Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(crate::quantity::PATTERN))]
+    #[schemars(length(max = MAX_QUANTITY_LEN), pattern(crate::quantity::PATTERN))]
     pub memory: Option<String>,
 }
 
@@ -261,12 +265,11 @@ pub enum ScaleMetric {
 #[x_kube(validation = Rule::new("!has(self.analysis) || self.weight <= self.analysis.maxWeight").message("spec.canary.weight: must be <= spec.canary.analysis.maxWeight"))]
 pub struct Canary {
     /// The canary's image.
-    #[schemars(length(min = 1), pattern(IMAGE_PATTERN))]
+    #[schemars(length(min = 1, max = MAX_IMAGE_LEN), pattern(IMAGE_PATTERN))]
     pub image: String,
     /// Environment variables of the canary that differ from `spec.env` (same name: replaced).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = MAX_LIST))]
-    #[x_kube(validation = Rule::new(UNIQUE_NAMES_RULE).message("spec.canary.env: names must be unique"))]
+    #[schemars(length(max = MAX_ENV), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<EnvVar>,
     /// Percentage of requests sent to the canary (0-100). With `analysis`, the starting weight.
     #[serde(default)]
@@ -342,11 +345,11 @@ pub struct Trigger {
 pub struct CronTrigger {
     /// Cron expression, five fields (minute hour day-of-month month day-of-week) or six with
     /// seconds first, or a macro such as `@hourly`. Evaluated in UTC.
-    #[schemars(pattern(CRON_PATTERN))]
+    #[schemars(length(max = MAX_CRON_LEN), pattern(CRON_PATTERN))]
     pub schedule: String,
     /// Path below the function to invoke, e.g. `/` or `/cleanup`.
     #[serde(default = "default_path")]
-    #[schemars(pattern(PATH_PATTERN))]
+    #[schemars(length(max = MAX_PATH_LEN), pattern(PATH_PATTERN))]
     pub path: String,
     /// Request body sent with each invocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]

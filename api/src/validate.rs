@@ -85,7 +85,13 @@ impl Problems {
         self.check(d.get() > StdDuration::ZERO, field, "must be greater than 0s");
     }
     fn max_items(&mut self, field: &str, len: usize) {
-        self.check(len <= MAX_LIST, field, format!("at most {MAX_LIST} items (got {len})"));
+        self.at_most(field, len, MAX_LIST);
+    }
+    fn at_most(&mut self, field: &str, len: usize, max: usize) {
+        self.check(len <= max, field, format!("at most {max} items (got {len})"));
+    }
+    fn max_len(&mut self, field: &str, text: &str, max: usize) {
+        self.check(text.len() <= max, field, format!("at most {max} characters (got {})", text.len()));
     }
 }
 
@@ -179,6 +185,7 @@ fn check_spec(p: &mut Problems, s: &FunctionSpec) {
 
 fn check_image(p: &mut Problems, field: &str, image: &str) {
     p.check(!image.is_empty(), field, "is required, e.g. ghcr.io/acme/hello:1.0");
+    p.max_len(field, image, MAX_IMAGE_LEN);
     p.check(image.is_empty() || IMAGE.is_match(image), field, format!("{image:?} must not contain white space"));
 }
 
@@ -193,7 +200,7 @@ fn check_dns1123(p: &mut Problems, field: &str, name: &str) {
 }
 
 fn check_env(p: &mut Problems, field: &str, env: &[EnvVar]) {
-    p.max_items(field, env.len());
+    p.at_most(field, env.len(), MAX_ENV);
     for (i, e) in env.iter().enumerate() {
         let at = format!("{field}[{i}]");
         p.check(
@@ -218,7 +225,7 @@ fn check_env(p: &mut Problems, field: &str, env: &[EnvVar]) {
 }
 
 fn check_keys(p: &mut Problems, field: &str, map: &BTreeMap<String, String>) {
-    p.check(map.len() <= MAX_LIST, field, format!("at most {MAX_LIST} entries (got {})", map.len()));
+    p.check(map.len() <= MAX_LABELS, field, format!("at most {MAX_LABELS} entries (got {})", map.len()));
     for k in map.keys() {
         p.check(
             QUALIFIED.is_match(k),
@@ -256,7 +263,7 @@ fn quantity_of<'a>(
 ) -> Option<(f64, &'a str)> {
     let list = list?;
     let text = if which == "cpu" { list.cpu.as_deref() } else { list.memory.as_deref() }?;
-    let q = quantity::parse(text);
+    let q = quantity::parse(text).filter(|_| text.len() <= MAX_QUANTITY_LEN);
     p.check(
         q.is_some(),
         format!("spec.resources.{kind}.{which}"),
@@ -311,7 +318,9 @@ fn check_canary(p: &mut Problems, c: &Canary) {
 
 fn check_trigger(p: &mut Problems, field: &str, t: &Trigger) {
     let schedule = &t.cron.schedule;
-    let parsed = if CRON_SHAPE.is_match(schedule) {
+    let parsed = if schedule.len() > MAX_CRON_LEN {
+        Some(format!("at most {MAX_CRON_LEN} characters"))
+    } else if CRON_SHAPE.is_match(schedule) {
         crate::cron::parse(schedule).err()
     } else {
         Some("expected five fields (minute hour day-of-month month day-of-week), six with seconds first, or a macro such as @hourly".into())
@@ -319,6 +328,7 @@ fn check_trigger(p: &mut Problems, field: &str, t: &Trigger) {
     if let Some(why) = parsed {
         p.add(format!("{field}.cron.schedule"), format!("{schedule:?} is not a cron expression: {why}"));
     }
+    p.max_len(&format!("{field}.cron.path"), &t.cron.path, MAX_PATH_LEN);
     p.check(
         PATH.is_match(&t.cron.path),
         format!("{field}.cron.path"),

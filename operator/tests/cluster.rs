@@ -20,7 +20,7 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
-    Api, Client, CustomResourceExt,
+    Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 
@@ -44,9 +44,13 @@ async fn a_function_becomes_a_deployment_and_a_service_and_goes_away_with_them()
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default().await.expect("KUBECONFIG points at a cluster");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("functions.flint.dev", &PatchParams::apply("flint-test").force(), &Patch::Apply(Function::crd()))
-        .await
-        .unwrap();
+    crds.patch(
+        "functions.flint.dev",
+        &PatchParams::apply("flint-test").force(),
+        &Patch::Apply(flint_api::crd::definition()),
+    )
+    .await
+    .unwrap();
     eventually("the CRD to be established", || async {
         let crd = crds.get("functions.flint.dev").await.ok()?;
         crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
