@@ -3,7 +3,7 @@
 //! object parses into its Kubernetes type, a wrong value is refused with a message, the chart's
 //! CRD is the generated one, and its RBAC covers what each binary asks of the API server.
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use flint_api::rbac::{GATEWAY, OPERATOR, Rule};
 use k8s_openapi::api::{
@@ -15,13 +15,11 @@ use k8s_openapi::api::{
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    flint_testkit::workspace()
 }
 
 fn helm(args: &[&str]) -> std::process::Output {
-    let helm = std::env::var("HELM").map(PathBuf::from).unwrap_or_else(|_| root().join(".tools/helm"));
-    assert!(helm.is_file(), "{} is missing: scripts/setup.sh installs helm there (or set HELM)", helm.display());
-    Command::new(helm).args(args).current_dir(root()).output().unwrap()
+    flint_testkit::helm().args(args).output().unwrap()
 }
 
 const ALL_ON: &[&str] = &[

@@ -116,6 +116,22 @@ async fn refuse(f: &Function, namespace: &str, problems: &flint_api::Invalid, ct
 }
 
 async fn apply(f: &Function, namespace: &str, ctx: &Context) -> Result<Action> {
+    match apply_children(f, namespace, ctx).await {
+        Err(e @ (Error::NameConflict { .. } | Error::ChildRefused { .. })) => {
+            // Said on the Function, where its author looks, and retried with backoff.
+            let reason = if matches!(e, Error::NameConflict { .. }) { "NameConflict" } else { "ChildRefused" };
+            let status = status::blocked(f, reason, e.to_string(), &ctx.gateway_url, Timestamp::now());
+            if f.status.as_ref() != Some(&status) {
+                patch_status(f, namespace, &status, ctx).await?;
+                ctx.event(f, None, EventType::Warning, reason, "Reconcile", e.to_string()).await;
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<Action> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
     let wanted = resources::versions(f);
@@ -155,10 +171,22 @@ where
 {
     let name = desired.create.name_any();
     let kind = K::kind(&());
-    match api.get_opt(&name).await? {
+    let refused = |e: kube::Error| match e {
+        kube::Error::Api(status) if status.code != 409 => {
+            Error::ChildRefused { kind: kind.to_string(), name: name.clone(), message: status.message }
+        }
+        e => Error::Kube(e),
+    };
+    let existing = api.get_opt(&name).await?;
+    if let Some(existing) = &existing
+        && !owned_by(existing, f)
+    {
+        return Err(Error::NameConflict { kind: kind.to_string(), name, owner: owner_of(existing) });
+    }
+    match existing {
         None => {
             let params = PostParams { field_manager: Some(OPERATOR.into()), ..Default::default() };
-            let created = api.create(&params, &desired.create).await?;
+            let created = api.create(&params, &desired.create).await.map_err(refused)?;
             let about = Some(created.object_ref(&()));
             ctx.event(f, about, EventType::Normal, "Created", "Create", format!("created {kind} {name}")).await;
             Ok(created)
@@ -166,7 +194,7 @@ where
         Some(existing) if existing.annotations().get(SPEC_HASH) == Some(&desired.hash) => Ok(existing),
         Some(_) => {
             let params = PatchParams::apply(OPERATOR).force();
-            let updated = api.patch(&name, &params, &Patch::Apply(&desired.apply)).await?;
+            let updated = api.patch(&name, &params, &Patch::Apply(&desired.apply)).await.map_err(refused)?;
             let about = Some(updated.object_ref(&()));
             ctx.event(
                 f,
@@ -182,16 +210,27 @@ where
     }
 }
 
+/// Whether `object` is this Function's child: its controller is this very Function (by uid, so
+/// a Function deleted and created again under the same name does not inherit a stranger's).
+fn owned_by<K: Resource>(object: &K, f: &Function) -> bool {
+    object.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == f.metadata.uid.as_ref())
+}
+
+/// Who owns `object`, in words, for a conflict message.
+fn owner_of<K: Resource>(object: &K) -> String {
+    match object.owner_references().iter().find(|o| o.controller == Some(true)) {
+        Some(o) => format!("it belongs to {} {}", o.kind, o.name),
+        None => "it has no owner".into(),
+    }
+}
+
 /// Deletes a child the spec no longer wants (a removed canary), if it is there and ours.
 async fn remove<K>(api: &Api<K>, name: &str, f: &Function, ctx: &Context) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     let Some(existing) = api.get_opt(name).await? else { return Ok(()) };
-    let labels = existing.labels();
-    let ours =
-        labels.get(MANAGED_BY).is_some_and(|m| m == OPERATOR) && labels.get(FUNCTION_LABEL) == f.metadata.name.as_ref();
-    if !ours {
+    if !owned_by(&existing, f) {
         return Ok(());
     }
     api.delete(name, &DeleteParams::default()).await?;
@@ -240,10 +279,21 @@ async fn pod_problems(f: &Function, namespace: &str, ctx: &Context) -> Result<Ve
     Ok(problems)
 }
 
+/// Server-side applies the operator's part of the status under its own field manager. Under
+/// canary analysis `status.canary` is the gateway's (its own manager writes it) and is left out,
+/// so a reconcile working from a cache can never write an old weight over a rollback.
 async fn patch_status(f: &Function, namespace: &str, status: &flint_api::FunctionStatus, ctx: &Context) -> Result<()> {
     let api: Api<Function> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = serde_json::json!({ "status": status });
-    api.patch_status(&f.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let mut ours = status.clone();
+    if status::gateway_owns_canary(f) {
+        ours.canary = None;
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "flint.dev/v1alpha1",
+        "kind": "Function",
+        "status": ours,
+    });
+    api.patch_status(&f.name_any(), &PatchParams::apply(OPERATOR).force(), &Patch::Apply(&patch)).await?;
     Ok(())
 }
 

@@ -6,6 +6,14 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the Function has no namespace")]
     NoNamespace,
+    /// An object with a child's name exists and is not this Function's.
+    #[error(
+        "{kind} {name} already exists and is not owned by this Function ({owner}); rename the Function or remove the {kind}"
+    )]
+    NameConflict { kind: String, name: String, owner: String },
+    /// The API server refused to create or change a child (quota, admission, RBAC, ...).
+    #[error("the API server refused {kind} {name}: {message}")]
+    ChildRefused { kind: String, name: String, message: String },
 }
 
 impl Error {
@@ -15,6 +23,8 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api_status",
             Error::Kube(_) => "api_transport",
             Error::NoNamespace => "no_namespace",
+            Error::NameConflict { .. } => "name_conflict",
+            Error::ChildRefused { .. } => "child_refused",
         }
     }
 }

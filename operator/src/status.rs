@@ -83,18 +83,42 @@ fn canary(f: &Function) -> Option<CanaryStatus> {
     }
 }
 
+/// Whether the gateway's canary analysis owns `status.canary` (the operator then only reads it).
+pub fn gateway_owns_canary(f: &Function) -> bool {
+    f.spec.canary.as_ref().is_some_and(|c| c.analysis.is_some())
+}
+
+/// The status of a Function whose children could not be made as the spec says: another
+/// object holds a child's name (`NameConflict`), or the API server refused a child
+/// (`ChildRefused`: a quota, an admission webhook, missing permissions), with its message.
+pub fn blocked(f: &Function, reason: &str, message: String, gateway: &str, now: Timestamp) -> FunctionStatus {
+    stopped(f, reason, message, "blocked until the cause is removed", gateway, now)
+}
+
 /// The status of a Function whose spec failed `validate()`: nothing was changed in the cluster.
 pub fn invalid(f: &Function, problems: &Invalid, gateway: &str, now: Timestamp) -> FunctionStatus {
+    let message = format!("the spec is invalid, nothing was changed: {problems}");
+    stopped(f, "InvalidSpec", message, "waiting for a valid spec", gateway, now)
+}
+
+/// Not ready, not progressing, degraded, all for `reason`; the replica counts stay as they were.
+fn stopped(
+    f: &Function,
+    reason: &str,
+    message: String,
+    waiting: &str,
+    gateway: &str,
+    now: Timestamp,
+) -> FunctionStatus {
     let generation = f.metadata.generation;
     let before = f.status.as_ref();
-    let message = format!("the spec is invalid, nothing was changed: {problems}");
     FunctionStatus {
         observed_generation: generation,
         conditions: carry(
             vec![
-                condition("Ready", false, "InvalidSpec", message.clone(), generation, now),
-                condition("Progressing", false, "InvalidSpec", "waiting for a valid spec".into(), generation, now),
-                condition("Degraded", true, "InvalidSpec", message, generation, now),
+                condition("Ready", false, reason, message.clone(), generation, now),
+                condition("Progressing", false, reason, waiting.into(), generation, now),
+                condition("Degraded", true, reason, message, generation, now),
             ],
             before,
         ),

@@ -54,6 +54,22 @@ impl ApiServer {
         body
     }
 
+    /// A server-side apply by the operator's field manager (forced) to `path`; returns its body.
+    async fn applied(&mut self, path: &str, reply: Value) -> Value {
+        let next = tokio::time::timeout(Duration::from_secs(5), self.0.next_request()).await;
+        let (request, send) = next.unwrap_or_else(|_| panic!("expected an apply to {path}")).unwrap();
+        assert_eq!((request.method().as_str(), request.uri().path()), ("PATCH", path));
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(query.contains("fieldManager=flint-operator"), "{path}: no field manager: {query}");
+        assert!(query.contains("force=true"), "{path}: not forced: {query}");
+        assert_eq!(request.headers()["content-type"], "application/apply-patch+yaml", "{path}: not an apply");
+        let bytes = request.into_body().collect().await.unwrap().to_bytes();
+        send.send_response(
+            Response::builder().status(200).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+        );
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
     async fn not_found(&mut self, path: &str) {
         let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
         self.expect("GET", path, StatusCode::NOT_FOUND, status).await;
@@ -172,7 +188,7 @@ async fn a_new_function_gets_a_deployment_a_service_events_and_a_status() {
         json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
     )
     .await;
-    let patch = api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    let patch = api.applied(STATUS, value(&f)).await;
     let status: FunctionStatus = serde_json::from_value(patch["status"].clone()).unwrap();
     assert_eq!(status.observed_generation, Some(3));
     assert_eq!(status.url.as_deref(), Some("http://gateway:8080/function/resize.shop"));
@@ -192,16 +208,14 @@ async fn an_update_applies_without_replicas_so_the_gateways_count_stays() {
     // The gateway scaled the old Deployment to 7.
     api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&old, Version::Stable, 7)))
         .await;
-    let applied = api
-        .expect("PATCH", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&f, Version::Stable, 7)))
-        .await;
+    let applied = api.applied(&format!("{DEPLOYMENTS}/resize"), value(&running(&f, Version::Stable, 7))).await;
     assert!(applied["spec"].get("replicas").is_none(), "an update must not carry replicas: {applied}");
     assert_eq!(applied["spec"]["template"]["spec"]["containers"][0]["image"], "acme/resize:2");
     assert_eq!(api.event().await, "Updated");
     // The Service did not change: no write.
     api.service_in_place(&f).await;
     api.no_canary().await;
-    let patch = api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    let patch = api.applied(STATUS, value(&f)).await;
     assert_eq!(patch["status"]["replicas"], 7);
     assert_eq!(patch["status"]["readyReplicas"], 7);
     api.done().await;
@@ -245,7 +259,7 @@ async fn a_canary_is_created_beside_the_stable_version() {
         json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
     )
     .await;
-    let patch = api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    let patch = api.applied(STATUS, value(&f)).await;
     assert_eq!(patch["status"]["canary"]["weight"], 10);
     api.done().await;
     task.await.unwrap();
@@ -289,7 +303,7 @@ async fn a_removed_canary_is_deleted() {
     )
     .await;
     assert_eq!(api.event().await, "Deleted");
-    api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    api.applied(STATUS, value(&f)).await;
     api.done().await;
     task.await.unwrap();
 }
@@ -302,7 +316,7 @@ async fn an_invalid_spec_changes_nothing_and_says_why() {
     f.spec.scale.max = 2;
     let task = run(f.clone(), ctx).await;
 
-    let patch = api.expect("PATCH", STATUS, StatusCode::OK, value(&f)).await;
+    let patch = api.applied(STATUS, value(&f)).await;
     let ready =
         patch["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
     assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("InvalidSpec")));
@@ -323,4 +337,27 @@ async fn a_failed_reconcile_backs_off_exponentially() {
         [1, 2, 4, 8].iter().map(|s| kube::runtime::controller::Action::requeue(Duration::from_secs(*s))).collect();
     assert_eq!(delays, expected);
     assert!(ctx.metrics.encode().contains(r#"flint_operator_reconcile_errors_total{error="no_namespace"} 4"#));
+}
+
+#[tokio::test]
+async fn a_deployment_of_the_same_name_that_is_not_ours_is_left_alone_and_reported() {
+    let (ctx, mut api) = context();
+    let f = function("  image: acme/resize:1");
+    let task = tokio::spawn({
+        let f = f.clone();
+        async move { controller::reconcile(Arc::new(f), ctx).await }
+    });
+    // Someone else's Deployment named like the Function: no ownerRef to this Function's uid.
+    let mut theirs = running(&f, Version::Stable, 1);
+    theirs.metadata.owner_references = None;
+    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&theirs)).await;
+    let patch = api.applied(STATUS, value(&f)).await;
+    let ready =
+        patch["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("NameConflict")));
+    assert!(ready["message"].as_str().unwrap().contains("Deployment resize already exists"), "{ready}");
+    let event = api.created(EVENTS).await;
+    assert_eq!((event["reason"].as_str(), event["type"].as_str()), (Some("NameConflict"), Some("Warning")));
+    api.done().await;
+    assert!(task.await.unwrap().is_err(), "a conflict is retried with backoff");
 }

@@ -1,6 +1,9 @@
 //! Test helpers shared by the end-to-end suites of the watchdog and the gateway: they start the
 //! real binaries as processes, talk to them over real sockets, and wait for conditions with a
-//! deadline instead of sleeping blindly.
+//! deadline instead of sleeping blindly. [`kube_api`] gives the Kubernetes suites a real API
+//! server (or says plainly that there is none).
+
+pub mod kube_api;
 
 use std::{
     future::Future,
@@ -19,6 +22,21 @@ use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},
 };
+
+/// The workspace's folder.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit sits in the workspace").to_path_buf()
+}
+
+/// The real `helm` (`HELM`, or where scripts/setup.sh installs it), run from the workspace.
+pub fn helm() -> std::process::Command {
+    let helm =
+        std::env::var_os("HELM").map(std::path::PathBuf::from).unwrap_or_else(|| workspace().join(".tools/helm"));
+    assert!(helm.is_file(), "{} is missing: scripts/setup.sh installs helm there (or set HELM)", helm.display());
+    let mut cmd = std::process::Command::new(helm);
+    cmd.current_dir(workspace());
+    cmd
+}
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {

@@ -1,0 +1,451 @@
+//! A real Kubernetes API server for tests, the envtest way: etcd, kube-apiserver and
+//! kube-controller-manager from the folder named by `KUBEBUILDER_ASSETS`, on free loopback
+//! ports, one control plane per test binary (started by the first test that asks), each test in
+//! its own namespace. `FLINT_TEST_KUBECONFIG` points the same tests at any cluster instead.
+//!
+//! Without either, [`TestApi::get`] returns `None` and records the test as skipped, with the
+//! reason, in the file named by `FLINT_SKIP_LOG` (`scripts/test` prints them in its summary):
+//! a skipped test must never read as a passed one.
+//!
+//! The control plane's processes die with the test binary: they are started from a thread that
+//! lives as long as the process, with a parent-death signal, so a test that panics (or a binary
+//! that is killed) leaves nothing running. Their data and logs are in a temporary folder, named
+//! in the failure messages; folders of earlier runs whose process is gone are removed.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Client, Config,
+    api::{DynamicObject, GroupVersionKind, Patch, PatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use tokio::sync::OnceCell;
+
+use crate::free_port;
+
+/// What a test is given: an API server to talk to as an administrator, or as anyone.
+pub struct TestApi {
+    /// A kubeconfig file for tools (`kubectl`, `helm`) and for processes under test.
+    pub kubeconfig: PathBuf,
+    config: Config,
+    /// `kubectl` from the assets folder, when there is one.
+    kubectl: Option<PathBuf>,
+    /// The control plane's folder (logs), when the tests started one.
+    pub dir: Option<PathBuf>,
+}
+
+static API: OnceCell<Result<TestApi, String>> = OnceCell::const_new();
+
+/// The field manager of what tests apply as fixtures.
+const FIELD_MANAGER: &str = "flint-test";
+
+/// Why there is no API to test against, when there is none.
+fn absent() -> Option<String> {
+    let has = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+    (!has("KUBEBUILDER_ASSETS") && !has("FLINT_TEST_KUBECONFIG"))
+        .then(|| "no Kubernetes API: set KUBEBUILDER_ASSETS (etcd, kube-apiserver, kube-controller-manager) or FLINT_TEST_KUBECONFIG".to_string())
+}
+
+impl TestApi {
+    /// The API for this test binary, started on first use. `None` when none is configured: the
+    /// calling test is recorded as skipped and should return at once. A control plane that is
+    /// configured but fails to start fails the test.
+    pub async fn get() -> Option<&'static TestApi> {
+        if let Some(reason) = absent() {
+            skip(&reason);
+            return None;
+        }
+        let api = API.get_or_init(|| async { start().await }).await;
+        match api {
+            Ok(api) => Some(api),
+            Err(e) => panic!("the test Kubernetes API did not start: {e}"),
+        }
+    }
+
+    /// A client with the administrator's rights. Each test makes its own: a client belongs to
+    /// the runtime that made it, and every `#[tokio::test]` has its own.
+    pub fn client(&self) -> Client {
+        Client::try_from(self.config.clone()).expect("a client from the test kubeconfig")
+    }
+
+    /// A client acting as `user` in `groups` (impersonation), so RBAC applies as it would to
+    /// that user.
+    pub fn client_as(&self, user: &str, groups: &[&str]) -> Client {
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(user.to_string());
+        config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+        Client::try_from(config).expect("an impersonating client")
+    }
+
+    /// A client acting as a ServiceAccount, with exactly the rights RBAC gives it.
+    pub fn client_as_service_account(&self, namespace: &str, name: &str) -> Client {
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let ns_group = format!("system:serviceaccounts:{namespace}");
+        self.client_as(&user, &["system:serviceaccounts", &ns_group, "system:authenticated"])
+    }
+
+    /// A kubeconfig file acting as a ServiceAccount (for processes under test).
+    pub fn kubeconfig_as_service_account(&self, namespace: &str, name: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("the test kubeconfig");
+        let mut doc: serde_json::Value = serde_saphyr::from_str(&text).expect("the test kubeconfig is YAML");
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        for u in doc["users"].as_array_mut().into_iter().flatten() {
+            u["user"]["as"] = user.clone().into();
+            u["user"]["as-groups"] = serde_json::json!([
+                "system:serviceaccounts",
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated"
+            ]);
+        }
+        let path = std::env::temp_dir().join(format!("flint-kubeconfig-{}-{namespace}-{name}", std::process::id()));
+        std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
+        path
+    }
+
+    /// A fresh namespace for one test, deleted when dropped (also when the test panics).
+    pub async fn namespace(&self, prefix: &str) -> TestNamespace {
+        let name = format!("{prefix}-{}", fastrand::u32(..) % 1_000_000);
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(self.client());
+        let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        namespaces.create(&Default::default(), &ns).await.unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        TestNamespace { name, config: self.config.clone() }
+    }
+
+    /// Installs (server-side applies) a CustomResourceDefinition and waits until it is served.
+    pub async fn install_crd(&self, crd: &CustomResourceDefinition) {
+        let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(self.client());
+        let name = crd.metadata.name.clone().expect("a named CRD");
+        crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(crd))
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused the CRD {name}: {e}"));
+        crate::wait_for(&format!("the CRD {name} to be established"), Duration::from_secs(60), || async {
+            let crd = crds.get(&name).await.ok()?;
+            crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+        })
+        .await;
+    }
+
+    /// Server-side applies each object (any kind the API server knows), as a test fixture.
+    pub async fn apply(&self, objects: &[serde_json::Value]) {
+        let client = self.client();
+        let discovery = kube::Discovery::new(client.clone()).run().await.expect("API discovery");
+        for object in objects {
+            let obj: DynamicObject = serde_json::from_value(object.clone()).expect("a Kubernetes object");
+            let gvk = obj.types.as_ref().map(|t| GroupVersionKind::try_from(t).expect("apiVersion and kind"));
+            let gvk = gvk.expect("an object with apiVersion and kind");
+            let (resource, caps) =
+                discovery.resolve_gvk(&gvk).unwrap_or_else(|| panic!("the API server has no {gvk:?}"));
+            let api: kube::Api<DynamicObject> = match (caps.scope, obj.metadata.namespace.as_deref()) {
+                (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                    kube::Api::namespaced_with(client.clone(), ns, &resource)
+                }
+                (kube::discovery::Scope::Namespaced, None) => {
+                    kube::Api::default_namespaced_with(client.clone(), &resource)
+                }
+                (kube::discovery::Scope::Cluster, _) => kube::Api::all_with(client.clone(), &resource),
+            };
+            let name = obj.metadata.name.clone().expect("a named object");
+            api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+                .await
+                .unwrap_or_else(|e| panic!("applying {} {name}: {e}", gvk.kind));
+        }
+    }
+
+    /// Renders the Helm chart as release `release` in `namespace` (with `--set` values) and
+    /// applies its ServiceAccounts and RBAC, so that a test can act as one of its components.
+    pub async fn install_chart_rbac(&self, release: &str, namespace: &str, set: &[&str]) {
+        let mut cmd = crate::helm();
+        cmd.args(["template", release, "charts/flint", "--namespace", namespace]);
+        for value in set {
+            cmd.args(["--set", value]);
+        }
+        let out = cmd.output().expect("running helm");
+        assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("helm renders YAML");
+        let rbac: Vec<serde_json::Value> = docs
+            .into_iter()
+            .filter(|d| {
+                matches!(
+                    d["kind"].as_str(),
+                    Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+                )
+            })
+            .map(|mut d| {
+                if d["kind"] != "ClusterRole"
+                    && d["kind"] != "ClusterRoleBinding"
+                    && d["metadata"]["namespace"].is_null()
+                {
+                    d["metadata"]["namespace"] = namespace.into();
+                }
+                d
+            })
+            .collect();
+        assert!(rbac.len() >= 4, "the chart rendered no RBAC for {release}");
+        self.apply(&rbac).await;
+    }
+
+    /// `kubectl` with this API's kubeconfig; `None` where the assets have no kubectl.
+    pub fn kubectl(&self) -> Option<Command> {
+        let mut cmd = Command::new(self.kubectl.as_ref()?);
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        Some(cmd)
+    }
+
+    /// Where to look when something went wrong.
+    pub fn logs(&self) -> String {
+        match &self.dir {
+            Some(d) => format!("control plane logs in {}", d.display()),
+            None => "(an external cluster)".into(),
+        }
+    }
+}
+
+/// A namespace that lives as long as the test.
+pub struct TestNamespace {
+    pub name: String,
+    config: Config,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let (name, config) = (self.name.clone(), self.config.clone());
+        // Drop cannot await, and the test's runtime may be going away: a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let Ok(client) = Client::try_from(config) else { return };
+                let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+                let _ = namespaces.delete(&name, &Default::default()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Records that the current test was skipped, and why.
+fn skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(log) = std::env::var_os("FLINT_SKIP_LOG") {
+        let line = format!("{} {test}: {reason}\n", std::env::args().next().unwrap_or_default());
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+async fn start() -> Result<TestApi, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(path) = std::env::var_os("FLINT_TEST_KUBECONFIG").filter(|p| !p.is_empty()) {
+        let kubeconfig = PathBuf::from(path);
+        let config = load(&kubeconfig).await?;
+        return Ok(TestApi { kubeconfig, config, kubectl: which("kubectl"), dir: None });
+    }
+    let assets = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS").expect("checked by absent()"));
+    for bin in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+        if !assets.join(bin).is_file() {
+            return Err(format!("{} has no {bin}", assets.display()));
+        }
+    }
+    remove_stale_folders();
+    let dir = std::env::temp_dir().join(format!("flint-control-plane-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let plane = Plane::new(&assets, &dir)?;
+    plane.start_etcd()?;
+    plane.start_apiserver()?;
+    let config = load(&plane.kubeconfig).await?;
+    wait_ready(&config, &dir).await?;
+    plane.start_controller_manager()?;
+    let kubectl = Some(assets.join("kubectl")).filter(|k| k.is_file());
+    Ok(TestApi { kubeconfig: plane.kubeconfig.clone(), config, kubectl, dir: Some(dir) })
+}
+
+async fn load(kubeconfig: &Path) -> Result<Config, String> {
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| e.to_string())
+}
+
+async fn wait_ready(config: &Config, dir: &Path) -> Result<(), String> {
+    let client = Client::try_from(config.clone()).map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let req = http::Request::get("/readyz").body(Vec::new()).unwrap();
+        if let Ok(text) = client.request_text(req).await
+            && text.trim() == "ok"
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("kube-apiserver not ready after 90s (logs in {})", dir.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
+}
+
+/// Control-plane folders of test binaries that are gone.
+fn remove_stale_folders() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("flint-control-plane-").and_then(|p| p.parse::<u32>().ok())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The control plane's files and the thread that starts its processes.
+struct Plane {
+    assets: PathBuf,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    etcd_port: u16,
+    api_port: u16,
+    spawner: mpsc::Sender<(Command, mpsc::Sender<Result<(), String>>)>,
+}
+
+/// The token of the tests' administrator (a member of system:masters).
+const ADMIN_TOKEN: &str = "flint-test-admin";
+
+impl Plane {
+    fn new(assets: &Path, dir: &Path) -> Result<Self, String> {
+        // The ServiceAccount token signing key (ECDSA P-256); its PEM holds both halves.
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        write(&dir.join("sa.key"), &key.serialize_pem())?;
+        write(&dir.join("sa.pub"), &key.public_key_pem())?;
+        write(&dir.join("tokens.csv"), &format!("{ADMIN_TOKEN},admin,admin,system:masters\n"))?;
+        let api_port = free_port();
+        let kubeconfig = dir.join("kubeconfig");
+        write(
+            &kubeconfig,
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    \
+                 insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: test\n  \
+                 context: {{cluster: test, user: admin}}\ncurrent-context: test\n"
+            ),
+        )?;
+        Ok(Plane {
+            assets: assets.to_path_buf(),
+            dir: dir.to_path_buf(),
+            kubeconfig,
+            etcd_port: free_port(),
+            api_port,
+            spawner: spawner(),
+        })
+    }
+
+    fn start_etcd(&self) -> Result<(), String> {
+        let client = format!("http://127.0.0.1:{}", self.etcd_port);
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        self.run(
+            "etcd",
+            &[
+                "--data-dir",
+                &self.path("etcd"),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("default={peer}"),
+            ],
+        )
+    }
+
+    fn start_apiserver(&self) -> Result<(), String> {
+        self.run(
+            "kube-apiserver",
+            &[
+                &format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
+                &format!("--cert-dir={}", self.path("certs")),
+                &format!("--secure-port={}", self.api_port),
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                &format!("--service-account-key-file={}", self.path("sa.pub")),
+                &format!("--service-account-signing-key-file={}", self.path("sa.key")),
+                &format!("--token-auth-file={}", self.path("tokens.csv")),
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+            ],
+        )
+    }
+
+    fn start_controller_manager(&self) -> Result<(), String> {
+        let kubeconfig = self.kubeconfig.display().to_string();
+        self.run(
+            "kube-controller-manager",
+            &[
+                &format!("--kubeconfig={kubeconfig}"),
+                &format!("--authentication-kubeconfig={kubeconfig}"),
+                &format!("--authorization-kubeconfig={kubeconfig}"),
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                &format!("--secure-port={}", free_port()),
+                &format!("--service-account-private-key-file={}", self.path("sa.key")),
+                &format!("--root-ca-file={}", self.path("certs/apiserver.crt")),
+                "--use-service-account-credentials=false",
+            ],
+        )
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.dir.join(rel).display().to_string()
+    }
+
+    /// Starts `bin` from the assets folder, its output in `<dir>/<bin>.log`.
+    fn run(&self, bin: &str, args: &[&str]) -> Result<(), String> {
+        let log = std::fs::File::create(self.dir.join(format!("{bin}.log"))).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(self.assets.join(bin));
+        cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+        let (done, result) = mpsc::channel();
+        self.spawner.send((cmd, done)).map_err(|_| "the spawner thread is gone".to_string())?;
+        result.recv().map_err(|_| "the spawner thread is gone".to_string())?.map_err(|e| format!("{bin}: {e}"))
+    }
+}
+
+/// A thread that lives as long as the test binary and starts the control plane's processes, so
+/// that their parent-death signal (sent when the thread that forked them ends) comes only when
+/// the test binary itself ends.
+fn spawner() -> mpsc::Sender<(Command, mpsc::Sender<Result<(), String>>)> {
+    let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<Result<(), String>>)>();
+    std::thread::spawn(move || {
+        let mut children = Vec::new();
+        for (mut cmd, done) in rx {
+            // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+                });
+            }
+            let _ = done.send(cmd.spawn().map(|c| children.push(c)).map_err(|e| e.to_string()));
+        }
+        // The sender lives in a static: this is reached only at exit.
+        loop {
+            std::thread::park();
+        }
+    });
+    tx
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
