@@ -108,6 +108,12 @@ impl Pool {
             Ok(Err(e)) => return Err(format!("connect to {addr}: {e}")),
             Err(_) => return Err(format!("connect to {addr}: no answer in {:?}", self.connect_timeout)),
         };
+        // Connecting to a loopback port nobody listens on can pick that very port as the local
+        // one and connect the socket to itself (TCP simultaneous open); Go's net package guards
+        // against it the same way. It is a refused connection in disguise.
+        if stream.local_addr().ok() == Some(addr) {
+            return Err(format!("connect to {addr}: connected to itself (nothing listens there)"));
+        }
         let _ = stream.set_nodelay(true);
         let (sender, connection) =
             http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake with {addr}: {e}"))?;

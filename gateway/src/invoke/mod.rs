@@ -168,9 +168,11 @@ impl Invoker {
                     return Ok(response);
                 }
                 Err(_) => {
+                    tracing::debug!(function = %function, replica = %endpoint.addr, call_id = ?call_id, "no answer before the deadline");
                     return Err(InvokeError::Timeout(function.clone(), flint_api::duration::format(timeout)));
                 }
                 Ok(Err(Failure::NotSent(back, reason))) => {
+                    tracing::debug!(function = %function, replica = %endpoint.addr, call_id = ?call_id, %reason, "not sent; trying another replica");
                     given_back = Some(*back);
                     last_failure = reason;
                 }
@@ -182,7 +184,7 @@ impl Invoker {
                     let again = resend::why_again(&written);
                     match again {
                         Some(why) if payload.replayable() && resent < resend::MAX_RESENDS => {
-                            tracing::debug!(function = %function, replica = %endpoint.addr, %reason, why, "sending the request to another replica");
+                            tracing::debug!(function = %function, replica = %endpoint.addr, call_id = ?call_id, %reason, why, "sending the request to another replica");
                             resent += 1;
                             last_failure = reason;
                         }

@@ -77,12 +77,19 @@ impl Gateway {
 
     /// The same on a given port (for a Prometheus configured to scrape it).
     pub async fn start_on(dir: &Path, port: u16, args: &[&str]) -> Self {
+        // FLINT_TEST_GATEWAY_LOG (a RUST_LOG filter) shows more of what the gateway did, when chasing a failure.
+        let filter = std::env::var("FLINT_TEST_GATEWAY_LOG").unwrap_or_else(|_| "info".into());
+        Self::start_logging(dir, port, args, &filter).await
+    }
+
+    /// The same with a RUST_LOG filter of the test's choosing.
+    pub async fn start_logging(dir: &Path, port: u16, args: &[&str], filter: &str) -> Self {
         let watchdog = watchdog();
         let mut all = vec!["--functions-dir", dir.to_str().unwrap(), "--watchdog", watchdog.to_str().unwrap()];
         let port_s = port.to_string();
         all.extend(["--port", &port_s]);
         all.extend_from_slice(args);
-        let process = Spawned::start(GATEWAY, &all, &[("RUST_LOG", "info")]);
+        let process = Spawned::start(GATEWAY, &all, &[("RUST_LOG", filter)]);
         let g = Gateway { process, port };
         let url = g.url("/healthz");
         wait_for("the gateway to listen", SECS_20, || async { get(&url).await.ok() }).await;
