@@ -28,7 +28,7 @@ const ALL_ON: &[&str] = &[
     "--set",
     "networkPolicy.enabled=true",
     "--set",
-    "networkPolicy.functionNamespaces={default,shop}",
+    "functionNamespaces={default,shop}",
 ];
 
 fn render(extra: &[&str]) -> Vec<Value> {
@@ -110,6 +110,23 @@ fn a_wrong_value_is_refused_with_a_message() {
     assert!(err.contains("gateway/replicas"), "{err}");
     let out = helm(&["template", "flint", "charts/flint", "--set", "gateway.coldStartTimeout=soon"]);
     assert!(!out.status.success(), "a bad duration passed");
+    // Two gateways without a Prometheus would each autoscale on half the traffic.
+    let out = helm(&["template", "flint", "charts/flint", "--set", "prometheus.enabled=false"]);
+    assert!(!out.status.success(), "two gateway replicas without Prometheus passed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prometheus/url"));
+    let one = helm(&[
+        "template",
+        "flint",
+        "charts/flint",
+        "--set",
+        "prometheus.enabled=false",
+        "--set",
+        "gateway.replicas=1",
+    ]);
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    // The default namespace must be one the gateway may write functions in.
+    let out = helm(&["template", "flint", "charts/flint", "--set", "gateway.functionNamespace=elsewhere"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be one of functionNamespaces"));
 }
 
 #[test]
@@ -152,4 +169,16 @@ fn the_rbac_covers_every_call_each_binary_makes() {
             );
         }
     }
+}
+
+#[test]
+fn an_existing_basic_auth_secret_replaces_the_generated_one() {
+    let docs = render(&["--set", "gateway.basicAuthSecret=gitops-auth"]);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "flint-basic-auth"),
+        "the chart still generates a password"
+    );
+    let gateway = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "flint-gateway").unwrap();
+    let volumes = gateway["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    assert!(volumes.iter().any(|v| v["secret"]["secretName"] == "gitops-auth"), "{volumes:?}");
 }

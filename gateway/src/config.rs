@@ -48,6 +48,12 @@ pub struct Args {
     #[arg(long, env = "FLINT_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
+    /// Kubernetes: the namespaces the REST API may deploy, change and delete functions in
+    /// (repeat or comma-separate; default: --namespace only). A function namespace may mount
+    /// its Secrets into functions, so a holder of the API's password must not reach others.
+    #[arg(long, env = "FLINT_FUNCTION_NAMESPACES", value_delimiter = ',')]
+    pub function_namespaces: Option<Vec<String>>,
+
     /// Kubernetes: the Lease that elects the one gateway replica running the autoscaler.
     #[arg(long, env = "FLINT_AUTOSCALER_LEASE", default_value = "flint-gateway-autoscaler")]
     pub autoscaler_lease: String,

@@ -91,7 +91,22 @@ async fn run(args: Args) -> ExitCode {
                 }
             };
             client = Some(c.clone());
-            match Kubernetes::start(c, args.namespace.clone(), args.watch_namespace.clone(), identity()).await {
+            if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+                tracing::warn!(
+                    "running outside the cluster: the gateway calls function pods by their IPs, which are \
+                     usually unreachable from here; deploy it in the cluster (helm install) to invoke functions"
+                );
+            }
+            let function_namespaces = args.function_namespaces.clone().unwrap_or_else(|| vec![args.namespace.clone()]);
+            match Kubernetes::start(
+                c,
+                args.namespace.clone(),
+                args.watch_namespace.clone(),
+                function_namespaces,
+                identity(),
+            )
+            .await
+            {
                 Ok(k) => Arc::new(k),
                 Err(e) => {
                     tracing::error!("{e}");

@@ -41,7 +41,10 @@ impl Gateway {
             return self.api.handle(req, api).await;
         }
         match path.as_str() {
-            "/healthz" => reply::text(StatusCode::OK, "OK"),
+            "/healthz" => match self.provider.health() {
+                Ok(()) => reply::text(StatusCode::OK, "OK"),
+                Err(why) => reply::text(StatusCode::SERVICE_UNAVAILABLE, why),
+            },
             "/metrics" => self.metrics().await,
             _ => reply::text(StatusCode::NOT_FOUND, format!("no route for {path}: invoke functions at /function/NAME")),
         }

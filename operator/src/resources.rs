@@ -195,7 +195,10 @@ pub fn deployment(f: &Function, version: Version) -> Deployment {
                     automount_service_account_token: Some(spec.service_account_name.is_some()),
                     // The longest invocation, the watchdog's grace for endpoint removal, slack.
                     termination_grace_period_seconds: Some(timeout_secs + WATCHDOG_GRACE_SECS + 5),
+                    // Function images run as a non-root user (their Dockerfile's numeric USER); the
+                    // kubelet refuses to start one that would run as root.
                     security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),
                             localhost_profile: None,
@@ -411,6 +414,7 @@ mod tests {
         assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
         assert_eq!(sc.read_only_root_filesystem, Some(false));
         let pod = d.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert!(pod.volumes.is_none());
     }

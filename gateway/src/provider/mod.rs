@@ -82,6 +82,12 @@ pub enum ProviderError {
     Invalid(#[from] Invalid),
     #[error("Kubernetes API: {0}")]
     Backend(String),
+    /// The namespace does not hold functions (see `--function-namespaces`).
+    #[error("namespace {0} does not accept functions: this gateway manages functions in {1} (--function-namespaces)")]
+    Forbidden(String, String),
+    /// A Deployment of the function's name is not the function's (its operator refused it too).
+    #[error("{0}")]
+    NotOurs(String),
 }
 
 /// An update through the OpenFaaS API replaces what that API carries and keeps what it does
@@ -163,6 +169,11 @@ pub trait Provider: Send + Sync + 'static {
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>>;
     /// Stops what the provider started (local replicas); nothing for Kubernetes.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// Whether the provider sees what it should (on Kubernetes: every watch is working); the
+    /// reason when not, for `/healthz`.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

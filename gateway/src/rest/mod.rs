@@ -203,6 +203,8 @@ fn error(e: ProviderError) -> Reply {
         ProviderError::AlreadyExists(_) => StatusCode::CONFLICT,
         ProviderError::Invalid(_) => StatusCode::BAD_REQUEST,
         ProviderError::Backend(_) => StatusCode::BAD_GATEWAY,
+        ProviderError::Forbidden(..) => StatusCode::FORBIDDEN,
+        ProviderError::NotOurs(_) => StatusCode::CONFLICT,
     };
     match e {
         ProviderError::Invalid(i) => invalid(i),

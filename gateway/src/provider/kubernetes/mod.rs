@@ -7,6 +7,7 @@
 //! endpoint list per Service, so the request path never waits on the API server.
 
 mod endpoints;
+mod health;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -69,6 +70,9 @@ pub struct Kubernetes {
     client: Client,
     namespace: String,
     watch_namespace: Option<String>,
+    /// The namespaces the REST API may write functions into.
+    function_namespaces: Vec<String>,
+    watches: Arc<health::Watches>,
     functions: Store<Function>,
     deployments: Store<Deployment>,
     channels: Arc<Mutex<HashMap<Key, Channel>>>,
@@ -81,6 +85,7 @@ impl Kubernetes {
         client: Client,
         namespace: String,
         watch_namespace: Option<String>,
+        function_namespaces: Vec<String>,
         instance: String,
     ) -> Result<Self, String> {
         fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -92,28 +97,35 @@ impl Kubernetes {
                 None => Api::all(client.clone()),
             }
         }
+        let watches = Arc::new(health::Watches::default());
         let (functions, writer) = reflector::store();
         let stream = reflector::reflector(
             writer,
             watcher(api::<Function>(&client, &watch_namespace), watcher::Config::default()),
         );
-        tokio::spawn(stream.default_backoff().for_each(|_| async {}));
+        tokio::spawn(watches.clone().follow("Functions", stream.default_backoff()));
         let (deployments, writer) = reflector::store();
         let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=flint-operator");
         let stream = reflector::reflector(writer, watcher(api::<Deployment>(&client, &watch_namespace), managed));
-        tokio::spawn(stream.default_backoff().for_each(|_| async {}));
+        tokio::spawn(watches.clone().follow("Deployments", stream.default_backoff()));
 
         let channels: Arc<Mutex<HashMap<Key, Channel>>> = Default::default();
         let slices =
             watcher(api::<EndpointSlice>(&client, &watch_namespace), watcher::Config::default().labels(FUNCTION_LABEL));
-        tokio::spawn(watch_slices(slices.default_backoff(), channels.clone()));
+        let (synced, slices_ready) = tokio::sync::oneshot::channel();
+        tokio::spawn(watch_slices(slices.default_backoff(), channels.clone(), watches.clone(), synced));
 
+        // Serving before the endpoints are known would turn every request into a false cold start.
         let wait = async {
             functions.wait_until_ready().await.map_err(|e| e.to_string())?;
-            deployments.wait_until_ready().await.map_err(|e| e.to_string())
+            deployments.wait_until_ready().await.map_err(|e| e.to_string())?;
+            slices_ready.await.map_err(|e| e.to_string())
         };
         tokio::time::timeout(std::time::Duration::from_secs(60), wait).await.map_err(|_| {
-            "the Function and Deployment caches did not fill within 60s (RBAC? CRD installed?)".to_string()
+            format!(
+                "the Function, Deployment and EndpointSlice caches did not fill within 60s (RBAC? CRD installed?): {}",
+                watches.check().err().unwrap_or_default()
+            )
         })??;
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
         Ok(Kubernetes {
@@ -121,10 +133,21 @@ impl Kubernetes {
             client,
             namespace,
             watch_namespace,
+            function_namespaces,
+            watches,
             functions,
             deployments,
             channels,
         })
+    }
+
+    /// Refuses writes into namespaces this gateway does not manage functions in.
+    fn writable(&self, namespace: &str) -> Result<(), ProviderError> {
+        if self.function_namespaces.iter().any(|n| n == namespace) {
+            Ok(())
+        } else {
+            Err(ProviderError::Forbidden(namespace.to_string(), self.function_namespaces.join(", ")))
+        }
     }
 
     fn function(&self, namespace: &str, name: &str) -> Result<Arc<Function>, ProviderError> {
@@ -149,9 +172,13 @@ impl Kubernetes {
         }
     }
 
-    /// Wanted and ready replicas of a version's Deployment.
+    /// Wanted and ready replicas of a version's Deployment (only one the Function owns).
     fn counts(&self, namespace: &str, name: &str, version: Version) -> Option<(u32, u32)> {
         let d = self.deployment(namespace, &Self::object_name(name, version))?;
+        let f = self.function(namespace, name).ok()?;
+        if !owned_by(&d, &f) {
+            return None;
+        }
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
         let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0).max(0) as u32;
         Some((want, ready))
@@ -193,17 +220,17 @@ impl Kubernetes {
 async fn watch_slices(
     events: impl futures::Stream<Item = Result<watcher::Event<EndpointSlice>, watcher::Error>>,
     channels: Arc<Mutex<HashMap<Key, Channel>>>,
+    watches: Arc<health::Watches>,
+    synced: tokio::sync::oneshot::Sender<()>,
 ) {
     futures::pin_mut!(events);
+    let mut synced = Some(synced);
     // During a relist, the fresh state is gathered aside and swapped in whole at its end.
     let mut relist: Option<HashMap<Key, BTreeMap<String, Vec<SocketAddr>>>> = None;
     while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "EndpointSlice watch");
-                continue;
-            }
+        let event = match watches.seen("EndpointSlices", event) {
+            Some(e) => e,
+            None => continue,
         };
         let key = |s: &EndpointSlice| Some((s.namespace()?, endpoints::service_of(s)?.to_string()));
         match event {
@@ -214,6 +241,9 @@ async fn watch_slices(
                 }
             }
             watcher::Event::InitDone => {
+                if let Some(synced) = synced.take() {
+                    let _ = synced.send(());
+                }
                 let fresh = relist.take().unwrap_or_default();
                 let mut channels = channels.lock().unwrap();
                 for (k, channel) in channels.iter_mut() {
@@ -309,6 +339,7 @@ impl Provider for Kubernetes {
         async move {
             function.validate()?;
             let ns = function.namespace().unwrap_or_else(|| self.namespace.clone());
+            self.writable(&ns)?;
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             match self.api(&ns).create(&params, &function).await {
                 Ok(_) => Ok(()),
@@ -323,6 +354,7 @@ impl Provider for Kubernetes {
         async move {
             function.validate()?;
             let ns = function.namespace().unwrap_or_else(|| self.namespace.clone());
+            self.writable(&ns)?;
             let api = self.api(&ns);
             let name = function.name_any();
             let mut current = match api.get(&name).await {
@@ -331,11 +363,8 @@ impl Provider for Kubernetes {
                 Err(e) => return Err(backend(e)),
             };
             // The gateway changes only what the OpenFaaS API carries; the rest of the spec stays.
-            current.spec = flint_api::FunctionSpec {
-                canary: current.spec.canary.take(),
-                triggers: std::mem::take(&mut current.spec.triggers),
-                ..function.spec
-            };
+            current.spec = super::openfaas_update(&current.spec, function.spec);
+            current.validate()?;
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             api.replace(&name, &params, &current).await.map_err(backend)?;
             Ok(())
@@ -345,6 +374,7 @@ impl Provider for Kubernetes {
 
     fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
         async move {
+            self.writable(namespace)?;
             match self.api(namespace).delete(name, &DeleteParams::default()).await {
                 Ok(_) => Ok(()),
                 Err(e) if is_status(&e, 404) => Err(ProviderError::NotFound(format!("{name}.{namespace}"))),
@@ -379,6 +409,14 @@ impl Provider for Kubernetes {
         async move {
             let f = self.function(namespace, name)?;
             super::check_replicas(&f, replicas)?;
+            let object = Self::object_name(name, version);
+            if let Some(d) = self.deployments.get(&ObjectRef::new(&object).within(namespace))
+                && !owned_by(&d, &f)
+            {
+                return Err(ProviderError::NotOurs(format!(
+                    "Deployment {object} is not {name}'s (no controller reference to it): not scaled"
+                )));
+            }
             let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
             let patch = serde_json::json!({ "spec": { "replicas": replicas } });
             let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
@@ -456,9 +494,15 @@ impl Provider for Kubernetes {
         status: flint_api::CanaryStatus,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         async move {
-            let patch = serde_json::json!({ "status": { "canary": status } });
-            let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-            self.api(namespace).patch_status(name, &params, &Patch::Merge(&patch)).await.map_err(backend)?;
+            // Server-side apply of `status.canary` only, under the gateway's own field manager:
+            // the operator applies the rest of the status under its own and leaves this out.
+            let patch = serde_json::json!({
+                "apiVersion": "flint.dev/v1alpha1",
+                "kind": "Function",
+                "status": { "canary": status },
+            });
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            self.api(namespace).patch_status(name, &params, &Patch::Apply(&patch)).await.map_err(backend)?;
             Ok(())
         }
         .boxed()
@@ -509,6 +553,15 @@ impl Provider for Kubernetes {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         async {}.boxed()
     }
+
+    fn health(&self) -> Result<(), String> {
+        self.watches.check()
+    }
+}
+
+/// Whether the Function is the Deployment's controller (by uid).
+fn owned_by(d: &Deployment, f: &Function) -> bool {
+    d.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == f.metadata.uid.as_ref())
 }
 
 #[cfg(test)]
@@ -526,14 +579,16 @@ mod tests {
 
     fn function(spec: &str) -> Function {
         let yaml = format!(
-            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: f, namespace: ns}}\nspec:\n{spec}\n"
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: f, namespace: ns, uid: u-f}}\nspec:\n{spec}\n"
         );
         flint_api::manifest::from_yaml(&yaml).unwrap().remove(0)
     }
 
     fn deployment(name: &str, replicas: i32) -> Deployment {
         serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "ns"},
+            "metadata": {"name": name, "namespace": "ns", "ownerReferences": [
+                {"apiVersion": "flint.dev/v1alpha1", "kind": "Function", "name": "f", "uid": "u-f", "controller": true}
+            ]},
             "spec": {"replicas": replicas, "selector": {}, "template": {}},
             "status": {"readyReplicas": replicas}
         }))
@@ -558,6 +613,8 @@ mod tests {
             client,
             namespace: "ns".into(),
             watch_namespace: None,
+            function_namespaces: vec!["ns".into()],
+            watches: Default::default(),
             functions: fstore,
             deployments: dstore,
             channels: Default::default(),
@@ -595,6 +652,56 @@ mod tests {
         task.await.unwrap().unwrap();
         let over = k.scale("ns", "f", Version::Stable, 9).await.unwrap_err();
         assert!(over.to_string().contains("spec.scale.max"), "{over}");
+    }
+
+    #[tokio::test]
+    async fn a_deployment_the_function_does_not_own_is_never_scaled() {
+        let mut theirs = deployment("f", 1);
+        theirs.metadata.owner_references = None;
+        let (k, api) = provider(vec![function("  image: x\n  scale: {max: 5}")], vec![theirs]);
+        let refused = k.scale("ns", "f", Version::Stable, 3).await.unwrap_err();
+        assert!(matches!(refused, ProviderError::NotOurs(_)), "{refused}");
+        assert!(k.scale_targets().is_empty(), "the autoscaler must not see it either");
+        drop(k);
+        let mut api = api;
+        assert!(api.next_request().await.is_none(), "an API call was made");
+    }
+
+    #[tokio::test]
+    async fn the_rest_api_writes_functions_only_in_its_function_namespaces() {
+        let (k, _api) = provider(vec![], vec![]);
+        let mut f = function("  image: x");
+        f.metadata.namespace = Some("kube-system".into());
+        let refused = k.deploy(f).await.unwrap_err();
+        assert!(matches!(refused, ProviderError::Forbidden(..)), "{refused}");
+        assert!(refused.to_string().contains("--function-namespaces"), "{refused}");
+        assert!(matches!(k.delete("kube-system", "f").await, Err(ProviderError::Forbidden(..))));
+    }
+
+    #[tokio::test]
+    async fn the_canary_status_is_applied_under_the_gateways_field_manager() {
+        let (k, mut api) = provider(vec![function("  image: x\n  canary: {image: x2, analysis: {}}")], vec![]);
+        let status =
+            flint_api::CanaryStatus { weight: 0, phase: flint_api::CanaryPhase::RolledBack, ..Default::default() };
+        let task = tokio::spawn(async move { k.set_canary("ns", "f", status).await });
+        let (request, send) = tokio::time::timeout(Duration::from_secs(5), api.next_request()).await.unwrap().unwrap();
+        assert_eq!(request.uri().path(), "/apis/flint.dev/v1alpha1/namespaces/ns/functions/f/status");
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(query.contains("fieldManager=flint-gateway") && query.contains("force=true"), "{query}");
+        assert_eq!(request.headers()["content-type"], "application/apply-patch+yaml");
+        let body: Value = serde_json::from_slice(&request.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(
+            body["status"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["canary"],
+            "only its own field: {body}"
+        );
+        send.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(serde_json::to_vec(&function("  image: x")).unwrap()))
+                .unwrap(),
+        );
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test]
