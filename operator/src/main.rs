@@ -52,8 +52,21 @@ struct RunArgs {
     /// This replica's name in the Lease.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// How long the Lease holds without renewal: a stopped leader's successor takes over after
+    /// at most this long.
+    #[arg(long, env = "FLINT_LEASE_DURATION", default_value = "30s", value_parser = lease_duration)]
+    lease_duration: u64,
     #[arg(long, env = "FLINT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// Whole seconds, at least 2 (the Lease's renewal needs a grace period within it).
+fn lease_duration(s: &str) -> Result<u64, String> {
+    let d = flint_api::duration::parse(s).map_err(|e| e.to_string())?;
+    match d.as_secs() {
+        n if n >= 2 => Ok(n),
+        _ => Err(format!("{s} is too short: the lease needs at least 2s")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -99,6 +112,9 @@ async fn run(args: RunArgs) -> ExitCode {
     let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&args.lease_namespace)
         .with_identity(&identity)
+        .with_duration(args.lease_duration)
+        .with_grace((args.lease_duration / 6).max(1))
+        .with_field_manager(flint_operator::resources::OPERATOR)
         .build()
         .await;
     let lease = match lease {

@@ -375,3 +375,141 @@ async fn the_operator_never_writes_back_a_canary_status_the_gateway_changed() {
     assert!(managers.contains(&"flint-operator".to_string()), "{managers:?}");
     assert!(!managers.iter().any(|m| m == "unknown"), "a write without a field manager: {managers:?}");
 }
+
+#[tokio::test]
+async fn of_two_operators_one_leads_and_the_other_takes_over_when_it_dies() {
+    let Some(env) = Env::new("leader").await else { return };
+    let kubeconfig = env.api.kubeconfig_as_service_account(&env.ns.name, &format!("{}-operator", env.release));
+    let lease = format!("{}-operator", env.release);
+    let start = |identity: &str| {
+        let telemetry = format!("127.0.0.1:{}", flint_testkit::free_port());
+        flint_testkit::Spawned::start(
+            env!("CARGO_BIN_EXE_flint-operator"),
+            &[
+                "run",
+                "--namespace",
+                &env.ns.name,
+                "--lease-namespace",
+                &env.ns.name,
+                "--lease-name",
+                &lease,
+                "--lease-duration",
+                "6s",
+                "--telemetry-addr",
+                &telemetry,
+            ],
+            &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAME", identity), ("RUST_LOG", "info")],
+        )
+    };
+    let operators = [start("operator-a"), start("operator-b")];
+    env.create(&manifest("first", "  image: ghcr.io/acme/first:1")).await;
+    env.condition("first", "Progressing", "True").await;
+    let leading: Vec<usize> = (0..2).filter(|i| operators[*i].log().contains("leading: reconciling")).collect();
+    assert_eq!(leading.len(), 1, "leaders: {leading:?}");
+    let (leader, standby) = (leading[0], 1 - leading[0]);
+
+    operators[leader].signal(nix::sys::signal::Signal::SIGKILL);
+    let killed_at = tokio::time::Instant::now();
+    env.create(&manifest("second", "  image: ghcr.io/acme/second:1")).await;
+    env.condition("second", "Progressing", "True").await;
+    let took = killed_at.elapsed();
+    assert!(operators[standby].log().contains("leading: reconciling"), "{}", operators[standby].log());
+    println!(
+        "the standby operator took over and reconciled a new Function {took:?} after the leader was killed (lease 6s)"
+    );
+}
+
+#[tokio::test]
+async fn the_chart_installs_upgrades_and_uninstalls_with_least_privilege() {
+    let Some(api) = TestApi::get().await else { return };
+    let ns = api.namespace("chart").await;
+    let release = format!("c{}", fastrand::u32(..) % 1_000_000);
+    let helm = |args: &[&str]| {
+        let out = flint_testkit::helm()
+            .args(args)
+            .args(["--namespace", &ns.name, "--kubeconfig", api.kubeconfig.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let functions = format!("functionNamespaces={{{}}}", ns.name);
+    let default_ns = format!("gateway.functionNamespace={}", ns.name);
+    let notes = helm(&["install", &release, "charts/flint", "--set", &functions, "--set", &default_ns]);
+    assert!(notes.contains("PASSWORD="), "{notes}");
+    let deployments: Api<Deployment> = Api::namespaced(api.client(), &ns.name);
+    for name in ["operator", "gateway", "prometheus"] {
+        deployments.get(&format!("{release}-{name}")).await.unwrap_or_else(|e| panic!("{release}-{name}: {e}"));
+    }
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(api.client(), &ns.name);
+    let password = |s: k8s_openapi::api::core::v1::Secret| s.data.unwrap()["basic-auth-password"].0.clone();
+    let before = password(secrets.get(&format!("{release}-basic-auth")).await.unwrap());
+
+    // What each ServiceAccount may do: everything its binary calls, nothing more.
+    let can = |sa: &str, verb: &str, resource: &str, namespace: &str| {
+        let review = json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {
+                "user": format!("system:serviceaccount:{}:{release}-{sa}", ns.name),
+                "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", ns.name), "system:authenticated"],
+                "resourceAttributes": {
+                    "verb": verb, "namespace": namespace,
+                    "group": resource.split_once('/').map_or("", |(g, _)| g),
+                    "resource": resource.split_once('/').map_or(resource, |(_, r)| r).split(':').next().unwrap(),
+                    "subresource": resource.split(':').nth(1).unwrap_or(""),
+                },
+            },
+        });
+        let client = api.client();
+        async move {
+            let req = http::Request::post("/apis/authorization.k8s.io/v1/subjectaccessreviews")
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&review).unwrap())
+                .unwrap();
+            let answer: serde_json::Value = client.request(req).await.unwrap();
+            answer["status"]["allowed"] == true
+        }
+    };
+    let here = ns.name.clone();
+    for (sa, rules) in [("operator", flint_api::rbac::OPERATOR), ("gateway", flint_api::rbac::GATEWAY)] {
+        for rule in rules {
+            let (resource, sub) = rule.resource.split_once('/').unwrap_or((rule.resource, ""));
+            let resource =
+                if rule.group.is_empty() { resource.to_string() } else { format!("{}/{resource}", rule.group) };
+            let resource = if sub.is_empty() { resource } else { format!("{resource}:{sub}") };
+            for verb in rule.verbs {
+                assert!(can(sa, verb, &resource, &here).await, "{sa} may not {verb} {resource} in {here}");
+            }
+        }
+        for (verb, resource) in [("get", "secrets"), ("list", "secrets"), ("create", "pods:exec"), ("*", "*")] {
+            assert!(!can(sa, verb, resource, &here).await, "{sa} may {verb} {resource}");
+        }
+        assert!(!can(sa, "get", "secrets", "kube-system").await, "{sa} may read kube-system's secrets");
+    }
+
+    // An upgrade keeps the generated password.
+    helm(&[
+        "upgrade",
+        &release,
+        "charts/flint",
+        "--set",
+        &functions,
+        "--set",
+        &default_ns,
+        "--set",
+        "gateway.replicas=3",
+    ]);
+    assert_eq!(deployments.get(&format!("{release}-gateway")).await.unwrap().spec.unwrap().replicas, Some(3));
+    assert_eq!(password(secrets.get(&format!("{release}-basic-auth")).await.unwrap()), before, "the password changed");
+
+    // Uninstall removes what it installed (the kept Secret stays, as its annotation says).
+    helm(&["uninstall", &release, "--wait"]);
+    for name in ["operator", "gateway", "prometheus"] {
+        assert!(deployments.get_opt(&format!("{release}-{name}")).await.unwrap().is_none(), "{name} stayed");
+    }
+}

@@ -1,0 +1,250 @@
+//! The gateway's kubernetes provider against a real API server (`flint_testkit::kube_api`;
+//! skipped, and reported by `scripts/test`, without one). The gateway and the operator run as
+//! processes, each as the chart's ServiceAccount with the chart's RBAC. No kubelet runs here,
+//! so pods never start: what is checked is what the gateway asks of the API server.
+
+mod common;
+
+use std::{path::PathBuf, sync::OnceLock, time::Duration};
+
+use flint_api::Function;
+use flint_testkit::{
+    Spawned, free_port,
+    kube_api::{TestApi, TestNamespace},
+    wait_for,
+};
+use hyper::Method;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The operator binary beside the gateway, built first if this test run has not built it.
+fn operator_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let path = std::path::Path::new(common::GATEWAY).with_file_name("flint-operator");
+            if !path.is_file() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let status = std::process::Command::new(cargo)
+                    .args(["build", "-p", "flint-operator", "--bin", "flint-operator"])
+                    .status();
+                assert!(status.unwrap().success(), "building the operator failed");
+            }
+            path
+        })
+        .clone()
+}
+
+/// A namespace with the chart's identities, the operator running in it.
+struct Cluster {
+    api: &'static TestApi,
+    ns: TestNamespace,
+    release: String,
+    _operator: Spawned,
+}
+
+impl Cluster {
+    async fn new(prefix: &str) -> Option<Cluster> {
+        let api = TestApi::get().await?;
+        api.install_crd(&flint_api::crd::definition()).await;
+        let ns = api.namespace(prefix).await;
+        let release = format!("g{}", fastrand::u32(..) % 1_000_000);
+        let values = [format!("functionNamespaces={{{}}}", ns.name), format!("gateway.functionNamespace={}", ns.name)];
+        api.install_chart_rbac(&release, &ns.name, &[&values[0], &values[1]]).await;
+        let kubeconfig = api.kubeconfig_as_service_account(&ns.name, &format!("{release}-operator"));
+        let telemetry = format!("127.0.0.1:{}", free_port());
+        let lease = format!("{release}-operator");
+        let operator = Spawned::start(
+            operator_binary().to_str().unwrap(),
+            &[
+                "run",
+                "--namespace",
+                &ns.name,
+                "--lease-namespace",
+                &ns.name,
+                "--lease-name",
+                &lease,
+                "--telemetry-addr",
+                &telemetry,
+            ],
+            &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAME", "operator-0"), ("RUST_LOG", "info")],
+        );
+        Some(Cluster { api, ns, release, _operator: operator })
+    }
+
+    /// A gateway process as the chart's gateway ServiceAccount; `name` is its identity.
+    async fn gateway(&self, name: &str, args: &[&str]) -> Gateway {
+        let kubeconfig = self.api.kubeconfig_as_service_account(&self.ns.name, &format!("{}-gateway", self.release));
+        let port = free_port();
+        let port_s = port.to_string();
+        let lease = format!("{}-gateway-autoscaler", self.release);
+        let mut all = vec![
+            "--provider",
+            "kubernetes",
+            "--port",
+            &port_s,
+            "--namespace",
+            &self.ns.name,
+            "--function-namespaces",
+            &self.ns.name,
+            "--lease-namespace",
+            &self.ns.name,
+            "--autoscaler-lease",
+            &lease,
+        ];
+        all.extend_from_slice(args);
+        let process = Spawned::start(
+            common::GATEWAY,
+            &all,
+            &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAME", name), ("RUST_LOG", "info")],
+        );
+        let g = Gateway { process, port };
+        let url = g.url("/healthz");
+        wait_for(&format!("gateway {name} to be healthy ({})", self.api.logs()), MINUTE, || async {
+            flint_testkit::get(&url).await.ok().filter(|r| r.status == 200)
+        })
+        .await;
+        g
+    }
+
+    fn functions(&self) -> Api<Function> {
+        Api::namespaced(self.api.client(), &self.ns.name)
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.api.client(), &self.ns.name)
+    }
+
+    async fn replicas(&self, name: &str) -> Option<i32> {
+        self.deployments().get_opt(name).await.ok()??.spec?.replicas
+    }
+}
+
+struct Gateway {
+    process: Spawned,
+    port: u16,
+}
+
+impl Gateway {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: serde_json::Value) -> flint_testkit::Reply {
+        let body = if body.is_null() { String::new() } else { body.to_string() };
+        flint_testkit::request(method, &self.url(path), &[], body).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_openfaas_rest_api_manages_function_resources() {
+    let Some(c) = Cluster::new("rest").await else { return };
+    let g = c.gateway("gateway-0", &[]).await;
+    let ns = c.ns.name.clone();
+
+    // Deploy (faas-cli deploy), as OpenFaaS JSON.
+    let deploy = json!({"service": "echo", "image": "ghcr.io/acme/echo:1", "envProcess": "cat",
+                        "labels": {"com.openfaas.scale.max": "4"}});
+    let r = g.call(Method::POST, "/system/functions", deploy).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let f = c.functions().get("echo").await.unwrap();
+    assert_eq!((f.spec.image.as_str(), f.spec.scale.max), ("ghcr.io/acme/echo:1", 4));
+    wait_for("the operator's Deployment", MINUTE, || async { c.replicas("echo").await }).await;
+
+    // Listed, with the replica count the Deployment has.
+    let r = g.call(Method::GET, &format!("/system/functions?namespace={ns}"), serde_json::Value::Null).await;
+    let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(list[0]["name"], "echo", "{list}");
+
+    // Flint-only fields set by kubectl survive a faas-cli update.
+    let flint_only = json!({"spec": {"timeout": "2m", "concurrency": 3, "scale": {"metric": "rps", "zeroAfter": "10m"},
+                                      "triggers": [{"cron": {"schedule": "@hourly"}}]}});
+    c.functions().patch("echo", &PatchParams::default(), &Patch::Merge(&flint_only)).await.unwrap();
+    let update = json!({"service": "echo", "image": "ghcr.io/acme/echo:2", "envProcess": "cat"});
+    let r = g.call(Method::PUT, "/system/functions", update).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let f = c.functions().get("echo").await.unwrap();
+    assert_eq!(f.spec.image, "ghcr.io/acme/echo:2");
+    assert_eq!(flint_api::duration::format(f.spec.timeout.get()), "2m");
+    assert_eq!((f.spec.concurrency, f.spec.scale.metric), (3, flint_api::ScaleMetric::Rps));
+    assert_eq!(flint_api::duration::format(f.spec.scale.zero_after.get()), "10m");
+    assert_eq!(f.spec.triggers.len(), 1);
+
+    // Scale through the Deployment's scale subresource.
+    let r = g.call(Method::POST, "/system/scale-function/echo", json!({"replicas": 3})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_for("3 replicas", MINUTE, || async { (c.replicas("echo").await? == 3).then_some(()) }).await;
+
+    // Other namespaces are refused, naming the rule.
+    let elsewhere = json!({"service": "x", "image": "x:1", "namespace": "kube-system"});
+    let r = g.call(Method::POST, "/system/functions", elsewhere).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("--function-namespaces"), "{}", r.text());
+
+    // Delete.
+    let r = g.call(Method::DELETE, "/system/functions", json!({"functionName": "echo"})).await;
+    assert!(r.status == 202 || r.status == 200, "{} {}", r.status, r.text());
+    wait_for("the Function to go", MINUTE, || async {
+        c.functions().get_opt("echo").await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_at_zero_scales_the_deployment_and_waits_its_cold_start_timeout() {
+    let Some(c) = Cluster::new("cold").await else { return };
+    let g = c.gateway("gateway-0", &["--cold-start-timeout", "2s", "--autoscale", "false"]).await;
+    let f = flint_api::manifest::from_yaml(&format!(
+        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: sleepy, namespace: {}}}\nspec: {{image: ghcr.io/acme/sleepy:1, scale: {{min: 0}}}}\n",
+        c.ns.name
+    ))
+    .unwrap()
+    .remove(0);
+    c.functions().create(&Default::default(), &f).await.unwrap();
+    wait_for("the Deployment", MINUTE, || async { c.replicas("sleepy").await }).await;
+    let r = g.call(Method::POST, "/system/scale-function/sleepy", json!({"replicas": 0})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_for("zero replicas", MINUTE, || async { (c.replicas("sleepy").await? == 0).then_some(()) }).await;
+    let r = g.call(Method::POST, "/function/sleepy", json!("hi")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("did not become ready in 2s"), "{}", r.text());
+    assert_eq!(r.headers["retry-after"], "1");
+    assert_eq!(c.replicas("sleepy").await, Some(1), "the request did not scale the Deployment from zero");
+}
+
+#[tokio::test]
+async fn of_two_gateways_only_the_lease_holder_autoscales() {
+    let Some(c) = Cluster::new("lease").await else { return };
+    let fast =
+        ["--autoscale-tick", "200ms", "--stable-window", "2s", "--panic-window", "1s", "--scale-down-delay", "1s"];
+    let a = c.gateway("gateway-a", &fast).await;
+    let b = c.gateway("gateway-b", &fast).await;
+    let f = flint_api::manifest::from_yaml(&format!(
+        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: idle, namespace: {}}}\nspec: {{image: ghcr.io/acme/idle:1, scale: {{min: 0, zeroAfter: 2s}}}}\n",
+        c.ns.name
+    ))
+    .unwrap()
+    .remove(0);
+    c.functions().create(&Default::default(), &f).await.unwrap();
+    // Idle: the one autoscaler takes it to zero.
+    wait_for("scale to zero by the Lease holder", MINUTE, || async { (c.replicas("idle").await? == 0).then_some(()) })
+        .await;
+    let holders: Vec<&str> = [("gateway-a", &a), ("gateway-b", &b)]
+        .into_iter()
+        .filter(|(_, g)| g.process.log().contains("holding the Lease"))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(holders.len(), 1, "Lease holders: {holders:?}");
+    let scalers: Vec<&str> = [("gateway-a", &a), ("gateway-b", &b)]
+        .into_iter()
+        .filter(|(_, g)| g.process.log().contains("scaling"))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(scalers, holders, "a gateway without the Lease scaled");
+}
