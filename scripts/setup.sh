@@ -7,6 +7,10 @@ command -v python3 >/dev/null || need_apt+=(python3)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 [ -x .tools/helm ] || command -v npm >/dev/null || need_apt+=(npm)
+# The real-API suite (KUBEBUILDER_ASSETS) takes etcd from the assets, or Debian's etcd-server.
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ ! -x "$KUBEBUILDER_ASSETS/etcd" ] && ! command -v etcd >/dev/null; then
+  need_apt+=(etcd-server)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -50,7 +50,7 @@ const FIELD_MANAGER: &str = "flint-test";
 fn absent() -> Option<String> {
     let has = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
     (!has("KUBEBUILDER_ASSETS") && !has("FLINT_TEST_KUBECONFIG"))
-        .then(|| "no Kubernetes API: set KUBEBUILDER_ASSETS (etcd, kube-apiserver, kube-controller-manager) or FLINT_TEST_KUBECONFIG".to_string())
+        .then(|| "no Kubernetes API: set KUBEBUILDER_ASSETS (kube-apiserver, kube-controller-manager; etcd there or on PATH) or FLINT_TEST_KUBECONFIG".to_string())
 }
 
 impl TestApi {
@@ -250,15 +250,20 @@ async fn start() -> Result<TestApi, String> {
         return Ok(TestApi { kubeconfig, config, kubectl: which("kubectl"), dir: None });
     }
     let assets = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS").expect("checked by absent()"));
-    for bin in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+    for bin in ["kube-apiserver", "kube-controller-manager"] {
         if !assets.join(bin).is_file() {
             return Err(format!("{} has no {bin}", assets.display()));
         }
     }
+    // etcd from the assets, as setup-envtest ships it, or Debian's etcd-server.
+    let etcd = Some(assets.join("etcd"))
+        .filter(|e| e.is_file())
+        .or_else(|| which("etcd"))
+        .ok_or_else(|| format!("no etcd in {} nor on PATH (Debian: apt-get install etcd-server)", assets.display()))?;
     remove_stale_folders();
     let dir = std::env::temp_dir().join(format!("flint-control-plane-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let plane = Plane::new(&assets, &dir)?;
+    let plane = Plane::new(&assets, etcd, &dir)?;
     plane.start_etcd()?;
     plane.start_apiserver()?;
     let config = load(&plane.kubeconfig).await?;
@@ -310,6 +315,7 @@ fn remove_stale_folders() {
 /// The control plane's files and the thread that starts its processes.
 struct Plane {
     assets: PathBuf,
+    etcd: PathBuf,
     dir: PathBuf,
     kubeconfig: PathBuf,
     etcd_port: u16,
@@ -321,7 +327,7 @@ struct Plane {
 const ADMIN_TOKEN: &str = "flint-test-admin";
 
 impl Plane {
-    fn new(assets: &Path, dir: &Path) -> Result<Self, String> {
+    fn new(assets: &Path, etcd: PathBuf, dir: &Path) -> Result<Self, String> {
         // The ServiceAccount token signing key (ECDSA P-256); its PEM holds both halves.
         let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
         write(&dir.join("sa.key"), &key.serialize_pem())?;
@@ -339,6 +345,7 @@ impl Plane {
         )?;
         Ok(Plane {
             assets: assets.to_path_buf(),
+            etcd,
             dir: dir.to_path_buf(),
             kubeconfig,
             etcd_port: free_port(),
@@ -351,7 +358,7 @@ impl Plane {
         let client = format!("http://127.0.0.1:{}", self.etcd_port);
         let peer = format!("http://127.0.0.1:{}", free_port());
         self.run(
-            "etcd",
+            &self.etcd,
             &[
                 "--data-dir",
                 &self.path("etcd"),
@@ -371,7 +378,7 @@ impl Plane {
 
     fn start_apiserver(&self) -> Result<(), String> {
         self.run(
-            "kube-apiserver",
+            &self.assets.join("kube-apiserver"),
             &[
                 &format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
                 &format!("--cert-dir={}", self.path("certs")),
@@ -392,7 +399,7 @@ impl Plane {
     fn start_controller_manager(&self) -> Result<(), String> {
         let kubeconfig = self.kubeconfig.display().to_string();
         self.run(
-            "kube-controller-manager",
+            &self.assets.join("kube-controller-manager"),
             &[
                 &format!("--kubeconfig={kubeconfig}"),
                 &format!("--authentication-kubeconfig={kubeconfig}"),
@@ -411,10 +418,11 @@ impl Plane {
         self.dir.join(rel).display().to_string()
     }
 
-    /// Starts `bin` from the assets folder, its output in `<dir>/<bin>.log`.
-    fn run(&self, bin: &str, args: &[&str]) -> Result<(), String> {
+    /// Starts `program`, its output in `<dir>/<name>.log`.
+    fn run(&self, program: &Path, args: &[&str]) -> Result<(), String> {
+        let bin = program.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let log = std::fs::File::create(self.dir.join(format!("{bin}.log"))).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(self.assets.join(bin));
+        let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
         let (done, result) = mpsc::channel();
         self.spawner.send((cmd, done)).map_err(|_| "the spawner thread is gone".to_string())?;
