@@ -9,7 +9,9 @@ use clap::{Parser, ValueEnum};
 pub enum ProviderKind {
     /// Functions as watchdog processes on this machine, read from --functions-dir.
     Local,
-    /// Functions as Function resources in a Kubernetes cluster (in-cluster or KUBECONFIG).
+    /// Functions as Function resources in a Kubernetes cluster. Run the gateway in the cluster:
+    /// it calls pods by their IPs (with a KUBECONFIG from outside, the REST API works but
+    /// invocations cannot reach the pods).
     Kubernetes,
 }
 

@@ -91,7 +91,7 @@ async fn run(args: Args) -> ExitCode {
                 }
             };
             client = Some(c.clone());
-            if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+            if outside_cluster() {
                 tracing::warn!(
                     "running outside the cluster: the gateway calls function pods by their IPs, which are \
                      usually unreachable from here; deploy it in the cluster (helm install) to invoke functions"
@@ -130,6 +130,9 @@ async fn run(args: Args) -> ExitCode {
         max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
         connect_timeout: args.connect_timeout,
         idle_timeout: args.upstream_idle_timeout,
+        unreachable_hint: (args.provider == ProviderKind::Kubernetes && outside_cluster()).then_some(
+            "the gateway runs outside the cluster, where pod IPs are usually unreachable: run it in the cluster (helm install)",
+        ),
     };
     let invoker = Arc::new(invoke::Invoker::new(provider.clone(), metrics.clone(), settings));
     let stop = CancellationToken::new();
@@ -227,6 +230,11 @@ async fn run(args: Args) -> ExitCode {
     provider.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Whether this process runs outside a Kubernetes pod (no in-cluster service address).
+fn outside_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
 }
 
 /// This replica's name in Leases and Events.

@@ -50,6 +50,9 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Connections to a replica idle this long are closed.
     pub idle_timeout: Duration,
+    /// Said when no replica could be reached and the likely cause is known (the gateway runs
+    /// outside the cluster whose pods it calls).
+    pub unreachable_hint: Option<&'static str>,
 }
 
 pub struct Invoker {
@@ -147,6 +150,10 @@ impl Invoker {
         let mut last_failure = String::from("no replica was ready");
         loop {
             let Some(endpoint) = next_endpoint(&mut endpoints, &tried, replaced_by).await else {
+                if let Some(hint) = self.settings.unreachable_hint {
+                    last_failure.push_str("; ");
+                    last_failure.push_str(hint);
+                }
                 return Err(InvokeError::Unreachable(function.clone(), last_failure));
             };
             let mut upstream = match (given_back.take(), &mut payload) {
