@@ -32,7 +32,7 @@ async fn killing_replicas_under_load_loses_no_request_it_could_resend_and_runs_n
     let dir = Dir::new("crash-load");
     dir.function("ledger", RECORDING, &[]);
     // The request path's debug lines (resends, and why) explain any failure below.
-    let filter = "info,flint_gateway::invoke=debug";
+    let filter = "info,flint_gateway::invoke=debug,flint_gateway::provider::local=debug";
     let g =
         Arc::new(Gateway::start_logging(&dir.0, flint_testkit::free_port(), &["--autoscale", "false"], filter).await);
     g.wait_available("ledger", 3).await;
@@ -85,9 +85,14 @@ async fn killing_replicas_under_load_loses_no_request_it_could_resend_and_runs_n
     let on_killed = |pid: &String| pid == "1" || killed.contains(pid);
     let calls = std::mem::take(&mut outcomes.lock().unwrap().calls);
     let gateway_log = g.process.log();
+    // The gateway's lines about a call, and about the replicas it went to.
     let about = |id: &str| -> String {
         let needle = format!("\"{id}\"");
-        gateway_log.lines().filter(|l| l.contains(&needle)).collect::<Vec<_>>().join("\n")
+        let lines: Vec<&str> = gateway_log.lines().filter(|l| l.contains(&needle)).collect();
+        let replicas: Vec<&str> =
+            lines.iter().filter_map(|l| l.split("replica=").nth(1)?.split_whitespace().next()).collect();
+        let about_replicas = gateway_log.lines().filter(|l| replicas.iter().any(|r| l.contains(&format!("addr={r}"))));
+        lines.iter().copied().chain(about_replicas).collect::<Vec<_>>().join("\n")
     };
     let total = calls.len();
     let (mut failed_posts, mut failed_unrun, mut cut_gets) = (0, 0, 0);
@@ -119,10 +124,13 @@ async fn killing_replicas_under_load_loses_no_request_it_could_resend_and_runs_n
             failed_unrun += runs.is_empty() as usize;
         }
     }
+    // Requests the gateway stopped waiting on because their replica's process had ended while
+    // their connection stayed silent (it normally breaks at once).
+    let abandoned = gateway_log.lines().filter(|l| l.contains("process ended with the request on it")).count();
     println!(
         "crash under load: {total} calls over 20 s, {} replicas killed; failed: {failed_posts} POST \
          ({failed_unrun} of them before their process started), 0 GET before its answer began, \
-         {cut_gets} GET cut off after its answer began",
+         {cut_gets} GET cut off after its answer began; {abandoned} attempts given up on a dead replica's silent connection",
         killed.len(),
     );
     assert!(killed.len() >= 8, "only {} kills", killed.len());

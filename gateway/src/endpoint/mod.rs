@@ -19,7 +19,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::watch, time::Instant};
+use tokio::{
+    sync::{Notify, watch},
+    time::Instant,
+};
 
 pub use self::pool::{Failure, Pool};
 
@@ -34,6 +37,10 @@ pub struct Endpoint {
     idle: Mutex<Vec<pool::Idle>>,
     /// Whether a task closes this endpoint's connections once idle too long.
     sweeping: AtomicBool,
+    /// Set when its provider saw the replica's process end (local mode: the gateway is its
+    /// parent); unlike leaving the set (which a draining replica does), nothing will answer.
+    dead: AtomicBool,
+    death: Notify,
 }
 
 /// The ready endpoints of one version, as they change.
@@ -48,6 +55,8 @@ impl Endpoint {
             unreachable_until: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             sweeping: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            death: Notify::new(),
         })
     }
 
@@ -66,6 +75,21 @@ impl Endpoint {
     pub fn retire(&self) {
         let _ = self.retired.set(Instant::now());
         drop(std::mem::take(&mut *self.idle.lock().unwrap()));
+    }
+
+    /// The replica's process ended: it leaves, and requests still waiting on it give up.
+    pub fn died(&self) {
+        self.retire();
+        self.dead.store(true, Ordering::Release);
+        self.death.notify_waiters();
+    }
+
+    /// Resolves once the replica's process has ended.
+    pub async fn dead(&self) {
+        let notified = self.death.notified();
+        if !self.dead.load(Ordering::Acquire) {
+            notified.await;
+        }
     }
 
     /// When the replica left, if it did.
@@ -138,6 +162,20 @@ mod tests {
         assert!(!e.reachable());
         tokio::time::advance(Duration::from_millis(2001)).await;
         assert!(e.reachable());
+    }
+
+    #[tokio::test]
+    async fn a_death_wakes_whoever_waits_on_the_replica() {
+        let e = Endpoint::new("127.0.0.1:1".parse().unwrap());
+        let waiting = tokio::spawn({
+            let e = e.clone();
+            async move { e.dead().await }
+        });
+        tokio::task::yield_now().await;
+        e.died();
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert!(e.retired_at().is_some());
+        tokio::time::timeout(Duration::from_secs(5), e.dead()).await.expect("already dead");
     }
 
     #[test]

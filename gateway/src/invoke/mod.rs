@@ -63,6 +63,9 @@ pub struct Invoker {
     settings: Settings,
 }
 
+/// How long a request still waits on a replica after its process was seen to end.
+const DEATH_GRACE: Duration = Duration::from_secs(1);
+
 /// Extra time the gateway gives a replica beyond the function's timeout: the watchdog answers
 /// 504 itself at the timeout; this only catches a replica that stopped answering at all.
 const TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
@@ -169,7 +172,16 @@ impl Invoker {
             forward::prepare(&mut upstream, endpoint.addr, &path_and_query, call.peer, &call_id);
             observation.on(endpoint.begin());
             let written_at = Instant::now();
-            match tokio::time::timeout_at(deadline, self.pool.send(&endpoint, upstream)).await {
+            let sent = tokio::select! {
+                sent = tokio::time::timeout_at(deadline, self.pool.send(&endpoint, upstream)) => sent,
+                // A replica whose process ended never answers: whatever still holds the
+                // connection open (it normally closes within milliseconds), stop waiting on it.
+                _ = async { endpoint.dead().await; tokio::time::sleep(DEATH_GRACE).await } => {
+                    let reason = "the replica's process ended with the request on it".to_string();
+                    Ok(Err(Failure::Written { reason, reset: false }))
+                }
+            };
+            match sent {
                 Ok(Ok(mut response)) => {
                     response.headers_mut().insert(forward::CALL_ID, call_id);
                     return Ok(response);
@@ -196,6 +208,7 @@ impl Invoker {
                             last_failure = reason;
                         }
                         None if payload.replayable() => {
+                            tracing::debug!(function = %function, replica = %endpoint.addr, call_id = ?call_id, %reason, "failed; not sent again");
                             return Err(InvokeError::FailedUnderway(function.clone(), reason));
                         }
                         _ => return Err(InvokeError::Failed(function.clone(), reason)),

@@ -27,6 +27,7 @@ pub enum Event {
 /// A running replica. It dies with the gateway (parent-death signal) if nothing stops it first.
 pub struct Replica {
     pub id: u64,
+    pub addr: SocketAddr,
     pid: Option<Pid>,
     exited: tokio::sync::watch::Receiver<bool>,
 }
@@ -75,6 +76,7 @@ pub fn start(
     }
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    tracing::debug!(function = %template.name, replica = id, pid = ?pid, %addr, "replica started");
     let (exited_tx, exited) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let ready_events = events.clone();
@@ -94,7 +96,7 @@ pub fn start(
         };
         let _ = events.send(Event::Exited(id, how)).await;
     });
-    Ok(Replica { id, pid, exited })
+    Ok(Replica { id, addr, pid, exited })
 }
 
 impl Replica {

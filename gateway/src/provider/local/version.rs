@@ -149,19 +149,21 @@ impl Supervisor {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Ready(id, endpoint) if self.replicas.contains_key(&id) => {
+                tracing::debug!(function = %self.template.name, replica = id, addr = %endpoint.addr, "replica ready");
                 self.crashes = 0;
                 self.ready.insert(id, endpoint);
                 self.publish();
             }
             Event::Ready(..) => {}
             Event::Exited(id, how) => {
-                if self.replicas.remove(&id).is_none() {
+                let Some(replica) = self.replicas.remove(&id) else {
                     return; // one we stopped
-                }
-                if self.ready.remove(&id).is_some() {
+                };
+                if let Some(endpoint) = self.ready.remove(&id) {
+                    endpoint.died();
                     self.publish();
                 }
-                tracing::warn!(function = %self.template.name, version = self.template.version.as_str(), replica = id, "replica {how}; restarting");
+                tracing::warn!(function = %self.template.name, version = self.template.version.as_str(), replica = id, addr = %replica.addr, "replica {how}; restarting");
                 self.backoff();
             }
         }
