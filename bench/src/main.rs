@@ -3,14 +3,16 @@
 //!
 //! - `watchdog`: direct to a fast upstream vs. through the watchdog (http mode) at 1, 16 and 64
 //!   connections, alternating; the watchdog's idle RSS, time to ready, and binary size;
-//! - `gateway`: direct vs. watchdog vs. gateway+watchdog (local mode) at 1, 16 and 64
-//!   connections; the gateway's idle RSS; 10,000 idle keep-alive connections held;
+//! - `gateway`: direct vs. nginx (the yardstick for one hop) vs. watchdog vs. gateway+watchdog
+//!   (local mode) at 1, 16 and 64 connections; the gateway's idle RSS; 10,000 idle keep-alive
+//!   connections held;
 //! - `coldstart`: platform overhead of a request at zero replicas; load step to scale-up;
 //! - `operator`: desired state for 1,000 Functions, and the memory of caching them;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
 mod cold;
 mod idle;
+mod nginx;
 mod operator;
 mod upstream;
 mod wrk;
@@ -196,16 +198,17 @@ async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
     })
     .await;
     let idle_rss = rss(gw.pid());
+    let nginx = nginx::Nginx::start(behind.upstream_port).await;
     println!("# gateway benchmark");
-    compare(
-        &[
-            ("direct", format!("http://127.0.0.1:{}/", behind.upstream_port)),
-            ("watchdog", format!("http://127.0.0.1:{}/", behind.port)),
-            ("gateway+watchdog", url.clone()),
-        ],
-        duration,
-        rounds,
-    );
+    let mut targets = vec![("direct", format!("http://127.0.0.1:{}/", behind.upstream_port))];
+    match &nginx {
+        Some(n) => targets.push(("nginx (one hop)", format!("http://127.0.0.1:{}/", n.port))),
+        None => println!("# nginx is not installed (Debian: nginx-light): no yardstick in this run"),
+    }
+    targets.push(("watchdog", format!("http://127.0.0.1:{}/", behind.port)));
+    targets.push(("gateway+watchdog", url.clone()));
+    compare(&targets, duration, rounds);
+    drop(nginx);
     println!(
         "gateway idle RSS (one function loaded, before load): {:.2} MiB (target <= 15 MiB)",
         idle_rss as f64 / 1048576.0

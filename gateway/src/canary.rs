@@ -29,26 +29,35 @@ const KEEP: usize = 100_000;
 
 impl Window {
     pub fn record(&self, function: &str, took: Duration, ok: bool) {
+        let now = Instant::now();
         let mut all = self.0.lock().unwrap();
-        let q = all.entry(function.to_string()).or_default();
+        // The common case finds its queue without allocating a key.
+        let q = match all.get_mut(function) {
+            Some(q) => q,
+            None => all.entry(function.to_string()).or_default(),
+        };
         if q.len() == KEEP {
             q.pop_front();
         }
-        q.push_back((Instant::now(), took, ok));
+        q.push_back((now, took, ok));
     }
 
     /// Requests, success rate (%) and p99 of the responses since `since`.
     pub fn stats(&self, function: &str, since: Instant) -> Stats {
-        let all = self.0.lock().unwrap();
         let mut took: Vec<Duration> = Vec::new();
         let mut ok = 0;
-        for (at, d, good) in all.get(function).into_iter().flatten() {
-            if *at >= since {
-                took.push(*d);
-                ok += *good as usize;
+        {
+            // Copied out under the lock; sorted after it, so requests recording meanwhile
+            // never wait on a sort of up to KEEP samples.
+            let all = self.0.lock().unwrap();
+            for (at, d, good) in all.get(function).into_iter().flatten() {
+                if *at >= since {
+                    took.push(*d);
+                    ok += *good as usize;
+                }
             }
         }
-        took.sort();
+        took.sort_unstable();
         let n = took.len();
         let p99 = if n == 0 { Duration::ZERO } else { took[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1] };
         Stats { requests: n, success_rate: if n == 0 { 100.0 } else { ok as f64 * 100.0 / n as f64 }, p99 }

@@ -4,6 +4,12 @@
 //! Label values come from deployed functions only: a request for an unknown name is refused
 //! before it could add a series.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use flint_api::Version;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -63,10 +69,84 @@ pub struct Metrics {
     /// The canary's effective weight.
     pub canary_weight: Family<FunctionLabels, Gauge>,
     /// Recent canary responses, for the canary analysis.
-    pub canary_window: crate::canary::Window,
-    /// Invocations per function, for `invocationCount` in the REST API.
-    counts: std::sync::RwLock<std::collections::HashMap<String, u64>>,
+    pub canary_window: Arc<crate::canary::Window>,
+    /// Each function version's handles, looked up by label once rather than per request.
+    versions: RwLock<HashMap<String, [Option<Arc<VersionMetrics>>; 2]>>,
     registry: Registry,
+}
+
+/// The metrics one function version writes on every request, as handles: a request touches
+/// no family map and allocates no label, and takes one read lock (its code's handles).
+pub struct VersionMetrics {
+    pub function: String,
+    pub version: Version,
+    started: Gauge,
+    arrivals: Counter,
+    in_flight: Gauge,
+    /// Invocations finished, for `invocationCount` in the REST API.
+    finished: Counter,
+    /// Per status code; a handful per version.
+    codes: RwLock<Vec<(u16, Arc<CodeMetrics>)>>,
+    families: Families,
+}
+
+struct CodeMetrics {
+    invocations: Counter,
+    seconds: Histogram,
+    version_requests: Counter,
+    version_seconds: Histogram,
+}
+
+/// The families a version's code handles come from.
+#[derive(Clone)]
+struct Families {
+    invocations: Family<CodeLabels, Counter>,
+    seconds: Family<CodeLabels, Histogram>,
+    version_requests: Family<VersionCodeLabels, Counter>,
+    version_seconds: Family<VersionCodeLabels, Histogram>,
+}
+
+impl VersionMetrics {
+    /// A request arrived (and is in flight until `finish`).
+    pub fn arrive(&self) {
+        self.started.inc();
+        self.arrivals.inc();
+        self.in_flight.inc();
+    }
+
+    /// The request ended with `code` after `took`.
+    pub fn finish(&self, code: u16, took: std::time::Duration) {
+        let handles = self.code(code);
+        let secs = took.as_secs_f64();
+        handles.invocations.inc();
+        handles.seconds.observe(secs);
+        handles.version_requests.inc();
+        handles.version_seconds.observe(secs);
+        self.finished.inc();
+        self.in_flight.dec();
+    }
+
+    fn code(&self, code: u16) -> Arc<CodeMetrics> {
+        if let Some((_, h)) = self.codes.read().unwrap().iter().find(|(c, _)| *c == code) {
+            return h.clone();
+        }
+        let f = &self.families;
+        let (function, version) = (self.function.clone(), self.version.as_str());
+        let labels = CodeLabels { function_name: function.clone(), code: code.to_string() };
+        let version_labels = VersionCodeLabels { function_name: function, version, code: code.to_string() };
+        let handles = Arc::new(CodeMetrics {
+            invocations: f.invocations.get_or_create(&labels).clone(),
+            seconds: f.seconds.get_or_create(&labels).clone(),
+            version_requests: f.version_requests.get_or_create(&version_labels).clone(),
+            version_seconds: f.version_seconds.get_or_create(&version_labels).clone(),
+        });
+        let mut codes = self.codes.write().unwrap();
+        if let Some((_, h)) = codes.iter().find(|(c, _)| *c == code) {
+            return h.clone();
+        }
+        codes.push((code, handles.clone()));
+        handles
+    }
 }
 
 fn latency_buckets() -> Histogram {
@@ -92,7 +172,7 @@ impl Metrics {
             cold_start_seconds: Family::new_with_constructor(latency_buckets),
             canary_weight: Family::default(),
             canary_window: Default::default(),
-            counts: Default::default(),
+            versions: Default::default(),
             registry: Registry::default(),
         };
         let mut registry = Registry::default();
@@ -158,12 +238,36 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn count_invocation(&self, function: &str) {
-        *self.counts.write().unwrap().entry(function.to_string()).or_default() += 1;
+    /// The handles of `function` (`name.namespace`) at `version`, made on first use.
+    pub fn version(&self, function: &str, version: Version) -> Arc<VersionMetrics> {
+        let slot = version as usize;
+        if let Some(found) = self.versions.read().unwrap().get(function).and_then(|v| v[slot].clone()) {
+            return found;
+        }
+        let labels = VersionLabels { function_name: function.to_string(), version: version.as_str() };
+        let made = Arc::new(VersionMetrics {
+            function: function.to_string(),
+            version,
+            started: self.started.get_or_create(&FunctionLabels { function_name: function.to_string() }).clone(),
+            arrivals: self.arrivals.get_or_create(&labels).clone(),
+            in_flight: self.in_flight.get_or_create(&labels).clone(),
+            finished: Counter::default(),
+            codes: Default::default(),
+            families: Families {
+                invocations: self.invocations.clone(),
+                seconds: self.seconds.clone(),
+                version_requests: self.version_requests.clone(),
+                version_seconds: self.version_seconds.clone(),
+            },
+        });
+        let mut versions = self.versions.write().unwrap();
+        versions.entry(function.to_string()).or_default()[slot].get_or_insert(made).clone()
     }
 
+    /// Invocations of `function` (`name.namespace`) finished, all versions.
     pub fn invocation_count(&self, function: &str) -> u64 {
-        self.counts.read().unwrap().get(function).copied().unwrap_or(0)
+        let versions = self.versions.read().unwrap();
+        versions.get(function).into_iter().flatten().flatten().map(|v| v.finished.get()).sum()
     }
 
     pub fn encode(&self) -> String {

@@ -95,7 +95,7 @@ impl Invoker {
             );
         };
         let version = pick::version(&route, req.headers());
-        let mut observation = Observation::begin(self.metrics.clone(), format!("{name}.{namespace}"), version);
+        let mut observation = Observation::begin(&self.metrics, &format!("{name}.{namespace}"), version);
         let call = Call { namespace, name, version, rest, peer };
         match self.forward(req, &route, &call, &mut observation).await {
             Ok(mut response) => {
@@ -117,7 +117,8 @@ impl Invoker {
         call: &Call<'_>,
         observation: &mut Observation,
     ) -> Result<Response<Body>, InvokeError> {
-        let function = &observation.function.clone();
+        let handles = observation.metrics.clone();
+        let function = &handles.function;
         if let (Some(max), Some(len)) = (self.settings.max_body, payload::declared_length(req.headers()))
             && len > max
         {
@@ -228,7 +229,8 @@ impl Invoker {
     ) -> Result<(), InvokeError> {
         let key = (call.namespace, call.name, call.version);
         let timeout = self.settings.cold_start_timeout;
-        let labels = VersionLabels { function_name: observation.function.clone(), version: call.version.as_str() };
+        let labels =
+            VersionLabels { function_name: observation.function().to_string(), version: call.version.as_str() };
         // Exported so that the gateway replica that autoscales sees requests waiting here.
         let waiting = WaitingGauge::enter(self.metrics.waiting.get_or_create(&labels).clone());
         let waited = self.cold.wait(&*self.provider, key, endpoints, self.settings.max_waiting, timeout).await;
@@ -237,9 +239,9 @@ impl Invoker {
         self.metrics.cold_start_seconds.get_or_create(&labels).observe(observation.start.elapsed().as_secs_f64());
         match waited {
             Wait::Ready => Ok(()),
-            Wait::Full => Err(InvokeError::TooManyWaiting(observation.function.clone())),
+            Wait::Full => Err(InvokeError::TooManyWaiting(observation.function().to_string())),
             Wait::TimedOut => {
-                Err(InvokeError::NotReady(observation.function.clone(), flint_api::duration::format(timeout)))
+                Err(InvokeError::NotReady(observation.function().to_string(), flint_api::duration::format(timeout)))
             }
         }
     }

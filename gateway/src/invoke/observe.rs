@@ -6,16 +6,12 @@ use std::{sync::Arc, time::Instant};
 
 use flint_http::body::Watch;
 
-use crate::{
-    endpoint::Load,
-    metrics::{CodeLabels, FunctionLabels, Metrics, VersionCodeLabels, VersionLabels},
-    provider::Version,
-};
+use crate::{endpoint::Load, metrics::VersionMetrics, provider::Version};
 
 pub struct Observation {
-    pub metrics: Arc<Metrics>,
-    pub function: String,
-    pub version: Version,
+    pub metrics: Arc<VersionMetrics>,
+    /// Where canary outcomes go, for the canary analysis.
+    canary_window: Option<Arc<crate::canary::Window>>,
     pub start: Instant,
     pub cold_start: bool,
     pub code: u16,
@@ -24,14 +20,18 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// Starts counting a request in flight for `function` (`name.namespace`).
-    pub fn begin(metrics: Arc<Metrics>, function: String, version: Version) -> Self {
-        metrics.started.get_or_create(&FunctionLabels { function_name: function.clone() }).inc();
-        let labels = VersionLabels { function_name: function.clone(), version: version.as_str() };
-        // Arrivals are the autoscaler's request rate (`metric: rps`) and its sign of activity.
-        metrics.arrivals.get_or_create(&labels).inc();
-        metrics.in_flight.get_or_create(&labels).inc();
-        Observation { metrics, function, version, start: Instant::now(), cold_start: false, code: 499, load: None }
+    /// Starts counting a request in flight; arrivals are also the autoscaler's request rate
+    /// (`metric: rps`) and its sign of activity.
+    pub fn begin(metrics: &crate::metrics::Metrics, function: &str, version: Version) -> Self {
+        let handles = metrics.version(function, version);
+        handles.arrive();
+        let canary_window = (version == Version::Canary).then(|| metrics.canary_window.clone());
+        Observation { metrics: handles, canary_window, start: Instant::now(), cold_start: false, code: 499, load: None }
+    }
+
+    /// `name.namespace`.
+    pub fn function(&self) -> &str {
+        &self.metrics.function
     }
 
     /// The request now goes to this replica (and no longer counts on the one before).
@@ -45,24 +45,14 @@ impl Watch for Observation {}
 impl Drop for Observation {
     fn drop(&mut self) {
         self.load = None;
-        let m = &self.metrics;
         let elapsed = self.start.elapsed();
-        let code = self.code.to_string();
-        let version = self.version.as_str();
-        let labels = CodeLabels { function_name: self.function.clone(), code: code.clone() };
-        m.invocations.get_or_create(&labels).inc();
-        m.count_invocation(&self.function);
-        m.seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
-        let labels = VersionCodeLabels { function_name: self.function.clone(), version, code };
-        m.version_requests.get_or_create(&labels).inc();
-        m.version_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
-        m.in_flight.get_or_create(&VersionLabels { function_name: self.function.clone(), version }).dec();
-        if self.version == Version::Canary {
-            m.canary_window.record(&self.function, elapsed, self.code < 500);
+        self.metrics.finish(self.code, elapsed);
+        if let Some(window) = &self.canary_window {
+            window.record(&self.metrics.function, elapsed, self.code < 500);
         }
         tracing::info!(
-            function = %self.function,
-            version,
+            function = %self.metrics.function,
+            version = self.metrics.version.as_str(),
             status = self.code,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             cold_start = self.cold_start,

@@ -12,7 +12,7 @@ mod health;
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, RwLock},
 };
 
 use flint_api::Function;
@@ -75,7 +75,7 @@ pub struct Kubernetes {
     watches: Arc<health::Watches>,
     functions: Store<Function>,
     deployments: Store<Deployment>,
-    channels: Arc<Mutex<HashMap<Key, Channel>>>,
+    channels: Arc<RwLock<HashMap<Key, Channel>>>,
     recorder: Recorder,
 }
 
@@ -109,7 +109,7 @@ impl Kubernetes {
         let stream = reflector::reflector(writer, watcher(api::<Deployment>(&client, &watch_namespace), managed));
         tokio::spawn(watches.clone().follow("Deployments", stream.default_backoff()));
 
-        let channels: Arc<Mutex<HashMap<Key, Channel>>> = Default::default();
+        let channels: Arc<RwLock<HashMap<Key, Channel>>> = Default::default();
         let slices =
             watcher(api::<EndpointSlice>(&client, &watch_namespace), watcher::Config::default().labels(FUNCTION_LABEL));
         let (synced, slices_ready) = tokio::sync::oneshot::channel();
@@ -161,8 +161,13 @@ impl Kubernetes {
     }
 
     fn endpoints(&self, namespace: &str, service: &str) -> Endpoints {
-        let mut channels = self.channels.lock().unwrap();
-        channels.entry((namespace.to_string(), service.to_string())).or_insert_with(Channel::new).tx.subscribe()
+        let key = (namespace.to_string(), service.to_string());
+        // Every request reads here: a shared lock, and the exclusive one only for a Service
+        // seen for the first time.
+        if let Some(channel) = self.channels.read().unwrap().get(&key) {
+            return channel.tx.subscribe();
+        }
+        self.channels.write().unwrap().entry(key).or_insert_with(Channel::new).tx.subscribe()
     }
 
     fn object_name(name: &str, version: Version) -> String {
@@ -219,7 +224,7 @@ impl Kubernetes {
 /// Keeps every Service's endpoint list up to date from its EndpointSlices.
 async fn watch_slices(
     events: impl futures::Stream<Item = Result<watcher::Event<EndpointSlice>, watcher::Error>>,
-    channels: Arc<Mutex<HashMap<Key, Channel>>>,
+    channels: Arc<RwLock<HashMap<Key, Channel>>>,
     watches: Arc<health::Watches>,
     synced: tokio::sync::oneshot::Sender<()>,
 ) {
@@ -245,7 +250,7 @@ async fn watch_slices(
                     let _ = synced.send(());
                 }
                 let fresh = relist.take().unwrap_or_default();
-                let mut channels = channels.lock().unwrap();
+                let mut channels = channels.write().unwrap();
                 for (k, channel) in channels.iter_mut() {
                     channel.slices = fresh.get(k).cloned().unwrap_or_default();
                     channel.publish();
@@ -259,14 +264,14 @@ async fn watch_slices(
             }
             watcher::Event::Apply(s) => {
                 let Some(k) = key(&s) else { continue };
-                let mut channels = channels.lock().unwrap();
+                let mut channels = channels.write().unwrap();
                 let channel = channels.entry(k).or_insert_with(Channel::new);
                 channel.slices.insert(s.name_any(), endpoints::ready_addresses(&s));
                 channel.publish();
             }
             watcher::Event::Delete(s) => {
                 let Some(k) = key(&s) else { continue };
-                if let Some(channel) = channels.lock().unwrap().get_mut(&k) {
+                if let Some(channel) = channels.write().unwrap().get_mut(&k) {
                     channel.slices.remove(&s.name_any());
                     channel.publish();
                 }
@@ -753,7 +758,7 @@ mod tests {
         assert_eq!(route.canary_weight, 5, "status (effective) wins over spec");
         assert!(route.stable.borrow().is_empty());
         {
-            let mut channels = k.channels.lock().unwrap();
+            let mut channels = k.channels.write().unwrap();
             let c = channels.get_mut(&("ns".to_string(), "f".to_string())).unwrap();
             c.slices.insert("f-1".into(), vec!["10.1.0.7:8080".parse().unwrap()]);
             c.publish();
