@@ -7,13 +7,16 @@
 //!   (local mode) at 1, 16 and 64 connections; the gateway's idle RSS; 10,000 idle keep-alive
 //!   connections held;
 //! - `coldstart`: platform overhead of a request at zero replicas; load step to scale-up;
-//! - `operator`: desired state for 1,000 Functions, and the memory of caching them;
+//! - `operator`: desired state for 1,000 Functions, and the memory of caching them; then, on a
+//!   real API server when there is one, the operator reconciling them (times, memory, API
+//!   requests, writes once settled);
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
 mod cold;
 mod idle;
 mod nginx;
 mod operator;
+mod operator_api;
 mod upstream;
 mod wrk;
 
@@ -46,10 +49,14 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
-    /// The operator's desired-state computation and cache memory for many Functions.
+    /// The operator's desired-state computation and cache memory for many Functions, and the
+    /// operator at that scale on a real API server (KUBEBUILDER_ASSETS or FLINT_TEST_KUBECONFIG).
     Operator {
         #[arg(long, default_value_t = 1000)]
         functions: usize,
+        /// Seconds to watch the settled operator for writes.
+        #[arg(long, default_value_t = 60)]
+        idle: u64,
     },
     /// Direct vs. watchdog vs. gateway+watchdog, and the gateway's footprint.
     Gateway {
@@ -73,7 +80,10 @@ async fn main() {
     match Cli::parse().command {
         Command::Upstream { port } => upstream::serve(port).await,
         Command::Watchdog { seconds, rounds } => watchdog(Duration::from_secs(seconds), rounds).await,
-        Command::Operator { functions } => operator::run(functions),
+        Command::Operator { functions, idle } => {
+            operator::run(functions);
+            operator_api::run(functions, Duration::from_secs(idle)).await;
+        }
         Command::Coldstart { rounds } => cold::run(rounds).await,
         Command::Gateway { seconds, rounds, idle } => gateway(Duration::from_secs(seconds), rounds, idle).await,
     }

@@ -69,6 +69,16 @@ fn lease_duration(s: &str) -> Result<u64, String> {
     }
 }
 
+/// The client from the environment (in-cluster or KUBECONFIG), each request counted.
+async fn client(metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error> {
+    let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        metrics.api_request(&req);
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&count).build())
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Crd => {
@@ -92,7 +102,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let client = match kube::Client::try_default().await {
+    let metrics = Arc::new(Metrics::default());
+    let client = match client(metrics.clone()).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "no Kubernetes client: run in a cluster or set KUBECONFIG");
@@ -104,7 +115,6 @@ async fn run(args: RunArgs) -> ExitCode {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "flint-operator".into())
     });
-    let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
     tokio::spawn(telemetry::serve(args.telemetry_addr, metrics.clone(), ready.clone(), stop.clone()));

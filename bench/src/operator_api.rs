@@ -1,0 +1,144 @@
+//! The operator at scale on a real API server (`flint_testkit::kube_api`: `KUBEBUILDER_ASSETS`
+//! or `FLINT_TEST_KUBECONFIG`): N Functions created at once; how long until every Deployment
+//! and Service exists and every status is written; the operator's memory; its API requests per
+//! Function; and what it writes once everything is settled (nothing, it should be).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use flint_api::Function;
+use flint_testkit::{Spawned, free_port, kube_api::TestApi, rss};
+use futures::StreamExt;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use kube::{
+    Api,
+    api::{ListParams, ObjectMeta, PostParams},
+};
+use tokio::time::Instant;
+
+pub async fn run(n: usize, idle: Duration) {
+    let Some(api) = TestApi::get().await else {
+        println!("# operator on a real API server: skipped (set KUBEBUILDER_ASSETS or FLINT_TEST_KUBECONFIG)");
+        return;
+    };
+    api.install_crd(&flint_api::crd::definition()).await;
+    let ns = api.namespace("bench").await;
+    let release = "bench";
+    api.install_chart_rbac(release, &ns.name, &[&format!("functionNamespaces={{{}}}", ns.name)]).await;
+    let kubeconfig = api.kubeconfig_as_service_account(&ns.name, &format!("{release}-operator"));
+    let telemetry = free_port();
+    let operator = Spawned::start(
+        crate::release_bin("flint-operator").to_str().unwrap(),
+        &[
+            "run",
+            "--namespace",
+            &ns.name,
+            "--lease-namespace",
+            &ns.name,
+            "--lease-name",
+            "bench-operator",
+            "--telemetry-addr",
+            &format!("127.0.0.1:{telemetry}"),
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAME", "bench"), ("RUST_LOG", "warn")],
+    );
+    let client = api.client();
+    let functions: Api<Function> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    // Wait for the operator to lead before the clock starts.
+    flint_testkit::wait_for("the operator to serve its metrics", Duration::from_secs(60), || async {
+        flint_testkit::get(&format!("http://127.0.0.1:{telemetry}/metrics")).await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+
+    let started = Instant::now();
+    let params = PostParams { field_manager: Some("flint-bench".into()), ..Default::default() };
+    futures::stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let (functions, params) = (functions.clone(), params.clone());
+            async move {
+                let canary = if i % 5 == 0 { ", canary: {image: acme/fn:2, weight: 10}" } else { "" };
+                let yaml = format!(
+                    "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: fn-{i}}}\n\
+                     spec: {{image: acme/fn:1, command: [python3, handler.py], scale: {{min: 0, max: 10}}{canary}}}\n"
+                );
+                let f = flint_api::manifest::from_yaml(&yaml).unwrap().remove(0);
+                functions.create(&params, &f).await.unwrap();
+            }
+        })
+        .await;
+    let created = started.elapsed();
+    let children = n + n / 5;
+    let (mut all_children, mut all_statuses) = (None, None);
+    while all_children.is_none() || all_statuses.is_none() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let lp = ListParams::default();
+        if all_children.is_none() {
+            let d = deployments.list_metadata(&lp).await.unwrap().items.len();
+            let s = services.list_metadata(&lp).await.unwrap().items.len();
+            if d >= children && s >= children {
+                all_children = Some(started.elapsed());
+            }
+        }
+        if all_statuses.is_none() {
+            let list = functions.list(&lp).await.unwrap();
+            if list.items.iter().filter(|f| f.status.as_ref().is_some_and(|s| s.observed_generation.is_some())).count()
+                >= n
+            {
+                all_statuses = Some(started.elapsed());
+            }
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            println!("# gave up after 600s: children {all_children:?}, statuses {all_statuses:?}");
+            return;
+        }
+    }
+    let requests = api_requests(telemetry).await;
+    let total: f64 = requests.values().sum();
+    let settled_rss = rss(operator.pid());
+
+    // Settled: nothing changes, so nothing should be written.
+    let idle_since = k8s_openapi::jiff::Timestamp::now();
+    tokio::time::sleep(idle).await;
+    let mut writes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut managers: BTreeMap<String, usize> = BTreeMap::new();
+    let mut count = |meta: &ObjectMeta| {
+        for m in meta.managed_fields.iter().flatten() {
+            let manager = m.manager.clone().unwrap_or_else(|| "(none)".into());
+            *managers.entry(manager.clone()).or_default() += 1;
+            if m.time.as_ref().is_some_and(|t| t.0 > idle_since) {
+                *writes.entry(manager).or_default() += 1;
+            }
+        }
+    };
+    let lp = ListParams::default();
+    functions.list(&lp).await.unwrap().items.iter().for_each(|f| count(&f.metadata));
+    deployments.list_metadata(&lp).await.unwrap().items.iter().for_each(|d| count(&d.metadata));
+    services.list_metadata(&lp).await.unwrap().items.iter().for_each(|s| count(&s.metadata));
+    let idle_requests: f64 = api_requests(telemetry).await.values().sum::<f64>() - total;
+
+    println!("# operator on a real API server: {n} Functions ({children} Deployments and as many Services)");
+    println!("created in {:.1}s (32 at a time)", created.as_secs_f64());
+    println!("every Deployment and Service after {:.1}s (goal <= 10s)", all_children.unwrap().as_secs_f64());
+    println!("every status after {:.1}s (goal <= 10s)", all_statuses.unwrap().as_secs_f64());
+    println!("operator RSS once settled: {:.1} MiB (goal <= 50 MiB)", settled_rss as f64 / 1048576.0);
+    println!("API requests: {total:.0} ({:.1} per Function): {requests:?}", total / n as f64);
+    println!(
+        "after {}s settled: {idle_requests:.0} more API requests; writes by field manager: {writes:?} (goal: none by flint-operator)",
+        idle.as_secs()
+    );
+    println!("field managers on the objects: {managers:?}");
+    drop(operator);
+}
+
+/// The operator's `flint_operator_api_requests_total` by method.
+async fn api_requests(port: u16) -> BTreeMap<String, f64> {
+    let text = flint_testkit::get(&format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("flint_operator_api_requests_total{method=\""))
+        .filter_map(|l| {
+            let (method, rest) = l.split_once("\"}")?;
+            Some((method.to_string(), rest.trim().parse().ok()?))
+        })
+        .collect()
+}
