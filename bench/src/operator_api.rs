@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use flint_api::Function;
-use flint_testkit::{Spawned, free_port, kube_api::TestApi, rss};
+use flint_testkit::{free_port, kube_api::TestApi, rss};
 use futures::StreamExt;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::{
@@ -24,23 +24,8 @@ pub async fn run(n: usize, idle: Duration) {
     let ns = api.namespace("bench").await;
     let release = "bench";
     api.install_chart_rbac(release, &ns.name, &[&format!("functionNamespaces={{{}}}", ns.name)]).await;
-    let kubeconfig = api.kubeconfig_as_service_account(&ns.name, &format!("{release}-operator"));
     let telemetry = free_port();
-    let operator = Spawned::start(
-        crate::release_bin("flint-operator").to_str().unwrap(),
-        &[
-            "run",
-            "--namespace",
-            &ns.name,
-            "--lease-namespace",
-            &ns.name,
-            "--lease-name",
-            "bench-operator",
-            "--telemetry-addr",
-            &format!("127.0.0.1:{telemetry}"),
-        ],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAME", "bench"), ("RUST_LOG", "warn")],
-    );
+    let operator = api.start_operator(&crate::release_bin("flint-operator"), &ns.name, release, "bench", telemetry, &[]);
     let client = api.client();
     let functions: Api<Function> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);

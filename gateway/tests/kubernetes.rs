@@ -57,24 +57,7 @@ impl Cluster {
         let release = format!("g{}", fastrand::u32(..) % 1_000_000);
         let values = [format!("functionNamespaces={{{}}}", ns.name), format!("gateway.functionNamespace={}", ns.name)];
         api.install_chart_rbac(&release, &ns.name, &[&values[0], &values[1]]).await;
-        let kubeconfig = api.kubeconfig_as_service_account(&ns.name, &format!("{release}-operator"));
-        let telemetry = format!("127.0.0.1:{}", free_port());
-        let lease = format!("{release}-operator");
-        let operator = Spawned::start(
-            operator_binary().to_str().unwrap(),
-            &[
-                "run",
-                "--namespace",
-                &ns.name,
-                "--lease-namespace",
-                &ns.name,
-                "--lease-name",
-                &lease,
-                "--telemetry-addr",
-                &telemetry,
-            ],
-            &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAME", "operator-0"), ("RUST_LOG", "info")],
-        );
+        let operator = api.start_operator(&operator_binary(), &ns.name, &release, "operator-0", free_port(), &[]);
         Some(Cluster { api, ns, release, _operator: operator })
     }
 

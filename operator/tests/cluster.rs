@@ -379,27 +379,10 @@ async fn the_operator_never_writes_back_a_canary_status_the_gateway_changed() {
 #[tokio::test]
 async fn of_two_operators_one_leads_and_the_other_takes_over_when_it_dies() {
     let Some(env) = Env::new("leader").await else { return };
-    let kubeconfig = env.api.kubeconfig_as_service_account(&env.ns.name, &format!("{}-operator", env.release));
-    let lease = format!("{}-operator", env.release);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_flint-operator"));
     let start = |identity: &str| {
-        let telemetry = format!("127.0.0.1:{}", flint_testkit::free_port());
-        flint_testkit::Spawned::start(
-            env!("CARGO_BIN_EXE_flint-operator"),
-            &[
-                "run",
-                "--namespace",
-                &env.ns.name,
-                "--lease-namespace",
-                &env.ns.name,
-                "--lease-name",
-                &lease,
-                "--lease-duration",
-                "6s",
-                "--telemetry-addr",
-                &telemetry,
-            ],
-            &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAME", identity), ("RUST_LOG", "info")],
-        )
+        let port = flint_testkit::free_port();
+        env.api.start_operator(binary, &env.ns.name, &env.release, identity, port, &["--lease-duration", "6s"])
     };
     let operators = [start("operator-a"), start("operator-b")];
     env.create(&manifest("first", "  image: ghcr.io/acme/first:1")).await;

@@ -109,6 +109,37 @@ impl TestApi {
         path
     }
 
+    /// The operator binary at `binary`, reconciling `namespace` as release `release`'s operator
+    /// ServiceAccount (see [`TestApi::install_chart_rbac`]), leading through a Lease of its own
+    /// in that namespace; its telemetry on `telemetry` (a loopback port).
+    pub fn start_operator(
+        &self,
+        binary: &Path,
+        namespace: &str,
+        release: &str,
+        identity: &str,
+        telemetry: u16,
+        extra: &[&str],
+    ) -> crate::Spawned {
+        let kubeconfig = self.kubeconfig_as_service_account(namespace, &format!("{release}-operator"));
+        let lease = format!("{release}-operator");
+        let telemetry = format!("127.0.0.1:{telemetry}");
+        let mut args = vec![
+            "run",
+            "--namespace",
+            namespace,
+            "--lease-namespace",
+            namespace,
+            "--lease-name",
+            &lease,
+            "--telemetry-addr",
+            &telemetry,
+        ];
+        args.extend_from_slice(extra);
+        let env = [("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAME", identity), ("RUST_LOG", "info")];
+        crate::Spawned::start(binary.to_str().expect("a UTF-8 path"), &args, &env)
+    }
+
     /// A fresh namespace for one test, deleted when dropped (also when the test panics).
     pub async fn namespace(&self, prefix: &str) -> TestNamespace {
         let name = format!("{prefix}-{}", fastrand::u32(..) % 1_000_000);
