@@ -23,9 +23,10 @@ pub async fn run(n: usize, idle: Duration) {
     api.install_crd(&flint_api::crd::definition()).await;
     let ns = api.namespace("bench").await;
     let release = "bench";
-    api.install_chart_rbac(release, &ns.name, &[&format!("functionNamespaces={{{}}}", ns.name)]).await;
+    api.install_chart_rbac(release, &ns.name, &[]).await;
     let telemetry = free_port();
-    let operator = api.start_operator(&crate::release_bin("flint-operator"), &ns.name, release, "bench", telemetry, &[]);
+    let operator =
+        api.start_operator(&crate::release_bin("flint-operator"), &ns.name, release, "bench", telemetry, &[]);
     let client = api.client();
     let functions: Api<Function> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);

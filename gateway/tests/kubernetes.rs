@@ -55,8 +55,7 @@ impl Cluster {
         api.install_crd(&flint_api::crd::definition()).await;
         let ns = api.namespace(prefix).await;
         let release = format!("g{}", fastrand::u32(..) % 1_000_000);
-        let values = [format!("functionNamespaces={{{}}}", ns.name), format!("gateway.functionNamespace={}", ns.name)];
-        api.install_chart_rbac(&release, &ns.name, &[&values[0], &values[1]]).await;
+        api.install_chart_rbac(&release, &ns.name, &[]).await;
         let operator = api.start_operator(&operator_binary(), &ns.name, &release, "operator-0", free_port(), &[]);
         Some(Cluster { api, ns, release, _operator: operator })
     }

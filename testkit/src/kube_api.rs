@@ -189,11 +189,14 @@ impl TestApi {
         }
     }
 
-    /// Renders the Helm chart as release `release` in `namespace` (with `--set` values) and
-    /// applies its ServiceAccounts and RBAC, so that a test can act as one of its components.
+    /// Renders the Helm chart as release `release` in `namespace`, which is also its function
+    /// namespace (with more `--set` values), and applies its ServiceAccounts and RBAC, so that a
+    /// test can act as one of its components.
     pub async fn install_chart_rbac(&self, release: &str, namespace: &str, set: &[&str]) {
         let mut cmd = crate::helm();
         cmd.args(["template", release, "charts/flint", "--namespace", namespace]);
+        cmd.args(["--set", &format!("functionNamespaces={{{namespace}}}")]);
+        cmd.args(["--set", &format!("gateway.functionNamespace={namespace}")]);
         for value in set {
             cmd.args(["--set", value]);
         }
