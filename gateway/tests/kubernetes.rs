@@ -62,8 +62,11 @@ impl Cluster {
 
     /// A gateway process as the chart's gateway ServiceAccount; `name` is its identity.
     async fn gateway(&self, name: &str, args: &[&str]) -> Gateway {
+        self.gateway_on(name, free_port(), args).await
+    }
+
+    async fn gateway_on(&self, name: &str, port: u16, args: &[&str]) -> Gateway {
         let kubeconfig = self.api.kubeconfig_as_service_account(&self.ns.name, &format!("{}-gateway", self.release));
-        let port = free_port();
         let port_s = port.to_string();
         let lease = format!("{}-gateway-autoscaler", self.release);
         let mut all = vec![
@@ -229,4 +232,64 @@ async fn of_two_gateways_only_the_lease_holder_autoscales() {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(scalers, holders, "a gateway without the Lease scaled");
+}
+
+/// Defects issue, 5: a gateway that is not the Lease holder scales a function from zero for a
+/// request waiting there; the holder must see that request (through Prometheus, which scrapes
+/// both) and keep the replica while it waits, however long the cold start takes.
+#[tokio::test]
+async fn the_lease_holder_keeps_a_cold_start_begun_at_another_gateway() {
+    let Some(c) = Cluster::new("shared").await else { return };
+    let ports = [free_port(), free_port()];
+    let prometheus = flint_testkit::Prometheus::start(&ports.map(|p| format!("127.0.0.1:{p}"))).await;
+    let url = prometheus.url();
+    let args = [
+        "--autoscale-tick",
+        "200ms",
+        "--stable-window",
+        "2s",
+        "--panic-window",
+        "1s",
+        "--scale-down-delay",
+        "1s",
+        "--cold-start-timeout",
+        "20s",
+        "--prometheus-url",
+        &url,
+    ];
+    let a = c.gateway_on("gateway-a", ports[0], &args).await;
+    let b = c.gateway_on("gateway-b", ports[1], &args).await;
+    let f = flint_api::manifest::from_yaml(&format!(
+        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: slow, namespace: {}}}\nspec: {{image: ghcr.io/acme/slow:1, scale: {{min: 0, zeroAfter: 4s}}}}\n",
+        c.ns.name
+    ))
+    .unwrap()
+    .remove(0);
+    c.functions().create(&Default::default(), &f).await.unwrap();
+    wait_for("scale to zero by the Lease holder", MINUTE, || async { (c.replicas("slow").await? == 0).then_some(()) })
+        .await;
+    let (holder, other) = if a.process.log().contains("holding the Lease") { (&a, &b) } else { (&b, &a) };
+    assert!(holder.process.log().contains("holding the Lease"), "neither gateway holds the Lease");
+
+    // No kubelet runs here, so the cold start never ends: the request waits its whole 20 s,
+    // five times zeroAfter, while the holder decides every 200 ms.
+    let call = tokio::spawn({
+        let url = other.url("/function/slow");
+        async move { flint_testkit::request(Method::POST, &url, &[], "hi".to_string()).await.unwrap() }
+    });
+    wait_for("the other gateway to scale from zero", MINUTE, || async {
+        (c.replicas("slow").await? == 1).then_some(())
+    })
+    .await;
+    let mut lowest = i32::MAX;
+    while !call.is_finished() {
+        lowest = lowest.min(c.replicas("slow").await.unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = call.await.unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("did not become ready in 20s"), "{}", r.text());
+    assert_eq!(lowest, 1, "the Lease holder took the replica away while a request waited at the other gateway");
+    // Once nothing waits, the holder takes it to zero again.
+    wait_for("scale to zero after the wait", MINUTE, || async { (c.replicas("slow").await? == 0).then_some(()) }).await;
 }
