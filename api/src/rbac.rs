@@ -13,14 +13,14 @@ const fn rule(group: &'static str, resource: &'static str, verbs: &'static [&'st
     Rule { group, resource, verbs }
 }
 
-/// The operator: Functions and their status, the children it owns, pods (for why they fail),
-/// events, and its leader-election Lease.
+/// The operator: Functions and their status, the children it owns (watched: its cache), pods
+/// (watched, for why they fail), events, and its leader-election Lease.
 pub const OPERATOR: &[Rule] = &[
     rule("flint.dev", "functions", &["get", "list", "watch"]),
     rule("flint.dev", "functions/status", &["patch"]),
     rule("apps", "deployments", &["get", "list", "watch", "create", "patch", "delete"]),
-    rule("", "services", &["get", "create", "patch", "delete"]),
-    rule("", "pods", &["list"]),
+    rule("", "services", &["get", "list", "watch", "create", "patch", "delete"]),
+    rule("", "pods", &["list", "watch"]),
     rule("events.k8s.io", "events", &["create", "patch"]),
     rule("coordination.k8s.io", "leases", &["get", "create", "patch", "update"]),
 ];

@@ -5,7 +5,8 @@
 //! Writes happen only when something differs: a child whose `flint.dev/spec-hash` matches the
 //! desired object is left alone, the status is patched only when it changed. A Deployment is
 //! created with its initial replica count and afterwards applied without `replicas`, so the
-//! count the gateway set is never reset.
+//! count the gateway set is never reset. Children and pods are read from `cache`, so a
+//! reconcile that finds everything in place makes no API request.
 
 use std::{collections::HashMap, fmt::Debug, sync::Arc, time::Duration};
 
@@ -15,13 +16,13 @@ use k8s_openapi::{
     NamespaceResourceScope,
     api::{
         apps::v1::Deployment,
-        core::v1::{ObjectReference, Pod, Service},
+        core::v1::{ObjectReference, Service},
     },
     jiff::Timestamp,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{
         Controller,
         controller::Action,
@@ -33,15 +34,18 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
+    cache::{self, Cache, Feed, Stores},
     error::{Error, Result},
     metrics::{ErrorLabel, Metrics, ResultLabel},
-    resources::{self, Desired, FUNCTION_LABEL, MANAGED_BY, OPERATOR, SPEC_HASH, Version},
+    resources::{self, Desired, OPERATOR, SPEC_HASH, Version},
     status::{self, Observed, PodProblem},
 };
 
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
+    /// The children and pods, as the watches last saw them.
+    pub cache: Cache,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Base URL of the gateway, for `status.url`.
@@ -50,11 +54,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, gateway_url: String, instance: String) -> Self {
+    pub fn new(client: Client, cache: Cache, metrics: Arc<Metrics>, gateway_url: String, instance: String) -> Self {
         let reporter = Reporter { controller: OPERATOR.into(), instance: Some(instance) };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            cache,
             metrics,
             gateway_url,
             failures: Default::default(),
@@ -134,27 +139,30 @@ async fn apply(f: &Function, namespace: &str, ctx: &Context) -> Result<Action> {
 async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<Action> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let cached = ctx.cache.ready(namespace).await.ok_or(Error::NotWatched)?;
     let wanted = resources::versions(f);
     let mut observed = Observed::default();
     for version in [Version::Stable, Version::Canary] {
+        let name = resources::object_name(f, version);
         if wanted.contains(&version) {
-            let d = ensure(&deployments, resources::desired_deployment(f, version), f, ctx).await?;
-            ensure(&services, resources::desired_service(f, version), f, ctx).await?;
+            let d = cached.deployment(namespace, &name);
+            let d = ensure(&deployments, d, resources::desired_deployment(f, version), f, ctx).await?;
+            let s = cached.service(namespace, &name);
+            ensure(&services, s, resources::desired_service(f, version), f, ctx).await?;
             observed.deployments.push((version, Some(d)));
         } else {
-            let name = resources::object_name(f, version);
-            remove(&deployments, &name, f, ctx).await?;
-            remove(&services, &name, f, ctx).await?;
+            remove(&deployments, cached.deployment(namespace, &name), f, ctx).await?;
+            remove(&services, cached.service(namespace, &name), f, ctx).await?;
         }
     }
     if observed.deployments.iter().any(|(_, d)| !fully_ready(d.as_ref())) {
-        observed.pod_problems = pod_problems(f, namespace, ctx).await?;
+        observed.pod_problems = pod_problems(f, namespace, cached);
     }
     let status = status::status(f, &observed, &ctx.gateway_url, Timestamp::now());
     if f.status.as_ref() != Some(&status) {
         patch_status(f, namespace, &status, ctx).await?;
     }
-    // Owned Deployments wake us when they change; this is only a periodic resync.
+    // Children and pods wake us when they change; this is only a periodic resync.
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
@@ -165,7 +173,9 @@ fn fully_ready(d: Option<&Deployment>) -> bool {
 }
 
 /// Creates the object, or applies it when its spec hash differs; returns it as it now is.
-async fn ensure<K>(api: &Api<K>, desired: Desired<K>, f: &Function, ctx: &Context) -> Result<K>
+/// `cached` is what the watch last saw; a miss is confirmed by the API server (a create that
+/// meets 409 reads the object: the watch may lag behind a create of our own).
+async fn ensure<K>(api: &Api<K>, cached: Option<Arc<K>>, desired: Desired<K>, f: &Function, ctx: &Context) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
@@ -177,37 +187,33 @@ where
         }
         e => Error::Kube(e),
     };
-    let existing = api.get_opt(&name).await?;
-    if let Some(existing) = &existing
-        && !owned_by(existing, f)
-    {
-        return Err(Error::NameConflict { kind: kind.to_string(), name, owner: owner_of(existing) });
-    }
-    match existing {
+    let existing = match cached {
+        Some(existing) => (*existing).clone(),
         None => {
             let params = PostParams { field_manager: Some(OPERATOR.into()), ..Default::default() };
-            let created = api.create(&params, &desired.create).await.map_err(refused)?;
-            let about = Some(created.object_ref(&()));
-            ctx.event(f, about, EventType::Normal, "Created", "Create", format!("created {kind} {name}")).await;
-            Ok(created)
+            match api.create(&params, &desired.create).await {
+                Ok(created) => {
+                    let about = Some(created.object_ref(&()));
+                    ctx.event(f, about, EventType::Normal, "Created", "Create", format!("created {kind} {name}")).await;
+                    return Ok(created);
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => api.get(&name).await?,
+                Err(e) => return Err(refused(e)),
+            }
         }
-        Some(existing) if existing.annotations().get(SPEC_HASH) == Some(&desired.hash) => Ok(existing),
-        Some(_) => {
-            let params = PatchParams::apply(OPERATOR).force();
-            let updated = api.patch(&name, &params, &Patch::Apply(&desired.apply)).await.map_err(refused)?;
-            let about = Some(updated.object_ref(&()));
-            ctx.event(
-                f,
-                about,
-                EventType::Normal,
-                "Updated",
-                "Update",
-                format!("updated {kind} {name} to the current spec"),
-            )
-            .await;
-            Ok(updated)
-        }
+    };
+    if !owned_by(&existing, f) {
+        return Err(Error::NameConflict { kind: kind.to_string(), name, owner: owner_of(&existing) });
     }
+    if existing.annotations().get(SPEC_HASH) == Some(&desired.hash) {
+        return Ok(existing);
+    }
+    let params = PatchParams::apply(OPERATOR).force();
+    let updated = api.patch(&name, &params, &Patch::Apply(&desired.apply)).await.map_err(refused)?;
+    let about = Some(updated.object_ref(&()));
+    ctx.event(f, about, EventType::Normal, "Updated", "Update", format!("updated {kind} {name} to the current spec"))
+        .await;
+    Ok(updated)
 }
 
 /// Whether `object` is this Function's child: its controller is this very Function (by uid, so
@@ -225,15 +231,16 @@ fn owner_of<K: Resource>(object: &K) -> String {
 }
 
 /// Deletes a child the spec no longer wants (a removed canary), if it is there and ours.
-async fn remove<K>(api: &Api<K>, name: &str, f: &Function, ctx: &Context) -> Result<()>
+async fn remove<K>(api: &Api<K>, cached: Option<Arc<K>>, f: &Function, ctx: &Context) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    let Some(existing) = api.get_opt(name).await? else { return Ok(()) };
-    if !owned_by(&existing, f) {
-        return Ok(());
-    }
-    api.delete(name, &DeleteParams::default()).await?;
+    let Some(existing) = cached.filter(|k| owned_by(&**k, f)) else { return Ok(()) };
+    let name = existing.name_any();
+    match api.delete(&name, &DeleteParams::default()).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        other => other?,
+    };
     let kind = K::kind(&());
     let about = Some(existing.object_ref(&()));
     ctx.event(
@@ -258,12 +265,9 @@ const POD_PROBLEMS: &[&str] = &[
 ];
 
 /// Pods of the Function that cannot run, and why.
-async fn pod_problems(f: &Function, namespace: &str, ctx: &Context) -> Result<Vec<PodProblem>> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("{FUNCTION_LABEL}={}", f.name_any());
-    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+fn pod_problems(f: &Function, namespace: &str, cached: &Stores) -> Vec<PodProblem> {
     let mut problems = Vec::new();
-    for pod in list {
+    for pod in cached.pods_of(namespace, &f.name_any()) {
         for cs in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
             if let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
                 && let Some(reason) = waiting.reason.as_deref().filter(|r| POD_PROBLEMS.contains(r))
@@ -276,7 +280,8 @@ async fn pod_problems(f: &Function, namespace: &str, ctx: &Context) -> Result<Ve
             }
         }
     }
-    Ok(problems)
+    problems.sort_by(|a, b| a.pod.cmp(&b.pod));
+    problems
 }
 
 /// Server-side applies the operator's part of the status under its own field manager. Under
@@ -297,20 +302,24 @@ async fn patch_status(f: &Function, namespace: &str, status: &flint_api::Functio
     Ok(())
 }
 
-/// Runs the controller for the given namespaces (all when empty) until the stream ends
-/// (a shutdown signal).
-pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
-    let scopes: Vec<Option<String>> =
-        if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() };
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
-    let controllers = scopes.into_iter().map(|ns| {
-        let client = ctx.client.clone();
-        let (functions, deployments): (Api<Function>, Api<Deployment>) = match &ns {
-            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
-            None => (Api::all(client.clone()), Api::all(client)),
+/// How many Functions are reconciled at once: enough to keep the API server busy, few enough
+/// that a burst of thousands of Functions does not open thousands of connections.
+const CONCURRENCY: u16 = 32;
+
+/// Runs one controller per feed (a namespace, or all) until the stream ends (a shutdown
+/// signal). Functions are watched whole; children and pods through the cache's watches.
+pub async fn run(ctx: Arc<Context>, feeds: Vec<Feed>) {
+    let controllers = feeds.into_iter().map(|feed| {
+        let functions: Api<Function> = match &feed.scope {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
         };
+        let (deployments, services, pods) = feed.watches(&ctx.client);
         Controller::new(functions, watcher::Config::default())
-            .owns(deployments, owned.clone())
+            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+            .owns_stream(deployments)
+            .owns_stream(services)
+            .watches_stream(pods, cache::function_of)
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {

@@ -6,6 +6,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the Function has no namespace")]
     NoNamespace,
+    /// The Function's namespace is outside every namespace the operator watches.
+    #[error("the operator does not watch this Function's namespace")]
+    NotWatched,
     /// An object with a child's name exists and is not this Function's.
     #[error(
         "{kind} {name} already exists and is not owned by this Function ({owner}); rename the Function or remove the {kind}"
@@ -23,6 +26,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api_status",
             Error::Kube(_) => "api_transport",
             Error::NoNamespace => "no_namespace",
+            Error::NotWatched => "not_watched",
             Error::NameConflict { .. } => "name_conflict",
             Error::ChildRefused { .. } => "child_refused",
         }

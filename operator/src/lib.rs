@@ -6,12 +6,14 @@
 //! - `status`: observed children → conditions users read (pure);
 //! - `controller`: the reconciler (Context, reconcile, error_policy, run), writing only when
 //!   something differs;
+//! - `cache`: the children and pods the reconciler reads, kept by watches (trimmed);
 //! - `telemetry`: `/metrics`, `/healthz`, `/readyz`; `metrics`: what it counts;
 //! - `error`: typed errors with fixed metric labels.
 //!
 //! The operator never installs its own CRD (the chart does) and never sets a Deployment's
 //! replica count after creating it (the gateway owns it).
 
+pub mod cache;
 pub mod controller;
 pub mod error;
 pub mod metrics;

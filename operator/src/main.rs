@@ -8,7 +8,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flint_operator::{controller, metrics::Metrics, telemetry};
+use flint_operator::{cache, controller, metrics::Metrics, telemetry};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -142,9 +142,10 @@ async fn run(args: RunArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     tracing::info!(%identity, namespaces = ?args.namespaces, "leading: reconciling Functions");
-    let ctx = Arc::new(controller::Context::new(client, metrics, args.gateway_url, identity));
+    let (cache, feeds) = cache::Cache::new(&args.namespaces);
+    let ctx = Arc::new(controller::Context::new(client, cache, metrics, args.gateway_url, identity));
     tokio::select! {
-        _ = controller::run(ctx, args.namespaces) => {
+        _ = controller::run(ctx, feeds) => {
             stop.cancel();
             ExitCode::SUCCESS
         }

@@ -151,10 +151,16 @@ pub fn status(f: &Function, observed: &Observed, gateway: &str, now: Timestamp) 
         } else if ready == 0 {
             not_ready.push(format!("{} version has no ready replica (0/{want})", version.as_str()));
         }
+        // Rolling out until every wanted replica runs the current spec and is available, as
+        // the Deployment's own Progressing condition has it.
         let updated = status.updated_replicas.unwrap_or(0);
+        let available = status.available_replicas.unwrap_or(0);
         let current = status.observed_generation >= d.metadata.generation;
-        if !current || updated < want {
-            rolling.push(format!("{} version: {updated}/{want} replicas updated", version.as_str()));
+        if !current || updated < want || available < want {
+            rolling.push(format!(
+                "{} version: {updated}/{want} replicas updated, {available}/{want} available",
+                version.as_str()
+            ));
         }
         for c in status.conditions.iter().flatten() {
             if c.type_ == "Progressing" && c.status == "False" {
@@ -246,6 +252,7 @@ mod tests {
             status: Some(DeploymentStatus {
                 replicas: Some(want),
                 ready_replicas: Some(ready),
+                available_replicas: Some(ready),
                 updated_replicas: Some(want),
                 ..Default::default()
             }),
@@ -288,6 +295,18 @@ mod tests {
         let d = get(&s, "Degraded");
         assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "ImagePullBackOff"));
         assert!(d.message.contains("check spec.image"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_rollout_progresses_until_its_replicas_are_available() {
+        let o = Observed { deployments: vec![(Version::Stable, Some(deployment(2, 1)))], ..Default::default() };
+        let p = status(&function(), &o, "http://gw", Timestamp::UNIX_EPOCH);
+        let c = get(&p, "Progressing");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "RollingOut"));
+        assert!(c.message.contains("2/2 replicas updated, 1/2 available"), "{}", c.message);
+        let o = Observed { deployments: vec![(Version::Stable, Some(deployment(2, 2)))], ..Default::default() };
+        let done = status(&function(), &o, "http://gw", Timestamp::UNIX_EPOCH);
+        assert_eq!(get(&done, "Progressing").status, "False");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The reconcile flow against kube-rs's mocked API service (tower-test), as kube-rs's
 //! controller-rs tests it: every API call the operator makes is checked in order, by method,
-//! path and body, and a missing or extra call fails the test.
+//! path and body, and a missing or extra call fails the test. What the operator's watches
+//! would have seen (children, pods) is put in its cache by hand.
 
 use std::{sync::Arc, time::Duration};
 
 use flint_api::{Function, FunctionStatus};
 use flint_operator::{
+    cache::{Cache, Feed},
     controller::{self, Context},
     metrics::Metrics,
     resources::{self, SPEC_HASH, Version},
@@ -14,7 +16,10 @@ use flint_operator::{
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use k8s_openapi::{
-    api::apps::v1::{Deployment, DeploymentStatus},
+    api::{
+        apps::v1::{Deployment, DeploymentStatus},
+        core::v1::Pod,
+    },
     jiff::Timestamp,
 };
 use kube::{Client, client::Body};
@@ -27,7 +32,6 @@ const GATEWAY: &str = "http://gateway:8080";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/shop/deployments";
 const SERVICES: &str = "/api/v1/namespaces/shop/services";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
-const PODS: &str = "/api/v1/namespaces/shop/pods";
 const STATUS: &str = "/apis/flint.dev/v1alpha1/namespaces/shop/functions/resize/status";
 
 /// The mocked API server: answers the operator's calls one by one, checking each.
@@ -70,11 +74,6 @@ impl ApiServer {
         serde_json::from_slice(&bytes).unwrap()
     }
 
-    async fn not_found(&mut self, path: &str) {
-        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
-        self.expect("GET", path, StatusCode::NOT_FOUND, status).await;
-    }
-
     /// A create: answers with what was sent, returns it.
     async fn created(&mut self, path: &str) -> Value {
         let next = tokio::time::timeout(Duration::from_secs(5), self.0.next_request()).await;
@@ -92,30 +91,6 @@ impl ApiServer {
         event["reason"].as_str().unwrap().to_string()
     }
 
-    /// The stable Deployment (running `replicas`, all ready) and Service, both current: read,
-    /// not written.
-    async fn stable_in_place(&mut self, f: &Function, replicas: i32) {
-        self.expect(
-            "GET",
-            &format!("{DEPLOYMENTS}/resize"),
-            StatusCode::OK,
-            value(&running(f, Version::Stable, replicas)),
-        )
-        .await;
-        self.service_in_place(f).await;
-    }
-
-    async fn service_in_place(&mut self, f: &Function) {
-        let service = value(&resources::desired_service(f, Version::Stable).create);
-        self.expect("GET", &format!("{SERVICES}/resize"), StatusCode::OK, service).await;
-    }
-
-    /// No canary objects: looked for, not found.
-    async fn no_canary(&mut self) {
-        self.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
-        self.not_found(&format!("{SERVICES}/resize-canary")).await;
-    }
-
     /// Nothing more: the reconcile made no further call.
     async fn done(mut self) {
         let next = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
@@ -125,11 +100,22 @@ impl ApiServer {
     }
 }
 
-fn context() -> (Arc<Context>, ApiServer) {
+/// The operator's context over the mocked API, and the feed of its (empty, ready) cache.
+fn context() -> (Arc<Context>, ApiServer, Feed) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let ctx = Context::new(client, Arc::new(Metrics::default()), GATEWAY.into(), "test".into());
-    (Arc::new(ctx), ApiServer(handle))
+    let (cache, mut feeds) = Cache::new(&[NS.to_string()]);
+    let mut feed = feeds.remove(0);
+    feed.mark_ready();
+    let ctx = Context::new(client, cache, Arc::new(Metrics::default()), GATEWAY.into(), "test".into());
+    (Arc::new(ctx), ApiServer(handle), feed)
+}
+
+/// The stable Deployment (running `replicas`, all ready) and Service, both current, as the
+/// watches saw them.
+fn stable_in_place(feed: &mut Feed, f: &Function, replicas: i32) {
+    feed.insert_deployment(running(f, Version::Stable, replicas));
+    feed.insert_service(resources::desired_service(f, Version::Stable).create);
 }
 
 fn function(spec: &str) -> Function {
@@ -149,6 +135,7 @@ fn running(f: &Function, version: Version, replicas: i32) -> Deployment {
         observed_generation: Some(1),
         replicas: Some(replicas),
         ready_replicas: Some(replicas),
+        available_replicas: Some(replicas),
         updated_replicas: Some(replicas),
         ..Default::default()
     });
@@ -165,29 +152,19 @@ async fn run(f: Function, ctx: Arc<Context>) -> tokio::task::JoinHandle<kube::ru
 
 #[tokio::test]
 async fn a_new_function_gets_a_deployment_a_service_events_and_a_status() {
-    let (ctx, mut api) = context();
+    let (ctx, mut api, _feed) = context();
     let f = function("  image: acme/resize:1\n  scale: {min: 2, max: 5}");
     let task = run(f.clone(), ctx).await;
 
-    api.not_found(&format!("{DEPLOYMENTS}/resize")).await;
+    // Nothing in the cache: created without looking first.
     let d = api.created(DEPLOYMENTS).await;
     assert_eq!(d["spec"]["replicas"], 2, "created with max(scale.min, 1)");
     assert_eq!(d["metadata"]["ownerReferences"][0]["uid"], "u-1");
     assert!(d["metadata"]["annotations"][SPEC_HASH].is_string());
     assert_eq!(api.event().await, "Created");
-    api.not_found(&format!("{SERVICES}/resize")).await;
     let s = api.created(SERVICES).await;
     assert_eq!(s["spec"]["selector"]["flint.dev/version"], "stable");
     assert_eq!(api.event().await, "Created");
-    api.no_canary().await;
-    // Not ready yet: the operator looks for pods that cannot start.
-    api.expect(
-        "GET",
-        PODS,
-        StatusCode::OK,
-        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-    )
-    .await;
     let patch = api.applied(STATUS, value(&f)).await;
     let status: FunctionStatus = serde_json::from_value(patch["status"].clone()).unwrap();
     assert_eq!(status.observed_generation, Some(3));
@@ -199,22 +176,37 @@ async fn a_new_function_gets_a_deployment_a_service_events_and_a_status() {
 }
 
 #[tokio::test]
-async fn an_update_applies_without_replicas_so_the_gateways_count_stays() {
-    let (ctx, mut api) = context();
-    let old = function("  image: acme/resize:1");
-    let f = function("  image: acme/resize:2");
+async fn a_child_the_cache_has_not_seen_yet_is_read_not_created_twice() {
+    let (ctx, mut api, mut feed) = context();
+    let f = function("  image: acme/resize:1");
+    feed.insert_service(resources::desired_service(&f, Version::Stable).create);
     let task = run(f.clone(), ctx).await;
 
+    // The watch lags behind the create of a previous reconcile: the API server says 409.
+    let exists = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "already exists"});
+    api.expect("POST", DEPLOYMENTS, StatusCode::CONFLICT, exists).await;
+    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&f, Version::Stable, 1))).await;
+    // Ours and current: no write, no event; only the status.
+    let patch = api.applied(STATUS, value(&f)).await;
+    assert_eq!(patch["status"]["readyReplicas"], 1);
+    api.done().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_update_applies_without_replicas_so_the_gateways_count_stays() {
+    let (ctx, mut api, mut feed) = context();
+    let old = function("  image: acme/resize:1");
+    let f = function("  image: acme/resize:2");
     // The gateway scaled the old Deployment to 7.
-    api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&running(&old, Version::Stable, 7)))
-        .await;
+    stable_in_place(&mut feed, &old, 7);
+    let task = run(f.clone(), ctx).await;
+
     let applied = api.applied(&format!("{DEPLOYMENTS}/resize"), value(&running(&f, Version::Stable, 7))).await;
     assert!(applied["spec"].get("replicas").is_none(), "an update must not carry replicas: {applied}");
     assert_eq!(applied["spec"]["template"]["spec"]["containers"][0]["image"], "acme/resize:2");
     assert_eq!(api.event().await, "Updated");
     // The Service did not change: no write.
-    api.service_in_place(&f).await;
-    api.no_canary().await;
     let patch = api.applied(STATUS, value(&f)).await;
     assert_eq!(patch["status"]["replicas"], 7);
     assert_eq!(patch["status"]["readyReplicas"], 7);
@@ -223,42 +215,32 @@ async fn an_update_applies_without_replicas_so_the_gateways_count_stays() {
 }
 
 #[tokio::test]
-async fn an_unchanged_function_makes_no_write() {
-    let (ctx, mut api) = context();
+async fn an_unchanged_function_makes_no_api_request() {
+    let (ctx, api, mut feed) = context();
     let mut f = function("  image: acme/resize:1");
     let observed =
         Observed { deployments: vec![(Version::Stable, Some(running(&f, Version::Stable, 3)))], ..Default::default() };
     f.status = Some(status::status(&f, &observed, GATEWAY, Timestamp::UNIX_EPOCH));
+    stable_in_place(&mut feed, &f, 3);
     let task = run(f.clone(), ctx).await;
 
-    api.stable_in_place(&f, 3).await;
-    api.no_canary().await;
     api.done().await;
     task.await.unwrap();
 }
 
 #[tokio::test]
 async fn a_canary_is_created_beside_the_stable_version() {
-    let (ctx, mut api) = context();
+    let (ctx, mut api, mut feed) = context();
     let f = function("  image: acme/resize:1\n  canary: {image: acme/resize:2, weight: 10}");
+    stable_in_place(&mut feed, &f, 1);
     let task = run(f.clone(), ctx).await;
 
-    api.stable_in_place(&f, 1).await;
-    api.not_found(&format!("{DEPLOYMENTS}/resize-canary")).await;
     let d = api.created(DEPLOYMENTS).await;
     assert_eq!(d["metadata"]["name"], "resize-canary");
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "acme/resize:2");
     assert_eq!(api.event().await, "Created");
-    api.not_found(&format!("{SERVICES}/resize-canary")).await;
     assert_eq!(api.created(SERVICES).await["metadata"]["name"], "resize-canary");
     assert_eq!(api.event().await, "Created");
-    api.expect(
-        "GET",
-        PODS,
-        StatusCode::OK,
-        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-    )
-    .await;
     let patch = api.applied(STATUS, value(&f)).await;
     assert_eq!(patch["status"]["canary"]["weight"], 10);
     api.done().await;
@@ -267,19 +249,14 @@ async fn a_canary_is_created_beside_the_stable_version() {
 
 #[tokio::test]
 async fn a_removed_canary_is_deleted() {
-    let (ctx, mut api) = context();
+    let (ctx, mut api, mut feed) = context();
     let with = function("  image: acme/resize:1\n  canary: {image: acme/resize:2, weight: 10}");
     let f = function("  image: acme/resize:1");
+    stable_in_place(&mut feed, &f, 1);
+    feed.insert_deployment(running(&with, Version::Canary, 1));
+    feed.insert_service(resources::desired_service(&with, Version::Canary).create);
     let task = run(f.clone(), ctx).await;
 
-    api.stable_in_place(&f, 1).await;
-    api.expect(
-        "GET",
-        &format!("{DEPLOYMENTS}/resize-canary"),
-        StatusCode::OK,
-        value(&running(&with, Version::Canary, 1)),
-    )
-    .await;
     api.expect(
         "DELETE",
         &format!("{DEPLOYMENTS}/resize-canary"),
@@ -288,13 +265,6 @@ async fn a_removed_canary_is_deleted() {
     )
     .await;
     assert_eq!(api.event().await, "Deleted");
-    api.expect(
-        "GET",
-        &format!("{SERVICES}/resize-canary"),
-        StatusCode::OK,
-        value(&resources::desired_service(&with, Version::Canary).create),
-    )
-    .await;
     api.expect(
         "DELETE",
         &format!("{SERVICES}/resize-canary"),
@@ -309,8 +279,35 @@ async fn a_removed_canary_is_deleted() {
 }
 
 #[tokio::test]
+async fn a_pod_that_cannot_pull_its_image_shows_in_the_status() {
+    let (ctx, mut api, mut feed) = context();
+    let f = function("  image: acme/resize:404");
+    let mut d = running(&f, Version::Stable, 1);
+    (d.status.as_mut().unwrap().ready_replicas, d.status.as_mut().unwrap().available_replicas) = (Some(0), Some(0));
+    feed.insert_deployment(d);
+    feed.insert_service(resources::desired_service(&f, Version::Stable).create);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "resize-7d9-x1", "namespace": NS, "labels": {"flint.dev/function": "resize"}},
+        "status": {"containerStatuses": [{"name": "function", "image": "acme/resize:404", "imageID": "",
+            "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}
+    }))
+    .unwrap();
+    feed.insert_pod(pod);
+    let task = run(f.clone(), ctx).await;
+
+    let patch = api.applied(STATUS, value(&f)).await;
+    let degraded =
+        patch["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap().clone();
+    assert_eq!((degraded["status"].as_str(), degraded["reason"].as_str()), (Some("True"), Some("ImagePullBackOff")));
+    assert!(degraded["message"].as_str().unwrap().contains("resize-7d9-x1"), "{degraded}");
+    api.done().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn an_invalid_spec_changes_nothing_and_says_why() {
-    let (ctx, mut api) = context();
+    let (ctx, mut api, _feed) = context();
     let mut f = function("  image: acme/resize:1");
     f.spec.scale.min = 4;
     f.spec.scale.max = 2;
@@ -329,7 +326,7 @@ async fn an_invalid_spec_changes_nothing_and_says_why() {
 
 #[tokio::test]
 async fn a_failed_reconcile_backs_off_exponentially() {
-    let (ctx, _api) = context();
+    let (ctx, _api, _feed) = context();
     let f = Arc::new(function("  image: x"));
     let error = flint_operator::error::Error::NoNamespace;
     let delays: Vec<_> = (0..4).map(|_| controller::error_policy(f.clone(), &error, ctx.clone())).collect();
@@ -341,15 +338,18 @@ async fn a_failed_reconcile_backs_off_exponentially() {
 
 #[tokio::test]
 async fn a_deployment_of_the_same_name_that_is_not_ours_is_left_alone_and_reported() {
-    let (ctx, mut api) = context();
+    let (ctx, mut api, _feed) = context();
     let f = function("  image: acme/resize:1");
     let task = tokio::spawn({
         let f = f.clone();
         async move { controller::reconcile(Arc::new(f), ctx).await }
     });
-    // Someone else's Deployment named like the Function: no ownerRef to this Function's uid.
+    // Someone else's Deployment named like the Function (not in the cache: the watch sees only
+    // the operator's own): the create meets it, and it has no ownerRef to this Function's uid.
     let mut theirs = running(&f, Version::Stable, 1);
     theirs.metadata.owner_references = None;
+    let exists = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "already exists"});
+    api.expect("POST", DEPLOYMENTS, StatusCode::CONFLICT, exists).await;
     api.expect("GET", &format!("{DEPLOYMENTS}/resize"), StatusCode::OK, value(&theirs)).await;
     let patch = api.applied(STATUS, value(&f)).await;
     let ready =
