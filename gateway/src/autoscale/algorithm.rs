@@ -100,7 +100,17 @@ pub struct State {
     last_active: Instant,
     /// Replicas at the last tick, and what this autoscaler asked for then.
     last: Option<(u32, u32)>,
+    /// A count this autoscaler asked for that its view of the replicas does not show yet, and
+    /// since when.
+    pending: Option<(u32, Instant)>,
 }
+
+/// How long a scale write of its own may take to show in the autoscaler's view. Until then a
+/// view still showing the old count is taken as not updated yet (nothing is asked again); after
+/// it, as someone else's count (another gateway scaled from zero for a request of its own),
+/// which counts as activity. Re-asking sooner could undo another gateway's scale-up that
+/// landed right after this one's write, before this view had shown either.
+const OWN_WRITE_GRACE: Duration = Duration::from_secs(2);
 
 impl State {
     pub fn new(now: Instant) -> Self {
@@ -110,12 +120,34 @@ impl State {
             panic_until: None,
             last_active: now,
             last: None,
+            pending: None,
         }
     }
 
     pub fn decide(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
+        if let Some((asked, since)) = self.pending {
+            let unchanged = self.last.is_some_and(|(replicas, _)| replicas == o.replicas);
+            if o.replicas == asked {
+                self.pending = None;
+            } else if unchanged && o.now.duration_since(since) < OWN_WRITE_GRACE {
+                self.last = Some((o.replicas, asked));
+                return Decision {
+                    desired: o.replicas,
+                    reason: Reason::Steady,
+                    stable_avg: f64::NAN,
+                    panic_avg: f64::NAN,
+                };
+            } else {
+                // Not what was asked, and not merely late: someone else's count.
+                self.pending = None;
+                self.last_active = o.now;
+            }
+        }
         let decision = self.decide_now(p, b, o);
         self.last = Some((o.replicas, decision.desired));
+        if decision.desired != o.replicas {
+            self.pending = Some((decision.desired, o.now));
+        }
         decision
     }
 
@@ -336,6 +368,41 @@ mod tests {
         }
         let d = s.decide(&p, b, trickle(start + Duration::from_secs(15), 0.0, 1));
         assert_eq!(d.reason, Reason::ToZero, "still idle after zeroAfter: {d:?}");
+    }
+
+    #[test]
+    fn its_own_scale_to_zero_not_yet_seen_is_not_asked_again_over_another_gateways_scale_up() {
+        let start = Instant::now();
+        let (p, mut s) = (params(), State::new(start));
+        let b = Bounds { zero_after: Duration::from_secs(4), ..B };
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        for t in 0..4 {
+            s.decide(&p, b, trickle(at(t * 1000), 0.0, 1));
+        }
+        let d = s.decide(&p, b, trickle(at(4000), 0.0, 1));
+        assert_eq!(d.reason, Reason::ToZero, "{d:?}");
+        // Its view still shows 1: its own write not seen yet, or another gateway's scale-up
+        // right after it. Either way, nothing is asked again.
+        for ms in [4200, 4400, 5000, 5800] {
+            let d = s.decide(&p, b, trickle(at(ms), 0.0, 1));
+            assert_eq!(d.desired, 1, "asked again at {ms} ms: {d:?}");
+        }
+        // Past the grace it is someone else's count: activity, kept for zeroAfter.
+        for ms in [6200, 8000, 10000] {
+            let d = s.decide(&p, b, trickle(at(ms), 0.0, 1));
+            assert_eq!(d.desired, 1, "undid another gateway's scale-up at {ms} ms: {d:?}");
+        }
+        let d = s.decide(&p, b, trickle(at(10400), 0.0, 1));
+        assert_eq!(d.reason, Reason::ToZero, "idle for zeroAfter since: {d:?}");
+        // Seen at zero, then at one: someone else's scale-up, at once.
+        let mut s = State::new(start);
+        for t in 0..4 {
+            s.decide(&p, b, trickle(at(t * 1000), 0.0, 1));
+        }
+        assert_eq!(s.decide(&p, b, trickle(at(4000), 0.0, 1)).desired, 0);
+        assert_eq!(s.decide(&p, b, trickle(at(4200), 0.0, 0)).desired, 0);
+        let d = s.decide(&p, b, trickle(at(4400), 0.0, 1));
+        assert_eq!(d.desired, 1, "undid a scale-up made elsewhere: {d:?}");
     }
 
     #[test]
