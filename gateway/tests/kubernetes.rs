@@ -23,6 +23,10 @@ use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// An autoscaler that decides every 200 ms over windows of seconds, for tests of its decisions.
+const FAST_AUTOSCALER: [&str; 8] =
+    ["--autoscale-tick", "200ms", "--stable-window", "2s", "--panic-window", "1s", "--scale-down-delay", "1s"];
+
 /// The operator binary beside the gateway, built first if this test run has not built it.
 fn operator_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -96,6 +100,16 @@ impl Cluster {
         })
         .await;
         g
+    }
+
+    /// Creates Function `name` (image `ghcr.io/acme/NAME:1`) with the given `scale`.
+    async fn create_function(&self, name: &str, scale: &str) {
+        let yaml = format!(
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: {name}, namespace: {}}}\nspec: {{image: ghcr.io/acme/{name}:1, scale: {scale}}}\n",
+            self.ns.name
+        );
+        let f = flint_api::manifest::from_yaml(&yaml).unwrap().remove(0);
+        self.functions().create(&Default::default(), &f).await.unwrap();
     }
 
     fn functions(&self) -> Api<Function> {
@@ -185,13 +199,7 @@ async fn the_openfaas_rest_api_manages_function_resources() {
 async fn a_request_at_zero_scales_the_deployment_and_waits_its_cold_start_timeout() {
     let Some(c) = Cluster::new("cold").await else { return };
     let g = c.gateway("gateway-0", &["--cold-start-timeout", "2s", "--autoscale", "false"]).await;
-    let f = flint_api::manifest::from_yaml(&format!(
-        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: sleepy, namespace: {}}}\nspec: {{image: ghcr.io/acme/sleepy:1, scale: {{min: 0}}}}\n",
-        c.ns.name
-    ))
-    .unwrap()
-    .remove(0);
-    c.functions().create(&Default::default(), &f).await.unwrap();
+    c.create_function("sleepy", "{min: 0}").await;
     wait_for("the Deployment", MINUTE, || async { c.replicas("sleepy").await }).await;
     let r = g.call(Method::POST, "/system/scale-function/sleepy", json!({"replicas": 0})).await;
     assert_eq!(r.status, 202, "{}", r.text());
@@ -206,17 +214,9 @@ async fn a_request_at_zero_scales_the_deployment_and_waits_its_cold_start_timeou
 #[tokio::test]
 async fn of_two_gateways_only_the_lease_holder_autoscales() {
     let Some(c) = Cluster::new("lease").await else { return };
-    let fast =
-        ["--autoscale-tick", "200ms", "--stable-window", "2s", "--panic-window", "1s", "--scale-down-delay", "1s"];
-    let a = c.gateway("gateway-a", &fast).await;
-    let b = c.gateway("gateway-b", &fast).await;
-    let f = flint_api::manifest::from_yaml(&format!(
-        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: idle, namespace: {}}}\nspec: {{image: ghcr.io/acme/idle:1, scale: {{min: 0, zeroAfter: 2s}}}}\n",
-        c.ns.name
-    ))
-    .unwrap()
-    .remove(0);
-    c.functions().create(&Default::default(), &f).await.unwrap();
+    let a = c.gateway("gateway-a", &FAST_AUTOSCALER).await;
+    let b = c.gateway("gateway-b", &FAST_AUTOSCALER).await;
+    c.create_function("idle", "{min: 0, zeroAfter: 2s}").await;
     // Idle: the one autoscaler takes it to zero.
     wait_for("scale to zero by the Lease holder", MINUTE, || async { (c.replicas("idle").await? == 0).then_some(()) })
         .await;
@@ -243,29 +243,10 @@ async fn the_lease_holder_keeps_a_cold_start_begun_at_another_gateway() {
     let ports = [free_port(), free_port()];
     let prometheus = flint_testkit::Prometheus::start(&ports.map(|p| format!("127.0.0.1:{p}"))).await;
     let url = prometheus.url();
-    let args = [
-        "--autoscale-tick",
-        "200ms",
-        "--stable-window",
-        "2s",
-        "--panic-window",
-        "1s",
-        "--scale-down-delay",
-        "1s",
-        "--cold-start-timeout",
-        "20s",
-        "--prometheus-url",
-        &url,
-    ];
+    let args = [&FAST_AUTOSCALER[..], &["--cold-start-timeout", "20s", "--prometheus-url", &url]].concat();
     let a = c.gateway_on("gateway-a", ports[0], &args).await;
     let b = c.gateway_on("gateway-b", ports[1], &args).await;
-    let f = flint_api::manifest::from_yaml(&format!(
-        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: slow, namespace: {}}}\nspec: {{image: ghcr.io/acme/slow:1, scale: {{min: 0, zeroAfter: 4s}}}}\n",
-        c.ns.name
-    ))
-    .unwrap()
-    .remove(0);
-    c.functions().create(&Default::default(), &f).await.unwrap();
+    c.create_function("slow", "{min: 0, zeroAfter: 4s}").await;
     wait_for("scale to zero by the Lease holder", MINUTE, || async { (c.replicas("slow").await? == 0).then_some(()) })
         .await;
     let (holder, other) = if a.process.log().contains("holding the Lease") { (&a, &b) } else { (&b, &a) };

@@ -162,7 +162,8 @@ pub fn function_of(pod: Pod) -> Option<ObjectRef<Function>> {
     Some(ObjectRef::new(name).within(&pod.namespace()?))
 }
 
-fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+/// The API of `K` in a scope: one namespace, or all.
+pub fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {

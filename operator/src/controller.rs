@@ -310,10 +310,7 @@ const CONCURRENCY: u16 = 32;
 /// signal). Functions are watched whole; children and pods through the cache's watches.
 pub async fn run(ctx: Arc<Context>, feeds: Vec<Feed>) {
     let controllers = feeds.into_iter().map(|feed| {
-        let functions: Api<Function> = match &feed.scope {
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-            None => Api::all(ctx.client.clone()),
-        };
+        let functions: Api<Function> = cache::api(&ctx.client, &feed.scope);
         let (deployments, services, pods) = feed.watches(&ctx.client);
         Controller::new(functions, watcher::Config::default())
             .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))

@@ -398,7 +398,9 @@ async fn of_two_operators_one_leads_and_the_other_takes_over_when_it_dies() {
     operators[leader].signal(nix::sys::signal::Signal::SIGKILL);
     let killed_at = tokio::time::Instant::now();
     env.create(&manifest("second", "  image: ghcr.io/acme/second:1")).await;
-    env.condition("second", "Progressing", "True").await;
+    let reconciled =
+        tokio::time::timeout(Duration::from_secs(55), env.condition("second", "Progressing", "True")).await;
+    assert!(reconciled.is_ok(), "the standby did not reconcile in 55s; its log:\n{}", operators[standby].log());
     let took = killed_at.elapsed();
     assert!(operators[standby].log().contains("leading: reconciling"), "{}", operators[standby].log());
     println!(

@@ -98,8 +98,8 @@ pub struct State {
     recommendations: VecDeque<(Instant, u32)>,
     panic_until: Option<Instant>,
     last_active: Instant,
-    /// Replicas at the last tick, and what this autoscaler asked for then.
-    last: Option<(u32, u32)>,
+    /// Replicas at the last tick.
+    last_replicas: Option<u32>,
     /// A count this autoscaler asked for that its view of the replicas does not show yet, and
     /// since when.
     pending: Option<(u32, Instant)>,
@@ -119,32 +119,35 @@ impl State {
             recommendations: VecDeque::new(),
             panic_until: None,
             last_active: now,
-            last: None,
+            last_replicas: None,
             pending: None,
         }
     }
 
     pub fn decide(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
-        if let Some((asked, since)) = self.pending {
-            let unchanged = self.last.is_some_and(|(replicas, _)| replicas == o.replicas);
-            if o.replicas == asked {
-                self.pending = None;
-            } else if unchanged && o.now.duration_since(since) < OWN_WRITE_GRACE {
-                self.last = Some((o.replicas, asked));
+        // Whose count is this? A count this autoscaler did not ask for is someone else's (another
+        // gateway scaled from zero for its own request), and counts as activity.
+        let previous = self.last_replicas.replace(o.replicas);
+        let unchanged = previous == Some(o.replicas);
+        match self.pending {
+            Some((asked, _)) if o.replicas == asked => self.pending = None,
+            Some((_, since)) if unchanged && o.now.duration_since(since) < OWN_WRITE_GRACE => {
+                // Its own write, not seen yet: nothing is asked again.
                 return Decision {
                     desired: o.replicas,
                     reason: Reason::Steady,
                     stable_avg: f64::NAN,
                     panic_avg: f64::NAN,
                 };
-            } else {
-                // Not what was asked, and not merely late: someone else's count.
+            }
+            Some(_) => {
                 self.pending = None;
                 self.last_active = o.now;
             }
+            None if previous.is_some_and(|r| o.replicas > r) => self.last_active = o.now,
+            None => {}
         }
         let decision = self.decide_now(p, b, o);
-        self.last = Some((o.replicas, decision.desired));
         if decision.desired != o.replicas {
             self.pending = Some((decision.desired, o.now));
         }
@@ -153,10 +156,6 @@ impl State {
 
     fn decide_now(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
         let current = o.replicas;
-        let scaled_elsewhere = self.last.is_some_and(|(replicas, asked)| current > replicas && current != asked);
-        if scaled_elsewhere {
-            self.last_active = o.now;
-        }
         let Some(value) = o.value else {
             return Decision { desired: current, reason: Reason::NoData, stable_avg: f64::NAN, panic_avg: f64::NAN };
         };
