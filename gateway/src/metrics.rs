@@ -68,6 +68,8 @@ pub struct Metrics {
     pub cold_start_seconds: Family<VersionLabels, Histogram>,
     /// The canary's effective weight.
     pub canary_weight: Family<FunctionLabels, Gauge>,
+    /// Open keep-alive connections to replicas, all functions together.
+    pub replica_connections: Gauge,
     /// Recent canary responses, for the canary analysis.
     pub canary_window: Arc<crate::canary::Window>,
     /// Each function version's handles, looked up by label once rather than per request.
@@ -171,6 +173,7 @@ impl Metrics {
             cold_starts: Family::default(),
             cold_start_seconds: Family::new_with_constructor(latency_buckets),
             canary_weight: Family::default(),
+            replica_connections: Gauge::default(),
             canary_window: Default::default(),
             versions: Default::default(),
             registry: Registry::default(),
@@ -208,6 +211,11 @@ impl Metrics {
             "flint_autoscaler_scaling_events",
             "Replica changes the autoscaler made, by reason",
             m.scaling.clone(),
+        );
+        registry.register(
+            "flint_replica_connections",
+            "Open connections from the gateway to function replicas",
+            m.replica_connections.clone(),
         );
         registry.register("gateway_service_count", "Replicas of each function", m.service_count.clone());
         registry.register(

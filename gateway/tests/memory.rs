@@ -68,6 +68,13 @@ async fn scale_cycles_under_load_leave_the_gateway_memory_flat() {
             async move { (replicas(g).await? == 0).then_some(()) }
         })
         .await;
+        // The connections to the replicas that left close after them; their memory is given
+        // back when the last one has.
+        wait_for("the gateway's connections to the replicas to close", Duration::from_secs(60), || {
+            let g = g.clone();
+            async move { g.metrics().await.lines().any(|l| l == "flint_replica_connections 0").then_some(()) }
+        })
+        .await;
         rss.push(flint_testkit::rss(g.process.pid()));
     }
     let kib: Vec<u64> = rss.iter().map(|b| b / 1024).collect();

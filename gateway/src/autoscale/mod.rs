@@ -167,9 +167,6 @@ impl Autoscaler {
                 self.metrics.scaling.get_or_create(&labels).inc();
                 match self.provider.scale(&t.namespace, &t.name, t.version, decision.desired).await {
                     Ok(()) => {
-                        if decision.desired < t.replicas {
-                            crate::memory::release_freed();
-                        }
                         let note = format!(
                             "{} version: {} -> {} replicas ({}; stable avg {:.2}, panic avg {:.2}, target {})",
                             t.version.as_str(),

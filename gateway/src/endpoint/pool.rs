@@ -21,6 +21,7 @@ use flint_http::{
 use http_body_util::BodyExt;
 use hyper::{Request, Response, client::conn::http1};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::{net::TcpStream, time::Instant};
 
 use super::Endpoint;
@@ -44,6 +45,8 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
 pub struct Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// Connections open to all replicas.
+    open: Gauge,
 }
 
 /// Why a send gave no response.
@@ -57,8 +60,8 @@ pub enum Failure {
 }
 
 impl Pool {
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
-        Arc::new(Pool { connect_timeout, idle_timeout })
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, open: Gauge) -> Arc<Self> {
+        Arc::new(Pool { connect_timeout, idle_timeout, open })
     }
 
     pub async fn send(
@@ -101,7 +104,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, endpoint: &Endpoint) -> Result<Sender, String> {
+    async fn connect(&self, endpoint: &Arc<Endpoint>) -> Result<Sender, String> {
         let addr = endpoint.addr;
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
@@ -117,10 +120,12 @@ impl Pool {
         let _ = stream.set_nodelay(true);
         let (sender, connection) =
             http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake with {addr}: {e}"))?;
+        let open = Open::new(endpoint.clone(), self.open.clone());
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%addr, error = %e, "replica connection ended");
             }
+            drop(open);
         });
         Ok(sender)
     }
@@ -151,6 +156,31 @@ impl Pool {
         if !endpoint.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep(Arc::downgrade(endpoint), self.idle_timeout));
         }
+    }
+}
+
+/// Counts a connection as open until dropped, when its task ends and its buffers are freed.
+struct Open {
+    endpoint: Arc<Endpoint>,
+    gauge: Gauge,
+}
+
+impl Open {
+    fn new(endpoint: Arc<Endpoint>, gauge: Gauge) -> Self {
+        endpoint.connections.fetch_add(1, Ordering::Relaxed);
+        gauge.inc();
+        Open { endpoint, gauge }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        // The replica's last connection closed (it left, or its connections went idle): what
+        // they held is free now, and this is when to give it back (`memory`).
+        if self.endpoint.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            crate::memory::release_freed();
+        }
+        self.gauge.dec();
     }
 }
 
@@ -268,25 +298,31 @@ mod tests {
     #[tokio::test]
     async fn connections_are_reused_and_leave_with_a_retired_endpoint() {
         let (addr, accepted) = replica().await;
-        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(30));
+        let open = Gauge::default();
+        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(30), open.clone());
         let e = Endpoint::new(addr);
         for _ in 0..5 {
             assert_eq!(read_all(pool.send(&e, request()).await.ok().unwrap()).await, "ok");
         }
         assert_eq!(accepted.load(Ordering::Relaxed), 1, "one connection, reused");
         assert_eq!(e.idle.lock().unwrap().len(), 1);
+        assert_eq!(open.get(), 1, "the open connection is counted");
         e.retire();
         assert!(e.idle.lock().unwrap().is_empty(), "retiring closes idle connections");
         // A response finishing after the retirement does not pool its connection.
         let r = pool.send(&e, request()).await.ok().unwrap();
         read_all(r).await;
         assert!(e.idle.lock().unwrap().is_empty());
+        flint_testkit::wait_for("the connections to be counted closed", Duration::from_secs(10), || async {
+            (open.get() == 0 && e.connections.load(Ordering::Relaxed) == 0).then_some(())
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn idle_connections_close_after_the_idle_timeout() {
         let (addr, _) = replica().await;
-        let pool = Pool::new(Duration::from_secs(1), Duration::from_millis(300));
+        let pool = Pool::new(Duration::from_secs(1), Duration::from_millis(300), Gauge::default());
         let e = Endpoint::new(addr);
         let responses = futures::future::join_all((0..4).map(|_| pool.send(&e, request()))).await;
         for r in responses {
@@ -302,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_gives_the_request_back_and_skips_the_replica() {
         let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(30));
+        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(30), Gauge::default());
         let e = Endpoint::new(addr);
         match pool.send(&e, request()).await {
             Err(Failure::NotSent(back, reason)) => {
@@ -330,7 +366,7 @@ mod tests {
             }
             assert!(queued.len() < 64, "the accept queue never filled");
         }
-        let pool = Pool::new(Duration::from_millis(200), Duration::from_secs(30));
+        let pool = Pool::new(Duration::from_millis(200), Duration::from_secs(30), Gauge::default());
         let e = Endpoint::new(addr);
         match pool.send(&e, request()).await {
             Err(Failure::NotSent(_, reason)) => assert!(reason.contains("no answer in 200ms"), "{reason}"),
@@ -352,7 +388,7 @@ mod tests {
             assert_eq!(stream.peek(&mut first).await.unwrap(), 1, "the request arrived");
             drop(stream);
         });
-        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(30));
+        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(30), Gauge::default());
         match pool.send(&Endpoint::new(addr), request()).await {
             Err(Failure::Written { reset, reason }) => assert!(reset, "{reason}"),
             _ => panic!("expected a written, reset request"),
@@ -373,7 +409,7 @@ mod tests {
             }
             stream.shutdown().await.unwrap();
         });
-        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(30));
+        let pool = Pool::new(Duration::from_secs(1), Duration::from_secs(30), Gauge::default());
         match pool.send(&Endpoint::new(addr), request()).await {
             Err(Failure::Written { reset, reason }) => assert!(!reset, "{reason}"),
             _ => panic!("expected a written request without a reset"),

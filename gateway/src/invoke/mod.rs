@@ -72,7 +72,7 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
 
 impl Invoker {
     pub fn new(provider: Arc<dyn Provider>, metrics: Arc<Metrics>, settings: Settings) -> Self {
-        let pool = Pool::new(settings.connect_timeout, settings.idle_timeout);
+        let pool = Pool::new(settings.connect_timeout, settings.idle_timeout, metrics.replica_connections.clone());
         Invoker { provider, metrics, pool, cold: ColdStarts::default(), settings }
     }
 
