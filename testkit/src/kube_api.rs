@@ -7,16 +7,14 @@
 //! reason, in the file named by `FLINT_SKIP_LOG` (`scripts/test` prints them in its summary):
 //! a skipped test must never read as a passed one.
 //!
-//! The control plane's processes die with the test binary: they are started from a thread that
-//! lives as long as the process, with a parent-death signal, so a test that panics (or a binary
-//! that is killed) leaves nothing running. Their data and logs are in a temporary folder, named
+//! The control plane's processes die with the test binary ([`crate::spawn_for_life`]), so a
+//! test that panics (or a binary that is killed) leaves nothing running. Their data and logs are in a temporary folder, named
 //! in the failure messages; folders of earlier runs whose process is gone are removed.
 
 use std::{
     io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
@@ -67,6 +65,11 @@ impl TestApi {
             Ok(api) => Some(api),
             Err(e) => panic!("the test Kubernetes API did not start: {e}"),
         }
+    }
+
+    /// The administrator's client configuration.
+    pub(crate) fn config(&self) -> Config {
+        self.config.clone()
     }
 
     /// A client with the administrator's rights. Each test makes its own: a client belongs to
@@ -265,7 +268,7 @@ impl Drop for TestNamespace {
 }
 
 /// Records that the current test was skipped, and why.
-fn skip(reason: &str) {
+pub(crate) fn skip(reason: &str) {
     let test = std::thread::current().name().unwrap_or("?").to_string();
     eprintln!("SKIPPED {test}: {reason}");
     if let Some(log) = std::env::var_os("FLINT_SKIP_LOG") {
@@ -354,7 +357,6 @@ struct Plane {
     kubeconfig: PathBuf,
     etcd_port: u16,
     api_port: u16,
-    spawner: mpsc::Sender<(Command, mpsc::Sender<Result<(), String>>)>,
 }
 
 /// The token of the tests' administrator (a member of system:masters).
@@ -384,7 +386,6 @@ impl Plane {
             kubeconfig,
             etcd_port: free_port(),
             api_port,
-            spawner: spawner(),
         })
     }
 
@@ -462,34 +463,8 @@ impl Plane {
         let log = std::fs::File::create(self.dir.join(format!("{bin}.log"))).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
-        let (done, result) = mpsc::channel();
-        self.spawner.send((cmd, done)).map_err(|_| "the spawner thread is gone".to_string())?;
-        result.recv().map_err(|_| "the spawner thread is gone".to_string())?.map_err(|e| format!("{bin}: {e}"))
+        crate::spawn_for_life(cmd, nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("{bin}: {e}"))
     }
-}
-
-/// A thread that lives as long as the test binary and starts the control plane's processes, so
-/// that their parent-death signal (sent when the thread that forked them ends) comes only when
-/// the test binary itself ends.
-fn spawner() -> mpsc::Sender<(Command, mpsc::Sender<Result<(), String>>)> {
-    let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<Result<(), String>>)>();
-    std::thread::spawn(move || {
-        let mut children = Vec::new();
-        for (mut cmd, done) in rx {
-            // SAFETY: prctl is async-signal-safe and touches only the child being set up.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
-                });
-            }
-            let _ = done.send(cmd.spawn().map(|c| children.push(c)).map_err(|e| e.to_string()));
-        }
-        // The sender lives in a static: this is reached only at exit.
-        loop {
-            std::thread::park();
-        }
-    });
-    tx
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {

@@ -4,6 +4,8 @@
 //! server (or says plainly that there is none).
 
 pub mod kube_api;
+pub mod netns;
+pub mod node;
 
 use std::{
     future::Future,
@@ -36,6 +38,42 @@ pub fn helm() -> std::process::Command {
     let mut cmd = std::process::Command::new(helm);
     cmd.current_dir(workspace());
     cmd
+}
+
+/// Starts `cmd` so that it gets `signal` when the test binary ends, however it ends (also when
+/// killed). The parent-death signal fires when the *thread* that forked the child ends, so the
+/// children are forked by one thread that lives as long as the process.
+pub fn spawn_for_life(mut cmd: std::process::Command, signal: Signal) -> Result<(), String> {
+    type Job = (std::process::Command, Signal, std::sync::mpsc::Sender<Result<(), String>>);
+    static SPAWNER: Mutex<Option<std::sync::mpsc::Sender<Job>>> = Mutex::new(None);
+    let (done, result) = std::sync::mpsc::channel();
+    let job = {
+        let mut spawner = SPAWNER.lock().unwrap();
+        let tx = spawner.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            std::thread::spawn(move || {
+                let mut children = Vec::new();
+                for (mut cmd, signal, done) in rx {
+                    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+                    unsafe {
+                        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)
+                        });
+                    }
+                    let _ = done.send(cmd.spawn().map(|c| children.push(c)).map_err(|e| e.to_string()));
+                }
+                // The sender lives in a static: this is reached only at exit.
+                loop {
+                    std::thread::park();
+                }
+            });
+            tx
+        });
+        cmd.stdin(Stdio::null());
+        tx.send((cmd, signal, done))
+    };
+    job.map_err(|_| "the spawner thread is gone".to_string())?;
+    result.recv().map_err(|_| "the spawner thread is gone".to_string())?
 }
 
 /// A port nobody listens on right now.
