@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod cluster;
+
 use std::{
     path::{Path, PathBuf},
     sync::OnceLock,

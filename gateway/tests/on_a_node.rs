@@ -1,0 +1,425 @@
+//! Invocations end to end on Kubernetes: a Function applied to the real API server, the
+//! operator's Deployment, the real controller-manager's ReplicaSets and EndpointSlices, pods run
+//! as processes by the test node (`flint_testkit::node`, each in a network namespace of its
+//! own), and the gateway's kubernetes provider routing, scaling and splitting across them.
+//! Skipped, and reported by `scripts/test`, without a control plane or without root.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::cluster::{Cluster, FAST_AUTOSCALER, Gateway, MINUTE};
+use flint_testkit::{
+    Caller,
+    node::{Image, TestNode},
+    wait_for,
+};
+use hyper::Method;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::json;
+
+/// A namespace served by the test node, with the operator running in it.
+async fn cluster(prefix: &str) -> Option<(Cluster, &'static TestNode)> {
+    let c = Cluster::new(prefix).await?;
+    let node = TestNode::get(c.api, &common::watchdog()).await?;
+    node.serve(&c.ns.name);
+    Some((c, node))
+}
+
+/// An image whose process prints what `script` prints, in streaming mode (a process per request).
+fn shell_image(node: &TestNode, image: &str, script: &str) {
+    let dir = std::env::temp_dir().join(format!("flint-image-{}", image.replace(['/', ':'], "_")));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("handler.sh"), script).unwrap();
+    let env = [("fprocess", "sh handler.sh"), ("mode", "streaming")];
+    node.image(image, Image { dir, env: env.map(|(k, v)| (k.to_string(), v.to_string())).to_vec() });
+}
+
+/// Applies a Function with this spec (YAML, indented by two).
+async fn apply_function(c: &Cluster, name: &str, spec: &str) {
+    let yaml = format!(
+        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n{spec}\n",
+        c.ns.name
+    );
+    let f = flint_api::manifest::from_yaml(&yaml).unwrap().remove(0);
+    c.functions()
+        .patch(name, &PatchParams::apply("flint-test").force(), &Patch::Apply(&f))
+        .await
+        .unwrap_or_else(|e| panic!("applying Function {name}: {e}"));
+}
+
+fn pods(c: &Cluster) -> Api<Pod> {
+    Api::namespaced(c.api.client(), &c.ns.name)
+}
+
+async fn pods_of(c: &Cluster, function: &str) -> Vec<Pod> {
+    let lp = ListParams::default().labels(&format!("flint.dev/function={function}"));
+    pods(c).list(&lp).await.map(|l| l.items).unwrap_or_default()
+}
+
+/// A call's status and body, or why it got none.
+type Answer = Result<(u16, String), String>;
+
+/// Load on `path` from `connections` callers until stopped: each answer's status and body.
+struct Load {
+    stop: Arc<AtomicBool>,
+    callers: Vec<tokio::task::JoinHandle<Vec<Answer>>>,
+}
+
+impl Load {
+    fn start(g: &Gateway, method: Method, path: &str, connections: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let callers = (0..connections)
+            .map(|_| {
+                let (stop, url, method) = (stop.clone(), g.url(path), method.clone());
+                tokio::spawn(async move {
+                    let caller = Caller::new();
+                    let mut answers = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = caller.call(method.clone(), &url, &[], "x").await;
+                        answers.push(r.map(|r| (r.status, r.text())));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        Load { stop, callers }
+    }
+
+    async fn stop(self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for c in self.callers {
+            all.extend(c.await.unwrap());
+        }
+        all
+    }
+}
+
+/// The answers that were not a 200, with how many of each.
+fn failures(answers: &[Answer]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for a in answers {
+        let key = match a {
+            Ok((200, _)) => continue,
+            Ok((status, body)) => format!("{status} {body}"),
+            Err(e) => e.clone(),
+        };
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_function_applied_with_kubectl_answers_through_the_gateway() {
+    let Some((c, node)) = cluster("apply").await else { return };
+    let example = flint_testkit::workspace().join("examples/echo-shell");
+    // What the example's Dockerfile puts in its image.
+    let env = [("fprocess", "sh handler.sh"), ("mode", "streaming")].map(|(k, v)| (k.to_string(), v.to_string()));
+    node.image("ghcr.io/flint-dev/examples/echo-shell:0.1.0", Image { dir: example.clone(), env: env.to_vec() });
+    let mut kubectl = c.api.kubectl().expect("kubectl in KUBEBUILDER_ASSETS");
+    let out = kubectl.args(["apply", "-n", &c.ns.name, "-f"]).arg(example.join("function.yaml")).output().unwrap();
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+
+    let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s"]).await;
+    let r = g.call(Method::POST, "/function/echo-shell/hello?x=1", json!("hi")).await;
+    assert_eq!((r.status, r.text()), (200, "POST /hello?x=1\n\"hi\"".to_string()), "{:?}", r.headers);
+
+    // The pod the answer came from, as a kubelet reports it.
+    let pod = pods_of(&c, "echo-shell").await.remove(0);
+    let status = pod.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert!(status.pod_ip.as_deref().unwrap_or("").starts_with("10.231."), "{:?}", status.pod_ip);
+    assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some(node.name.as_str()));
+    let ready = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+}
+
+#[tokio::test]
+async fn functions_deployed_through_the_rest_api_answer_and_go() {
+    let Some((c, node)) = cluster("rest").await else { return };
+    node.image("ghcr.io/acme/cat:1", Image { dir: std::env::temp_dir(), env: vec![] });
+    let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s"]).await;
+    // What faas-cli deploy sends.
+    let deploy = json!({"service": "cat", "image": "ghcr.io/acme/cat:1", "envProcess": "cat",
+                        "envVars": {"mode": "streaming"}});
+    let r = g.call(Method::POST, "/system/functions", deploy).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = g.call(Method::POST, "/function/cat", json!({"n": 1})).await;
+    assert_eq!((r.status, r.text()), (200, r#"{"n":1}"#.to_string()));
+
+    let r = g.call(Method::DELETE, "/system/functions", json!({"functionName": "cat"})).await;
+    assert!(r.status == 202 || r.status == 200, "{} {}", r.status, r.text());
+    wait_for("the pod to be gone", MINUTE, || async { pods_of(&c, "cat").await.is_empty().then_some(()) }).await;
+    let r = g.call(Method::POST, "/function/cat", json!("late")).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_hundred_requests_at_zero_start_one_pod_and_all_get_answers() {
+    let Some((c, node)) = cluster("cold").await else { return };
+    shell_image(node, "ghcr.io/acme/cold:1", "cat\n");
+    let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale", "false"]).await;
+    apply_function(&c, "cold", "  image: ghcr.io/acme/cold:1\n  concurrency: 200\n  scale: {min: 0}").await;
+    wait_for("the first pod", MINUTE, || async { (pods_of(&c, "cold").await.len() == 1).then_some(()) }).await;
+    let r = g.call(Method::POST, "/system/scale-function/cold", json!({"replicas": 0})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_for("no pod", MINUTE, || async { pods_of(&c, "cold").await.is_empty().then_some(()) }).await;
+
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let url = g.url("/function/cold");
+            tokio::spawn(async move { flint_testkit::post(&url, format!("call {i}")).await })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let r = call.await.unwrap().unwrap();
+        assert_eq!((r.status, r.text()), (200, format!("call {i}")));
+    }
+    let pods = pods_of(&c, "cold").await;
+    assert_eq!(pods.len(), 1, "one scale-up from zero, one pod");
+    assert_eq!(c.replicas("cold").await, Some(1));
+}
+
+#[tokio::test]
+async fn a_burst_scales_out_spreads_over_the_new_pods_and_idles_back_to_zero() {
+    let Some((c, node)) = cluster("burst").await else { return };
+    // Each answer names the pod it came from.
+    shell_image(node, "ghcr.io/acme/who:1", "sleep 0.05\necho \"$HOSTNAME\"\n");
+    let g = c.gateway("gateway-0", &[&FAST_AUTOSCALER[..], &["--cold-start-timeout", "60s"]].concat()).await;
+    apply_function(
+        &c,
+        "who",
+        "  image: ghcr.io/acme/who:1\n  scale: {min: 0, max: 4, metric: concurrency, target: 2, zeroAfter: 3s}",
+    )
+    .await;
+    let load = Load::start(&g, Method::GET, "/function/who", 16);
+    wait_for("the burst to scale the Deployment out", MINUTE, || async {
+        (c.replicas("who").await? >= 3).then_some(())
+    })
+    .await;
+    wait_for("three pods to be ready", MINUTE, || async {
+        let ready = pods_of(&c, "who").await.into_iter().filter(is_ready).count();
+        (ready >= 3).then_some(())
+    })
+    .await;
+    // Requests from now on spread over the pods.
+    let first = load.stop().await;
+    assert_eq!(failures(&first), BTreeMap::new(), "failed requests while scaling out");
+    let load = Load::start(&g, Method::GET, "/function/who", 16);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answers = load.stop().await;
+    assert_eq!(failures(&answers), BTreeMap::new());
+    let served: BTreeSet<String> = answers.iter().flatten().map(|(_, body)| body.trim().to_string()).collect();
+    assert!(served.len() >= 3, "answers came from {served:?}");
+    for pod in &served {
+        assert!(pod.starts_with("who-"), "{pod}");
+    }
+    // Idle: back to zero, and the pods go.
+    wait_for("scale to zero", MINUTE, || async { (c.replicas("who").await? == 0).then_some(()) }).await;
+    wait_for("no pod left", MINUTE, || async { pods_of(&c, "who").await.is_empty().then_some(()) }).await;
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+#[tokio::test]
+async fn a_rolling_update_under_load_fails_no_request() {
+    let Some((c, node)) = cluster("roll").await else { return };
+    shell_image(node, "ghcr.io/acme/roll:1", "echo v1\n");
+    shell_image(node, "ghcr.io/acme/roll:2", "echo v2\n");
+    let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale", "false"]).await;
+    apply_function(&c, "roll", "  image: ghcr.io/acme/roll:1\n  scale: {min: 2, max: 2}").await;
+    wait_for("two ready pods", MINUTE, || async {
+        (pods_of(&c, "roll").await.iter().filter(|p| is_ready(p)).count() == 2).then_some(())
+    })
+    .await;
+    let load = Load::start(&g, Method::POST, "/function/roll", 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    apply_function(&c, "roll", "  image: ghcr.io/acme/roll:2\n  scale: {min: 2, max: 2}").await;
+    wait_for("the rollout to finish (only v2 pods, both ready)", MINUTE, || async {
+        let pods = pods_of(&c, "roll").await;
+        let images: Vec<_> = pods.iter().map(|p| p.spec.as_ref()?.containers[0].image.clone()).collect();
+        let done = pods.len() == 2
+            && pods.iter().all(is_ready)
+            && images.iter().all(|i| i.as_deref() == Some("ghcr.io/acme/roll:2"));
+        done.then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answers = load.stop().await;
+    assert_eq!(failures(&answers), BTreeMap::new(), "of {} requests", answers.len());
+    let versions: BTreeSet<&str> = answers.iter().flatten().map(|(_, b)| b.trim()).collect();
+    assert_eq!(versions, BTreeSet::from(["v1", "v2"]), "both versions answered during the rollout");
+}
+
+/// Three ready pods of `steady`.
+async fn three_ready(c: &Cluster) -> Option<Vec<Pod>> {
+    let pods = pods_of(c, "steady").await;
+    (pods.len() == 3 && pods.iter().all(is_ready)).then_some(pods)
+}
+
+/// GETs and POSTs on `steady` while one of its pods is deleted with `params`, until its
+/// replacement is ready: their answers.
+async fn delete_under_load(c: &Cluster, g: &Gateway, params: DeleteParams) -> (Vec<Answer>, Vec<Answer>) {
+    let victim = wait_for("three ready pods", MINUTE, || three_ready(c)).await.remove(0).metadata.name.unwrap();
+    let gets = Load::start(g, Method::GET, "/function/steady", 8);
+    let posts = Load::start(g, Method::POST, "/function/steady", 8);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pods(c).delete(&victim, &params).await.unwrap();
+    wait_for("the replacement to be ready", MINUTE, || async {
+        let pods = three_ready(c).await?;
+        (!pods.iter().any(|p| p.metadata.name.as_deref() == Some(victim.as_str()))).then_some(())
+    })
+    .await;
+    (gets.stop().await, posts.stop().await)
+}
+
+#[tokio::test]
+async fn a_pod_deleted_under_load_fails_no_request_and_a_killed_one_only_posts_it_had_begun() {
+    let Some((c, node)) = cluster("delete").await else { return };
+    shell_image(node, "ghcr.io/acme/steady:1", "sleep 0.02\necho \"$HOSTNAME\"\n");
+    let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale", "false"]).await;
+    apply_function(&c, "steady", "  image: ghcr.io/acme/steady:1\n  scale: {min: 3, max: 3}").await;
+
+    // A deletion as kubectl makes it: the pod drains (its endpoint is withdrawn while the
+    // watchdog still serves), so no request of any method may fail.
+    let (gets, posts) = delete_under_load(&c, &g, DeleteParams::default()).await;
+    assert_eq!(failures(&gets), BTreeMap::new(), "GET, of {} requests", gets.len());
+    assert_eq!(failures(&posts), BTreeMap::new(), "POST, of {} requests", posts.len());
+
+    // Deleted with no grace: its processes are killed at once, as on a node failure. A GET
+    // is sent again elsewhere; a POST the pod had begun is not (it may have run), and says so.
+    let (gets, posts) =
+        delete_under_load(&c, &g, DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+    assert_eq!(failures(&gets), BTreeMap::new(), "GET, of {} requests", gets.len());
+    let failed_posts: usize = failures(&posts).values().sum();
+    for failure in failures(&posts).keys() {
+        assert!(failure.starts_with("502 ") && failure.contains("not sent again"), "{failure}");
+    }
+    // At most one request per caller was in flight on the killed pod.
+    assert!(failed_posts <= 8, "{failed_posts} of {} POSTs failed: {:?}", posts.len(), failures(&posts));
+    println!("killed pod: {failed_posts} of {} POSTs failed, 0 of {} GETs", posts.len(), gets.len());
+}
+
+/// A function whose canary (image `:2`) answers `canary` or fails, beside a stable `stable`.
+async fn canary_function(c: &Cluster, node: &TestNode, name: &str, canary_fails: bool, canary: &str) {
+    shell_image(node, &format!("ghcr.io/acme/{name}:1"), "echo stable\n");
+    let script = if canary_fails { "echo broken >&2\nexit 1\n" } else { "echo canary\n" };
+    shell_image(node, &format!("ghcr.io/acme/{name}:2"), script);
+    let spec = format!(
+        "  image: ghcr.io/acme/{name}:1\n  scale: {{min: 1, max: 1}}\n  canary: {{image: ghcr.io/acme/{name}:2, {canary}}}"
+    );
+    apply_function(c, name, &spec).await;
+    wait_for("a ready stable and canary pod", MINUTE, || async {
+        let pods = pods_of(c, name).await;
+        (pods.len() == 2 && pods.iter().all(is_ready)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_canary_on_kubernetes_gets_its_weight_of_the_requests() {
+    let Some((c, node)) = cluster("split").await else { return };
+    let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale", "false"]).await;
+    canary_function(&c, node, "split", false, "weight: 30").await;
+    let (mut stable, mut canary) = (0, 0);
+    let caller = Caller::new();
+    for _ in 0..600 {
+        let r = caller.call(Method::GET, &g.url("/function/split"), &[], "").await.unwrap();
+        match (r.status, r.text().trim()) {
+            (200, "stable") => stable += 1,
+            (200, "canary") => canary += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let share = canary as f64 / 600.0;
+    assert!((0.24..=0.36).contains(&share), "canary share {share:.3} ({canary} canary, {stable} stable) for weight 30");
+}
+
+#[tokio::test]
+async fn a_failing_canary_on_kubernetes_is_rolled_back_and_its_status_says_why() {
+    let Some((c, node)) = cluster("rollback").await else { return };
+    // The analysis runs with the autoscaler (min = max keeps the pods as they are).
+    let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale-tick", "200ms"]).await;
+    let analysis =
+        "weight: 20, analysis: {interval: 1s, stepWeight: 10, maxWeight: 50, minSuccessRate: 99, minRequests: 5}";
+    canary_function(&c, node, "risky", true, analysis).await;
+    let load = Load::start(&g, Method::GET, "/function/risky", 4);
+    let rolled_back = wait_for("the canary to be rolled back", 2 * MINUTE, || async {
+        let f = c.functions().get("risky").await.ok()?;
+        let status = f.status?;
+        let canary = status.canary.clone()?;
+        let healthy = status.conditions.iter().find(|c| c.type_ == "CanaryHealthy")?.clone();
+        (canary.phase == flint_api::CanaryPhase::RolledBack && healthy.status == "False").then_some((canary, healthy))
+    });
+    let Ok(rolled_back) = tokio::time::timeout(MINUTE, rolled_back).await else {
+        let f = c.functions().get("risky").await.unwrap();
+        panic!("no rollback in a minute; status: {:?}\ngateway:\n{}", f.status, g.process.log());
+    };
+    // The split has followed the status: every request now reaches the stable pods.
+    let settled = load.stop().await;
+    let after = Load::start(&g, Method::GET, "/function/risky", 4);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = after.stop().await;
+    assert_eq!(failures(&after), BTreeMap::new(), "requests still reach the rolled-back canary");
+    let (canary, healthy) = rolled_back;
+    assert_eq!(canary.weight, 0);
+    let message = canary.message.unwrap_or_default();
+    assert!(message.contains("success rate") && message.contains("minimum 99%"), "{message}");
+    assert!(healthy.message.contains("success rate"), "{healthy:?}");
+    // Only the canary's answers failed: each a 500 from its process, and no more than its share.
+    let failed = failures(&settled);
+    for f in failed.keys() {
+        assert!(f.starts_with("500 "), "a request failed otherwise than at the canary: {f}");
+    }
+    let failed: usize = failed.values().sum();
+    assert!(failed as f64 <= settled.len() as f64 * 0.25 + 3.0, "{failed} of {} requests failed", settled.len());
+}
+
+#[tokio::test]
+async fn requests_keep_being_answered_while_the_operator_and_a_gateway_restart() {
+    let Some((mut c, node)) = cluster("restart").await else { return };
+    shell_image(node, "ghcr.io/acme/keep:1", "echo kept\n");
+    let args = ["--cold-start-timeout", "60s"];
+    let g0_port = flint_testkit::free_port();
+    let mut g0 = c.gateway_on("gateway-0", g0_port, &args).await;
+    let g1 = c.gateway("gateway-1", &args).await;
+    apply_function(&c, "keep", "  image: ghcr.io/acme/keep:1\n  scale: {min: 2, max: 4}").await;
+    wait_for("two ready pods", MINUTE, || async {
+        (pods_of(&c, "keep").await.iter().filter(|p| is_ready(p)).count() == 2).then_some(())
+    })
+    .await;
+    let load = Load::start(&g1, Method::POST, "/function/keep", 8);
+
+    // The operator dies and a new one takes over; the gateway that may hold the autoscaler's
+    // Lease dies and comes back.
+    c.operator.signal(nix::sys::signal::Signal::SIGKILL);
+    g0.process.signal(nix::sys::signal::Signal::SIGKILL);
+    g0.process.exit(MINUTE).await;
+    c.restart_operator();
+    g0 = c.gateway_on("gateway-0", g0_port, &args).await;
+    // The new operator acts on changes: a higher minimum gets its pod.
+    apply_function(&c, "keep", "  image: ghcr.io/acme/keep:1\n  scale: {min: 3, max: 4}").await;
+    wait_for("three ready pods", MINUTE, || async {
+        (pods_of(&c, "keep").await.iter().filter(|p| is_ready(p)).count() == 3).then_some(())
+    })
+    .await;
+    let answers = load.stop().await;
+    assert_eq!(failures(&answers), BTreeMap::new(), "of {} requests", answers.len());
+    let r = g0.call(Method::POST, "/function/keep", json!(null)).await;
+    assert_eq!((r.status, r.text()), (200, "kept\n".to_string()));
+}
