@@ -113,7 +113,8 @@ pub struct Args {
     #[arg(long, env = "FLINT_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,
 
-    /// Run the autoscaler (scale each function between scale.min and scale.max).
+    /// Run the autoscaler (scale each function between scale.min and scale.max) and, with it,
+    /// the canary analysis: with `false`, canary weights stay as written.
     #[arg(long, env = "FLINT_AUTOSCALE", default_value_t = true, action = clap::ArgAction::Set)]
     pub autoscale: bool,
 
