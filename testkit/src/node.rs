@@ -66,7 +66,15 @@ struct Shared {
     network: PodNetwork,
     watchdog: PathBuf,
     logs: PathBuf,
-    slots: Mutex<Vec<bool>>,
+    slots: Mutex<Slots>,
+}
+
+/// Pod addresses in use, handed out round-robin as CNI's host-local IPAM does: an address
+/// freed by a pod that just left is reused last, so that a gateway whose EndpointSlice view
+/// still lists it does not reach another test's pod there.
+struct Slots {
+    used: Vec<bool>,
+    last: usize,
 }
 
 static NODE: tokio::sync::OnceCell<Result<TestNode, String>> = tokio::sync::OnceCell::const_new();
@@ -140,7 +148,7 @@ async fn start(config: kube::Config, watchdog: PathBuf) -> Result<TestNode, Stri
         network,
         watchdog,
         logs: logs.clone(),
-        slots: Mutex::new(vec![false; PodNetwork::ADDRESSES as usize]),
+        slots: Mutex::new(Slots { used: vec![false; PodNetwork::ADDRESSES as usize], last: 0 }),
     });
     let (registered, result) = tokio::sync::oneshot::channel();
     let (node, shared) = (name.clone(), state.clone());
@@ -344,13 +352,15 @@ impl Kubelet {
             }
             Err(e) => eprintln!("test node: network for pod {ns}/{}: {e}", pod.metadata.name.as_deref().unwrap_or("")),
         }
-        self.state.slots.lock().unwrap()[slot as usize] = false;
+        self.state.slots.lock().unwrap().used[slot as usize] = false;
     }
 
     fn claim_slot(&self) -> Option<u8> {
         let mut slots = self.state.slots.lock().unwrap();
-        let slot = slots.iter().position(|used| !used)?;
-        slots[slot] = true;
+        let n = slots.used.len();
+        let slot = (1..=n).map(|i| (slots.last + i) % n).find(|&s| !slots.used[s])?;
+        slots.used[slot] = true;
+        slots.last = slot;
         Some(slot as u8)
     }
 }
