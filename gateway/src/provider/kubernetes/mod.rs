@@ -38,6 +38,8 @@ use super::{
 pub const FIELD_MANAGER: &str = "flint-gateway";
 const FUNCTION_LABEL: &str = "flint.dev/function";
 const CANARY_SUFFIX: &str = flint_api::limits::CANARY_SUFFIX;
+/// Longest a deploy waits for its Function to reach this gateway's watch.
+const SEEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 type Key = (String, String);
 
@@ -154,6 +156,16 @@ impl Kubernetes {
         self.functions
             .get(&ObjectRef::new(name).within(namespace))
             .ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))
+    }
+
+    /// Waits (up to `SEEN_WITHIN`) until the watch has brought a Function this gateway just
+    /// created, so that a deploy answered 202 is routed at once: faas-cli users invoke right
+    /// after deploying, and a 404 then would be a lie.
+    async fn until_seen(&self, namespace: &str, name: &str) {
+        let deadline = tokio::time::Instant::now() + SEEN_WITHIN;
+        while self.function(namespace, name).is_err() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
@@ -347,7 +359,10 @@ impl Provider for Kubernetes {
             self.writable(&ns)?;
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             match self.api(&ns).create(&params, &function).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    self.until_seen(&ns, &function.name_any()).await;
+                    Ok(())
+                }
                 Err(e) if is_status(&e, 409) => Err(ProviderError::AlreadyExists(function.name_any())),
                 Err(e) => Err(backend(e)),
             }
