@@ -95,7 +95,7 @@ async fn killing_replicas_under_load_loses_no_request_it_could_resend_and_runs_n
         lines.iter().copied().chain(about_replicas).collect::<Vec<_>>().join("\n")
     };
     let total = calls.len();
-    let (mut failed_posts, mut failed_unrun, mut cut_gets) = (0, 0, 0);
+    let (mut failed_posts, mut failed_unrun, mut cut_gets, mut cut_posts) = (0, 0, 0, 0);
     for (id, method, status, text) in &calls {
         let runs = ran.get(id).cloned().unwrap_or_default();
         if *method == Method::POST {
@@ -112,11 +112,15 @@ async fn killing_replicas_under_load_loses_no_request_it_could_resend_and_runs_n
             "{method} {id} failed but ran on a live replica ({runs:?}): {status:?} {text}\n{}",
             about(id)
         );
+        // Any request whose answer had begun when its replica died can only be cut off (the
+        // status is on its way); only the caller can retry it.
+        let cut_off = status.is_none() && text.starts_with("body:");
         if *method == Method::GET {
-            // An idempotent request is sent again unless its answer had begun: then only the
-            // caller can retry (the status is on its way), and it sees the answer cut off.
-            assert!(status.is_none() && text.starts_with("body:"), "GET {id} failed: {status:?} {text}\n{}", about(id));
+            // An idempotent request is sent again unless its answer had begun.
+            assert!(cut_off, "GET {id} failed: {status:?} {text}\n{}", about(id));
             cut_gets += 1;
+        } else if cut_off {
+            cut_posts += 1;
         } else {
             assert_eq!(*status, Some(502), "POST {id}: {text}\n{}", about(id));
             assert!(text.contains("not sent again"), "POST {id}: {text}");
@@ -129,8 +133,8 @@ async fn killing_replicas_under_load_loses_no_request_it_could_resend_and_runs_n
     let abandoned = gateway_log.lines().filter(|l| l.contains("process ended with the request on it")).count();
     println!(
         "crash under load: {total} calls over 20 s, {} replicas killed; failed: {failed_posts} POST \
-         ({failed_unrun} of them before their process started), 0 GET before its answer began, \
-         {cut_gets} GET cut off after its answer began; {abandoned} attempts given up on a dead replica's silent connection",
+         ({failed_unrun} of them before their process started) and {cut_posts} POST cut off after its \
+         answer began, 0 GET before its answer began, {cut_gets} GET cut off after its answer began; {abandoned} attempts given up on a dead replica's silent connection",
         killed.len(),
     );
     assert!(killed.len() >= 8, "only {} kills", killed.len());
