@@ -10,9 +10,8 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
 use common::cluster::{Cluster, FAST_AUTOSCALER, Gateway, MINUTE};
@@ -74,27 +73,40 @@ type Answer = Result<(u16, String), String>;
 /// Load on `path` from `connections` callers until stopped: each answer's status and body.
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Answers so far, of every caller.
+    answered: Arc<AtomicUsize>,
     callers: Vec<tokio::task::JoinHandle<Vec<Answer>>>,
 }
 
 impl Load {
     fn start(g: &Gateway, method: Method, path: &str, connections: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
         let callers = (0..connections)
             .map(|_| {
-                let (stop, url, method) = (stop.clone(), g.url(path), method.clone());
+                let (stop, answered, url, method) = (stop.clone(), answered.clone(), g.url(path), method.clone());
                 tokio::spawn(async move {
                     let caller = Caller::new();
                     let mut answers = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let r = caller.call(method.clone(), &url, &[], "x").await;
                         answers.push(r.map(|r| (r.status, r.text())));
+                        answered.fetch_add(1, Ordering::Relaxed);
                     }
                     answers
                 })
             })
             .collect();
-        Load { stop, callers }
+        Load { stop, answered, callers }
+    }
+
+    /// Waits until `n` more answers have come (the load has flowed for a while).
+    async fn flow(&self, n: usize) {
+        let until = self.answered.load(Ordering::Relaxed) + n;
+        wait_for(&format!("{n} more answers"), MINUTE, || async {
+            (self.answered.load(Ordering::Relaxed) >= until).then_some(())
+        })
+        .await;
     }
 
     async fn stop(self) -> Vec<Answer> {
@@ -218,7 +230,7 @@ async fn a_burst_scales_out_spreads_over_the_new_pods_and_idles_back_to_zero() {
     let first = load.stop().await;
     assert_eq!(failures(&first), BTreeMap::new(), "failed requests while scaling out");
     let load = Load::start(&g, Method::GET, "/function/who", 16);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.flow(200).await;
     let answers = load.stop().await;
     assert_eq!(failures(&answers), BTreeMap::new());
     let served: BTreeSet<String> = answers.iter().flatten().map(|(_, body)| body.trim().to_string()).collect();
@@ -248,7 +260,7 @@ async fn a_rolling_update_under_load_fails_no_request() {
     })
     .await;
     let load = Load::start(&g, Method::POST, "/function/roll", 8);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.flow(40).await;
     apply_function(&c, "roll", "  image: ghcr.io/acme/roll:2\n  scale: {min: 2, max: 2}").await;
     wait_for("the rollout to finish (only v2 pods, both ready)", MINUTE, || async {
         let pods = pods_of(&c, "roll").await;
@@ -259,7 +271,7 @@ async fn a_rolling_update_under_load_fails_no_request() {
         done.then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.flow(40).await;
     let answers = load.stop().await;
     assert_eq!(failures(&answers), BTreeMap::new(), "of {} requests", answers.len());
     let versions: BTreeSet<&str> = answers.iter().flatten().map(|(_, b)| b.trim()).collect();
@@ -278,7 +290,7 @@ async fn delete_under_load(c: &Cluster, g: &Gateway, params: DeleteParams) -> (V
     let victim = wait_for("three ready pods", MINUTE, || three_ready(c)).await.remove(0).metadata.name.unwrap();
     let gets = Load::start(g, Method::GET, "/function/steady", 8);
     let posts = Load::start(g, Method::POST, "/function/steady", 8);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    posts.flow(40).await;
     pods(c).delete(&victim, &params).await.unwrap();
     wait_for("the replacement to be ready", MINUTE, || async {
         let pods = three_ready(c).await?;
@@ -373,7 +385,7 @@ async fn a_failing_canary_on_kubernetes_is_rolled_back_and_its_status_says_why()
     // The split has followed the status: every request now reaches the stable pods.
     let settled = load.stop().await;
     let after = Load::start(&g, Method::GET, "/function/risky", 4);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    after.flow(100).await;
     let after = after.stop().await;
     assert_eq!(failures(&after), BTreeMap::new(), "requests still reach the rolled-back canary");
     let (canary, healthy) = rolled_back;

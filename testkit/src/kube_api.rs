@@ -8,8 +8,9 @@
 //! a skipped test must never read as a passed one.
 //!
 //! The control plane's processes die with the test binary ([`crate::spawn_for_life`]), so a
-//! test that panics (or a binary that is killed) leaves nothing running. Their data and logs are in a temporary folder, named
-//! in the failure messages; folders of earlier runs whose process is gone are removed.
+//! test that panics (or a binary that is killed) leaves nothing running. Their data and logs
+//! are in a temporary folder, named in the failure messages; folders of earlier runs whose
+//! process is gone are removed.
 
 use std::{
     io::Write,
