@@ -46,12 +46,9 @@ pub struct Args {
     #[arg(long, env = "FLINT_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
 
-    /// Kubernetes: watch Functions in this namespace only (all namespaces when unset).
-    #[arg(long, env = "FLINT_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
-
-    /// Kubernetes: the namespaces the REST API may deploy, change and delete functions in
-    /// (repeat or comma-separate; default: --namespace only). A function namespace may mount
+    /// Kubernetes: the namespaces whose functions this gateway serves — routes, lists, scales,
+    /// fires and analyses — and the REST API deploys, changes and deletes (repeat or
+    /// comma-separate; default: --namespace only). A function namespace may mount
     /// its Secrets into functions, so a holder of the API's password must not reach others.
     #[arg(long, env = "FLINT_FUNCTION_NAMESPACES", value_delimiter = ',')]
     pub function_namespaces: Option<Vec<String>>,

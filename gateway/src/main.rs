@@ -98,15 +98,15 @@ async fn run(args: Args) -> ExitCode {
                 );
             }
             let function_namespaces = args.function_namespaces.clone().unwrap_or_else(|| vec![args.namespace.clone()]);
-            match Kubernetes::start(
-                c,
-                args.namespace.clone(),
-                args.watch_namespace.clone(),
-                function_namespaces,
-                identity(),
-            )
-            .await
-            {
+            if !function_namespaces.contains(&args.namespace) {
+                tracing::error!(
+                    "--namespace {} must be one of --function-namespaces ({}): functions named without a namespace are looked up there",
+                    args.namespace,
+                    function_namespaces.join(", ")
+                );
+                return ExitCode::FAILURE;
+            }
+            match Kubernetes::start(c, args.namespace.clone(), function_namespaces, identity()).await {
                 Ok(k) => Arc::new(k),
                 Err(e) => {
                     tracing::error!("{e}");

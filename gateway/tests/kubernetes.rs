@@ -83,6 +83,42 @@ async fn a_request_at_zero_scales_the_deployment_and_waits_its_cold_start_timeou
     assert_eq!(c.replicas("sleepy").await, Some(1), "the request did not scale the Deployment from zero");
 }
 
+/// Two installations of Flint share a cluster: each gateway serves only its own function
+/// namespaces, so it neither routes, lists nor fires the other's functions.
+#[tokio::test]
+async fn a_gateway_serves_only_its_function_namespaces() {
+    let Some(c) = Cluster::new("scope").await else { return };
+    let elsewhere = c.api.namespace("elsewhere").await;
+    let g = c.gateway("gateway-0", &["--cold-start-timeout", "2s", "--autoscale", "false"]).await;
+    let every_second = "triggers: [{cron: {schedule: '* * * * * *'}}]";
+    for ns in [&c.ns.name, &elsewhere.name] {
+        let yaml = format!(
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: ticker, namespace: {ns}}}\n\
+             spec: {{image: ghcr.io/acme/ticker:1, scale: {{min: 0}}, {every_second}}}\n"
+        );
+        let f = flint_api::manifest::from_yaml(&yaml).unwrap().remove(0);
+        kube::Api::namespaced(c.api.client(), ns).create(&Default::default(), &f).await.unwrap();
+    }
+    // Its own function's trigger fires (and scales it from zero: no pod starts here, so the
+    // call ends at the cold-start timeout); the other installation's never does.
+    let own = format!("/function/ticker.{}/", c.ns.name);
+    wait_for("its own cron trigger to fire", MINUTE, || async {
+        g.process.log().lines().any(|l| l.contains("cron trigger") && l.contains(&own)).then_some(())
+    })
+    .await;
+    let log = g.process.log();
+    assert!(!log.contains(&format!("ticker.{}", elsewhere.name)), "fired another installation's trigger:\n{log}");
+
+    let r = g.call(Method::POST, &format!("/function/ticker.{}", elsewhere.name), json!("hi")).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r =
+        g.call(Method::GET, &format!("/system/functions?namespace={}", elsewhere.name), serde_json::Value::Null).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("--function-namespaces"), "{}", r.text());
+    let r = g.call(Method::GET, "/system/namespaces", serde_json::Value::Null).await;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(), json!([c.ns.name]));
+}
+
 #[tokio::test]
 async fn of_two_gateways_only_the_lease_holder_autoscales() {
     let Some(c) = Cluster::new("lease").await else { return };

@@ -83,7 +83,7 @@ pub enum ProviderError {
     #[error("Kubernetes API: {0}")]
     Backend(String),
     /// The namespace does not hold functions (see `--function-namespaces`).
-    #[error("namespace {0} does not accept functions: this gateway manages functions in {1} (--function-namespaces)")]
+    #[error("namespace {0} holds no functions of this gateway: it serves functions in {1} (--function-namespaces)")]
     Forbidden(String, String),
     /// A Deployment of the function's name is not the function's (its operator refused it too).
     #[error("{0}")]

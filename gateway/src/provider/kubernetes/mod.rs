@@ -8,6 +8,7 @@
 
 mod endpoints;
 mod health;
+mod scope;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -71,9 +72,8 @@ impl Channel {
 pub struct Kubernetes {
     client: Client,
     namespace: String,
-    watch_namespace: Option<String>,
-    /// The namespaces the REST API may write functions into.
-    function_namespaces: Vec<String>,
+    /// The namespaces whose functions this gateway serves (and the REST API writes).
+    scope: scope::Scope,
     watches: Arc<health::Watches>,
     functions: Store<Function>,
     deployments: Store<Deployment>,
@@ -86,34 +86,21 @@ impl Kubernetes {
     pub async fn start(
         client: Client,
         namespace: String,
-        watch_namespace: Option<String>,
         function_namespaces: Vec<String>,
         instance: String,
     ) -> Result<Self, String> {
-        fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
-        where
-            K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-        {
-            match ns {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            }
-        }
+        let scope = scope::Scope::new(function_namespaces);
         let watches = Arc::new(health::Watches::default());
         let (functions, writer) = reflector::store();
-        let stream = reflector::reflector(
-            writer,
-            watcher(api::<Function>(&client, &watch_namespace), watcher::Config::default()),
-        );
+        let stream = reflector::reflector(writer, scope.watch::<Function>(&client, watcher::Config::default()));
         tokio::spawn(watches.clone().follow("Functions", stream.default_backoff()));
         let (deployments, writer) = reflector::store();
         let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=flint-operator");
-        let stream = reflector::reflector(writer, watcher(api::<Deployment>(&client, &watch_namespace), managed));
+        let stream = reflector::reflector(writer, scope.watch::<Deployment>(&client, managed));
         tokio::spawn(watches.clone().follow("Deployments", stream.default_backoff()));
 
         let channels: Arc<RwLock<HashMap<Key, Channel>>> = Default::default();
-        let slices =
-            watcher(api::<EndpointSlice>(&client, &watch_namespace), watcher::Config::default().labels(FUNCTION_LABEL));
+        let slices = scope.watch::<EndpointSlice>(&client, watcher::Config::default().labels(FUNCTION_LABEL));
         let (synced, slices_ready) = tokio::sync::oneshot::channel();
         tokio::spawn(watch_slices(slices.default_backoff(), channels.clone(), watches.clone(), synced));
 
@@ -134,8 +121,7 @@ impl Kubernetes {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             namespace,
-            watch_namespace,
-            function_namespaces,
+            scope,
             watches,
             functions,
             deployments,
@@ -143,12 +129,12 @@ impl Kubernetes {
         })
     }
 
-    /// Refuses writes into namespaces this gateway does not manage functions in.
-    fn writable(&self, namespace: &str) -> Result<(), ProviderError> {
-        if self.function_namespaces.iter().any(|n| n == namespace) {
+    /// Refuses namespaces this gateway does not serve functions in.
+    fn served(&self, namespace: &str) -> Result<(), ProviderError> {
+        if self.scope.contains(namespace) {
             Ok(())
         } else {
-            Err(ProviderError::Forbidden(namespace.to_string(), self.function_namespaces.join(", ")))
+            Err(ProviderError::Forbidden(namespace.to_string(), self.scope.namespaces().join(", ")))
         }
     }
 
@@ -310,10 +296,7 @@ impl Provider for Kubernetes {
     }
 
     fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {
-        let mut all: Vec<String> = self.functions.state().iter().filter_map(|f| f.namespace()).collect();
-        all.push(self.watch_namespace.clone().unwrap_or_else(|| self.namespace.clone()));
-        all.sort();
-        all.dedup();
+        let all = self.scope.namespaces().to_vec();
         async move { Ok(all) }.boxed()
     }
 
@@ -336,15 +319,15 @@ impl Provider for Kubernetes {
     }
 
     fn list(&self, namespace: &str) -> BoxFuture<'_, Result<Vec<Deployed>, ProviderError>> {
-        let ns = namespace.to_string();
-        let list = self
-            .functions
-            .state()
-            .into_iter()
-            .filter(|f| f.namespace().as_deref() == Some(&ns))
-            .map(|f| self.deployed(f))
-            .collect();
-        async move { Ok(list) }.boxed()
+        let list = self.served(namespace).map(|()| {
+            self.functions
+                .state()
+                .into_iter()
+                .filter(|f| f.namespace().as_deref() == Some(namespace))
+                .map(|f| self.deployed(f))
+                .collect()
+        });
+        async move { list }.boxed()
     }
 
     fn get<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Deployed, ProviderError>> {
@@ -356,7 +339,7 @@ impl Provider for Kubernetes {
         async move {
             function.validate()?;
             let ns = function.namespace().unwrap_or_else(|| self.namespace.clone());
-            self.writable(&ns)?;
+            self.served(&ns)?;
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             match self.api(&ns).create(&params, &function).await {
                 Ok(_) => {
@@ -374,7 +357,7 @@ impl Provider for Kubernetes {
         async move {
             function.validate()?;
             let ns = function.namespace().unwrap_or_else(|| self.namespace.clone());
-            self.writable(&ns)?;
+            self.served(&ns)?;
             let api = self.api(&ns);
             let name = function.name_any();
             let mut current = match api.get(&name).await {
@@ -394,7 +377,7 @@ impl Provider for Kubernetes {
 
     fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
         async move {
-            self.writable(namespace)?;
+            self.served(namespace)?;
             match self.api(namespace).delete(name, &DeleteParams::default()).await {
                 Ok(_) => Ok(()),
                 Err(e) if is_status(&e, 404) => Err(ProviderError::NotFound(format!("{name}.{namespace}"))),
@@ -632,8 +615,7 @@ mod tests {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             namespace: "ns".into(),
-            watch_namespace: None,
-            function_namespaces: vec!["ns".into()],
+            scope: scope::Scope::new(vec!["ns".into()]),
             watches: Default::default(),
             functions: fstore,
             deployments: dstore,
