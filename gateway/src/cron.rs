@@ -3,6 +3,11 @@
 //! its own address, so the call is routed, scaled from zero, counted and logged as any other.
 //! On Kubernetes only the replica that holds the autoscaler's Lease fires them (once, not once
 //! per replica).
+//!
+//! Each call carries `X-Flint-Cron-Time`, the scheduled time it is for (RFC 3339, UTC): a call
+//! can run late on a busy machine, and a handler that must do each tick's work once needs to
+//! know which tick it holds. A tick that falls while no replica fires (no Lease holder, the
+//! gateway down) is not fired later.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -50,21 +55,22 @@ impl Cron {
                         schedule.find_next_occurrence(&now, false).unwrap_or(now + chrono::Duration::hours(1)),
                     );
                     let url = format!("{}/function/{name}.{namespace}{}", self.base, t.path);
-                    tokio::spawn(self.clone().fire(url, t.body.clone().unwrap_or_default(), name.clone()));
+                    let tick = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    tokio::spawn(self.clone().fire(url, t.body.clone().unwrap_or_default(), name.clone(), tick));
                 }
             }
             next.retain(|k, _| seen.contains(k));
         }
     }
 
-    async fn fire(self: Arc<Self>, url: String, body: String, name: String) {
-        let mut headers = vec![("x-flint-trigger", "cron")];
+    async fn fire(self: Arc<Self>, url: String, body: String, name: String, tick: String) {
+        let mut headers = vec![("x-flint-trigger", "cron"), ("x-flint-cron-time", tick.as_str())];
         if let Some(auth) = &self.authorization {
             headers.push(("authorization", auth.as_str()));
         }
         match call(&url, &headers, body).await {
-            Ok(status) => tracing::info!(function = %name, %url, status, "cron trigger fired"),
-            Err(e) => tracing::warn!(function = %name, %url, error = %e, "cron trigger failed"),
+            Ok(status) => tracing::info!(function = %name, %url, %tick, status, "cron trigger fired"),
+            Err(e) => tracing::warn!(function = %name, %url, %tick, error = %e, "cron trigger failed"),
         }
     }
 }

@@ -367,7 +367,7 @@ async fn cron_triggers_invoke_the_function_through_the_gateway() {
     let dir = Dir::new("cron");
     dir.function(
         "ticker",
-        "  image: x\n  command: [sh, -c, 'echo \"$Http_Path $Http_X_Flint_Trigger $(cat)\"']\n  \
+        "  image: x\n  command: [sh, -c, 'echo \"$Http_Path $Http_X_Flint_Trigger $(cat)\"; echo \"tick $Http_X_Flint_Cron_Time\" >&2']\n  \
          triggers: [{cron: {schedule: '* * * * * *', path: /tick, body: hello}}]",
         &[],
     );
@@ -381,6 +381,17 @@ async fn cron_triggers_invoke_the_function_through_the_gateway() {
     .await;
     let logs = g.call(Method::GET, "/system/logs?name=ticker&tail=200", &[], "").await.text();
     assert!(logs.contains("path=/tick"), "{logs}");
+    // Each call says which scheduled second it is for.
+    let ticks: Vec<String> = logs
+        .lines()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).ok()?["text"].as_str()?.strip_prefix("tick ").map(String::from)
+        })
+        .collect();
+    assert!(ticks.len() >= 3, "{logs}");
+    for t in &ticks {
+        assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok(), "not a time: {t:?}\n{logs}");
+    }
     assert!(g.process.log().contains("status=200"), "{}", g.process.log());
 }
 
