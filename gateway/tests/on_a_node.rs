@@ -435,3 +435,37 @@ async fn requests_keep_being_answered_while_the_operator_and_a_gateway_restart()
     let r = g0.call(Method::POST, "/function/keep", json!(null)).await;
     assert_eq!((r.status, r.text()), (200, "kept\n".to_string()));
 }
+
+#[tokio::test]
+async fn a_cron_trigger_fires_once_per_tick_with_two_gateways() {
+    let Some((c, node)) = cluster("cron").await else { return };
+    // Each call appends the scheduled time it is for to a file of the image's folder.
+    let dir = std::env::temp_dir().join(format!("flint-cron-{}", c.ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("handler.sh"), "echo \"$Http_X_Flint_Cron_Time\" >> ticks\n").unwrap();
+    let env = [("fprocess", "sh handler.sh"), ("mode", "streaming")].map(|(k, v)| (k.to_string(), v.to_string()));
+    node.image("ghcr.io/acme/tick:1", Image { dir: dir.clone(), env: env.to_vec() });
+    let gateways = [c.gateway("gateway-0", &[]).await, c.gateway("gateway-1", &[]).await];
+    apply_function(
+        &c,
+        "tick",
+        "  image: ghcr.io/acme/tick:1\n  scale: {min: 1, max: 1}\n  triggers: [{cron: {schedule: '*/2 * * * * *'}}]",
+    )
+    .await;
+    let ticks = || std::fs::read_to_string(dir.join("ticks")).unwrap_or_default();
+    wait_for("ten ticks", MINUTE, || async { (ticks().lines().count() >= 10).then_some(()) }).await;
+    let fired: Vec<usize> = gateways.iter().map(|g| g.process.log().matches("cron trigger fired").count()).collect();
+    let times: Vec<chrono::DateTime<chrono::FixedOffset>> = ticks()
+        .lines()
+        .map(|l| chrono::DateTime::parse_from_rfc3339(l).unwrap_or_else(|e| panic!("{l:?}: {e}\n{}", ticks())))
+        .collect();
+    let distinct: BTreeSet<_> = times.iter().collect();
+    assert_eq!(distinct.len(), times.len(), "a tick ran more than once: {}\nfired by each gateway: {fired:?}", ticks());
+    // Every two seconds, none missed.
+    let gaps: BTreeSet<i64> =
+        distinct.iter().zip(distinct.iter().skip(1)).map(|(a, b)| (**b - **a).num_seconds()).collect();
+    assert_eq!(gaps, BTreeSet::from([2]), "{}", ticks());
+    // Only the Lease holder fires.
+    assert!(fired.contains(&0), "both gateways fired: {fired:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
