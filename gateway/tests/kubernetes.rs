@@ -7,7 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Cluster, FAST_AUTOSCALER, MINUTE};
+use common::cluster::{FAST_AUTOSCALER, cluster, create_function, functions};
+use flint_testkit::cluster::MINUTE;
 use flint_testkit::{free_port, wait_for};
 use hyper::Method;
 use kube::api::{Patch, PatchParams};
@@ -15,7 +16,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn the_openfaas_rest_api_manages_function_resources() {
-    let Some(c) = Cluster::new("rest").await else { return };
+    let Some(c) = cluster("rest").await else { return };
     let g = c.gateway("gateway-0", &[]).await;
     let ns = c.ns.name.clone();
 
@@ -24,7 +25,7 @@ async fn the_openfaas_rest_api_manages_function_resources() {
                         "labels": {"com.openfaas.scale.max": "4"}});
     let r = g.call(Method::POST, "/system/functions", deploy).await;
     assert_eq!(r.status, 202, "{}", r.text());
-    let f = c.functions().get("echo").await.unwrap();
+    let f = functions(&c).get("echo").await.unwrap();
     assert_eq!((f.spec.image.as_str(), f.spec.scale.max), ("ghcr.io/acme/echo:1", 4));
     wait_for("the operator's Deployment", MINUTE, || async { c.replicas("echo").await }).await;
 
@@ -36,11 +37,11 @@ async fn the_openfaas_rest_api_manages_function_resources() {
     // Flint-only fields set by kubectl survive a faas-cli update.
     let flint_only = json!({"spec": {"timeout": "2m", "concurrency": 3, "scale": {"metric": "rps", "zeroAfter": "10m"},
                                       "triggers": [{"cron": {"schedule": "@hourly"}}]}});
-    c.functions().patch("echo", &PatchParams::default(), &Patch::Merge(&flint_only)).await.unwrap();
+    functions(&c).patch("echo", &PatchParams::default(), &Patch::Merge(&flint_only)).await.unwrap();
     let update = json!({"service": "echo", "image": "ghcr.io/acme/echo:2", "envProcess": "cat"});
     let r = g.call(Method::PUT, "/system/functions", update).await;
     assert_eq!(r.status, 202, "{}", r.text());
-    let f = c.functions().get("echo").await.unwrap();
+    let f = functions(&c).get("echo").await.unwrap();
     assert_eq!(f.spec.image, "ghcr.io/acme/echo:2");
     assert_eq!(flint_api::duration::format(f.spec.timeout.get()), "2m");
     assert_eq!((f.spec.concurrency, f.spec.scale.metric), (3, flint_api::ScaleMetric::Rps));
@@ -62,16 +63,16 @@ async fn the_openfaas_rest_api_manages_function_resources() {
     let r = g.call(Method::DELETE, "/system/functions", json!({"functionName": "echo"})).await;
     assert!(r.status == 202 || r.status == 200, "{} {}", r.status, r.text());
     wait_for("the Function to go", MINUTE, || async {
-        c.functions().get_opt("echo").await.ok()?.is_none().then_some(())
+        functions(&c).get_opt("echo").await.ok()?.is_none().then_some(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_request_at_zero_scales_the_deployment_and_waits_its_cold_start_timeout() {
-    let Some(c) = Cluster::new("cold").await else { return };
+    let Some(c) = cluster("cold").await else { return };
     let g = c.gateway("gateway-0", &["--cold-start-timeout", "2s", "--autoscale", "false"]).await;
-    c.create_function("sleepy", "{min: 0}").await;
+    create_function(&c, "sleepy", "{min: 0}").await;
     wait_for("the Deployment", MINUTE, || async { c.replicas("sleepy").await }).await;
     let r = g.call(Method::POST, "/system/scale-function/sleepy", json!({"replicas": 0})).await;
     assert_eq!(r.status, 202, "{}", r.text());
@@ -87,7 +88,7 @@ async fn a_request_at_zero_scales_the_deployment_and_waits_its_cold_start_timeou
 /// namespaces, so it neither routes, lists nor fires the other's functions.
 #[tokio::test]
 async fn a_gateway_serves_only_its_function_namespaces() {
-    let Some(c) = Cluster::new("scope").await else { return };
+    let Some(c) = cluster("scope").await else { return };
     let elsewhere = c.api.namespace("elsewhere").await;
     let g = c.gateway("gateway-0", &["--cold-start-timeout", "2s", "--autoscale", "false"]).await;
     let every_second = "triggers: [{cron: {schedule: '* * * * * *'}}]";
@@ -121,10 +122,10 @@ async fn a_gateway_serves_only_its_function_namespaces() {
 
 #[tokio::test]
 async fn of_two_gateways_only_the_lease_holder_autoscales() {
-    let Some(c) = Cluster::new("lease").await else { return };
+    let Some(c) = cluster("lease").await else { return };
     let a = c.gateway("gateway-a", &FAST_AUTOSCALER).await;
     let b = c.gateway("gateway-b", &FAST_AUTOSCALER).await;
-    c.create_function("idle", "{min: 0, zeroAfter: 2s}").await;
+    create_function(&c, "idle", "{min: 0, zeroAfter: 2s}").await;
     // Idle: the one autoscaler takes it to zero.
     wait_for("scale to zero by the Lease holder", MINUTE, || async { (c.replicas("idle").await? == 0).then_some(()) })
         .await;
@@ -147,14 +148,14 @@ async fn of_two_gateways_only_the_lease_holder_autoscales() {
 /// both) and keep the replica while it waits, however long the cold start takes.
 #[tokio::test]
 async fn the_lease_holder_keeps_a_cold_start_begun_at_another_gateway() {
-    let Some(c) = Cluster::new("shared").await else { return };
+    let Some(c) = cluster("shared").await else { return };
     let ports = [free_port(), free_port()];
     let prometheus = flint_testkit::Prometheus::start(&ports.map(|p| format!("127.0.0.1:{p}"))).await;
     let url = prometheus.url();
     let args = [&FAST_AUTOSCALER[..], &["--cold-start-timeout", "20s", "--prometheus-url", &url]].concat();
     let a = c.gateway_on("gateway-a", ports[0], &args).await;
     let b = c.gateway_on("gateway-b", ports[1], &args).await;
-    c.create_function("slow", "{min: 0, zeroAfter: 4s}").await;
+    create_function(&c, "slow", "{min: 0, zeroAfter: 4s}").await;
     wait_for("scale to zero by the Lease holder", MINUTE, || async { (c.replicas("slow").await? == 0).then_some(()) })
         .await;
     let (holder, other) = if a.process.log().contains("holding the Lease") { (&a, &b) } else { (&b, &a) };

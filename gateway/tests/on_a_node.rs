@@ -14,7 +14,8 @@ use std::{
     },
 };
 
-use common::cluster::{Cluster, FAST_AUTOSCALER, Gateway, MINUTE};
+use common::cluster::{FAST_AUTOSCALER, functions};
+use flint_testkit::cluster::{Cluster, Gateway, MINUTE};
 use flint_testkit::{
     Caller,
     node::{Image, TestNode},
@@ -29,8 +30,8 @@ use kube::{
 use serde_json::json;
 
 /// A namespace served by the test node, with the operator running in it.
-async fn cluster(prefix: &str) -> Option<(Cluster, &'static TestNode)> {
-    let c = Cluster::new(prefix).await?;
+async fn on_node(prefix: &str) -> Option<(Cluster, &'static TestNode)> {
+    let c = common::cluster::cluster(prefix).await?;
     let node = TestNode::get(c.api, &common::watchdog()).await?;
     node.serve(&c.ns.name);
     Some((c, node))
@@ -52,7 +53,7 @@ async fn apply_function(c: &Cluster, name: &str, spec: &str) {
         c.ns.name
     );
     let f = flint_api::manifest::from_yaml(&yaml).unwrap().remove(0);
-    c.functions()
+    functions(c)
         .patch(name, &PatchParams::apply("flint-test").force(), &Patch::Apply(&f))
         .await
         .unwrap_or_else(|e| panic!("applying Function {name}: {e}"));
@@ -135,7 +136,7 @@ fn failures(answers: &[Answer]) -> BTreeMap<String, usize> {
 
 #[tokio::test]
 async fn a_function_applied_with_kubectl_answers_through_the_gateway() {
-    let Some((c, node)) = cluster("apply").await else { return };
+    let Some((c, node)) = on_node("apply").await else { return };
     let example = flint_testkit::workspace().join("examples/echo-shell");
     // What the example's Dockerfile puts in its image.
     let env = [("fprocess", "sh handler.sh"), ("mode", "streaming")].map(|(k, v)| (k.to_string(), v.to_string()));
@@ -160,7 +161,7 @@ async fn a_function_applied_with_kubectl_answers_through_the_gateway() {
 
 #[tokio::test]
 async fn functions_deployed_through_the_rest_api_answer_and_go() {
-    let Some((c, node)) = cluster("rest").await else { return };
+    let Some((c, node)) = on_node("rest").await else { return };
     node.image("ghcr.io/acme/cat:1", Image { dir: std::env::temp_dir(), env: vec![] });
     let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s"]).await;
     // What faas-cli deploy sends.
@@ -180,7 +181,7 @@ async fn functions_deployed_through_the_rest_api_answer_and_go() {
 
 #[tokio::test]
 async fn a_hundred_requests_at_zero_start_one_pod_and_all_get_answers() {
-    let Some((c, node)) = cluster("cold").await else { return };
+    let Some((c, node)) = on_node("cold").await else { return };
     shell_image(node, "ghcr.io/acme/cold:1", "cat\n");
     let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale", "false"]).await;
     apply_function(&c, "cold", "  image: ghcr.io/acme/cold:1\n  concurrency: 200\n  scale: {min: 0}").await;
@@ -206,7 +207,7 @@ async fn a_hundred_requests_at_zero_start_one_pod_and_all_get_answers() {
 
 #[tokio::test]
 async fn a_burst_scales_out_spreads_over_the_new_pods_and_idles_back_to_zero() {
-    let Some((c, node)) = cluster("burst").await else { return };
+    let Some((c, node)) = on_node("burst").await else { return };
     // Each answer names the pod it came from.
     shell_image(node, "ghcr.io/acme/who:1", "sleep 0.05\necho \"$HOSTNAME\"\n");
     let g = c.gateway("gateway-0", &[&FAST_AUTOSCALER[..], &["--cold-start-timeout", "60s"]].concat()).await;
@@ -250,7 +251,7 @@ fn is_ready(pod: &Pod) -> bool {
 
 #[tokio::test]
 async fn a_rolling_update_under_load_fails_no_request() {
-    let Some((c, node)) = cluster("roll").await else { return };
+    let Some((c, node)) = on_node("roll").await else { return };
     shell_image(node, "ghcr.io/acme/roll:1", "echo v1\n");
     shell_image(node, "ghcr.io/acme/roll:2", "echo v2\n");
     let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale", "false"]).await;
@@ -302,7 +303,7 @@ async fn delete_under_load(c: &Cluster, g: &Gateway, params: DeleteParams) -> (V
 
 #[tokio::test]
 async fn a_pod_deleted_under_load_fails_no_request_and_a_killed_one_only_posts_it_had_begun() {
-    let Some((c, node)) = cluster("delete").await else { return };
+    let Some((c, node)) = on_node("delete").await else { return };
     shell_image(node, "ghcr.io/acme/steady:1", "sleep 0.02\necho \"$HOSTNAME\"\n");
     let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale", "false"]).await;
     apply_function(&c, "steady", "  image: ghcr.io/acme/steady:1\n  scale: {min: 3, max: 3}").await;
@@ -345,7 +346,7 @@ async fn canary_function(c: &Cluster, node: &TestNode, name: &str, canary_fails:
 
 #[tokio::test]
 async fn a_canary_on_kubernetes_gets_its_weight_of_the_requests() {
-    let Some((c, node)) = cluster("split").await else { return };
+    let Some((c, node)) = on_node("split").await else { return };
     let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale", "false"]).await;
     canary_function(&c, node, "split", false, "weight: 30").await;
     let (mut stable, mut canary) = (0, 0);
@@ -364,7 +365,7 @@ async fn a_canary_on_kubernetes_gets_its_weight_of_the_requests() {
 
 #[tokio::test]
 async fn a_failing_canary_on_kubernetes_is_rolled_back_and_its_status_says_why() {
-    let Some((c, node)) = cluster("rollback").await else { return };
+    let Some((c, node)) = on_node("rollback").await else { return };
     // The analysis runs with the autoscaler (min = max keeps the pods as they are).
     let g = c.gateway("gateway-0", &["--cold-start-timeout", "60s", "--autoscale-tick", "200ms"]).await;
     let analysis =
@@ -372,14 +373,14 @@ async fn a_failing_canary_on_kubernetes_is_rolled_back_and_its_status_says_why()
     canary_function(&c, node, "risky", true, analysis).await;
     let load = Load::start(&g, Method::GET, "/function/risky", 4);
     let rolled_back = wait_for("the canary to be rolled back", 2 * MINUTE, || async {
-        let f = c.functions().get("risky").await.ok()?;
+        let f = functions(&c).get("risky").await.ok()?;
         let status = f.status?;
         let canary = status.canary.clone()?;
         let healthy = status.conditions.iter().find(|c| c.type_ == "CanaryHealthy")?.clone();
         (canary.phase == flint_api::CanaryPhase::RolledBack && healthy.status == "False").then_some((canary, healthy))
     });
     let Ok(rolled_back) = tokio::time::timeout(MINUTE, rolled_back).await else {
-        let f = c.functions().get("risky").await.unwrap();
+        let f = functions(&c).get("risky").await.unwrap();
         panic!("no rollback in a minute; status: {:?}\ngateway:\n{}", f.status, g.process.log());
     };
     // The split has followed the status: every request now reaches the stable pods.
@@ -404,7 +405,7 @@ async fn a_failing_canary_on_kubernetes_is_rolled_back_and_its_status_says_why()
 
 #[tokio::test]
 async fn requests_keep_being_answered_while_the_operator_and_a_gateway_restart() {
-    let Some((mut c, node)) = cluster("restart").await else { return };
+    let Some((mut c, node)) = on_node("restart").await else { return };
     shell_image(node, "ghcr.io/acme/keep:1", "echo kept\n");
     let args = ["--cold-start-timeout", "60s"];
     let g0_port = flint_testkit::free_port();
@@ -438,7 +439,7 @@ async fn requests_keep_being_answered_while_the_operator_and_a_gateway_restart()
 
 #[tokio::test]
 async fn a_cron_trigger_fires_once_per_tick_with_two_gateways() {
-    let Some((c, node)) = cluster("cron").await else { return };
+    let Some((c, node)) = on_node("cron").await else { return };
     // Each call appends the scheduled time it is for to a file of the image's folder.
     let dir = std::env::temp_dir().join(format!("flint-cron-{}", c.ns.name));
     std::fs::create_dir_all(&dir).unwrap();

@@ -3,6 +3,7 @@
 //! deadline instead of sleeping blindly. [`kube_api`] gives the Kubernetes suites a real API
 //! server (or says plainly that there is none).
 
+pub mod cluster;
 pub mod kube_api;
 pub mod netns;
 pub mod node;
