@@ -10,10 +10,13 @@
 //! - `operator`: desired state for 1,000 Functions, and the memory of caching them; then, on a
 //!   real API server when there is one, the operator reconciling them (times, memory, API
 //!   requests, writes once settled);
+//! - `kubernetes`: on the test node (real control plane, pods as processes): cold start split
+//!   by step, and requests per second through the kubernetes provider vs. local mode;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
 mod cold;
 mod idle;
+mod kubernetes;
 mod nginx;
 mod operator;
 mod operator_api;
@@ -58,6 +61,17 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         idle: u64,
     },
+    /// On the test node (KUBEBUILDER_ASSETS, root): cold start by step, and requests per second
+    /// through the kubernetes provider vs. local mode vs. the pod's watchdog.
+    Kubernetes {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Cold starts to measure.
+        #[arg(long, default_value_t = 10)]
+        cold: usize,
+    },
     /// Direct vs. watchdog vs. gateway+watchdog, and the gateway's footprint.
     Gateway {
         #[arg(long, default_value_t = 5)]
@@ -85,6 +99,9 @@ async fn main() {
             operator_api::run(functions, Duration::from_secs(idle)).await;
         }
         Command::Coldstart { rounds } => cold::run(rounds).await,
+        Command::Kubernetes { seconds, rounds, cold } => {
+            kubernetes::run(Duration::from_secs(seconds), rounds, cold).await
+        }
         Command::Gateway { seconds, rounds, idle } => gateway(Duration::from_secs(seconds), rounds, idle).await,
     }
 }
@@ -181,8 +198,21 @@ async fn watchdog(duration: Duration, rounds: usize) {
     println!("release binary: {:.2} MiB stripped (target <= 6 MiB)", size as f64 / 1048576.0);
 }
 
-async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
-    let behind = start_watchdog().await;
+/// A local-mode gateway over one function, `hello`, answered by the fast upstream in http mode.
+pub struct LocalHello {
+    pub gateway: Spawned,
+    pub port: u16,
+    pub url: String,
+    dir: PathBuf,
+}
+
+impl Drop for LocalHello {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub async fn local_hello() -> LocalHello {
     let dir = std::env::temp_dir().join(format!("flint-bench-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("hello")).unwrap();
     let me = std::env::current_exe().unwrap();
@@ -197,7 +227,7 @@ async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
     .unwrap();
     let port = free_port();
     let p = port.to_string();
-    let gw = Spawned::start(
+    let gateway = Spawned::start(
         release_bin("flint-gateway").to_str().unwrap(),
         &["--functions-dir", dir.to_str().unwrap(), "--port", &p],
         &[("RUST_LOG", "warn")],
@@ -207,6 +237,13 @@ async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
         get(&url).await.ok().filter(|r| r.status == 200)
     })
     .await;
+    LocalHello { gateway, port, url, dir }
+}
+
+async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
+    let behind = start_watchdog().await;
+    let local = local_hello().await;
+    let (gw, port, url) = (&local.gateway, local.port, local.url.clone());
     let idle_rss = rss(gw.pid());
     let nginx = nginx::Nginx::start(behind.upstream_port).await;
     println!("# gateway benchmark");
@@ -232,8 +269,7 @@ async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
         held.errors,
         rss(gw.pid()) as f64 / 1048576.0
     );
-    drop(gw);
-    let _ = std::fs::remove_dir_all(dir);
+    drop(local);
 }
 
 /// Medians of the runs, field by field.
