@@ -46,6 +46,12 @@ pub struct Args {
     #[arg(long, env = "FLINT_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
 
+    /// The namespace OpenFaaS clients name when their user names none (faas-cli calls
+    /// `/function/NAME.openfaas-fn`): read as --namespace unless functions live in a namespace
+    /// of that name. Empty: no alias.
+    #[arg(long, env = "FLINT_OPENFAAS_NAMESPACE", default_value = "openfaas-fn")]
+    pub openfaas_namespace: String,
+
     /// Kubernetes: the namespaces whose functions this gateway serves — routes, lists, scales,
     /// fires and analyses — and the REST API deploys, changes and deletes (repeat or
     /// comma-separate; default: --namespace only). A function namespace may mount

@@ -7,6 +7,7 @@
 //! - `endpoint`: a ready replica, its in-flight count and its keep-alive connections, retired
 //!   by its provider when the replica leaves;
 //! - `rest`: the OpenFaaS management API over a `provider`;
+//! - `namespace`: which namespace a request means (OpenFaaS clients' `openfaas-fn` included);
 //! - `provider`: where functions live; `local` runs them as watchdog processes;
 //! - `autoscale`: the loop that scales every version between its min and max, and runs the
 //!   `canary` analysis (widen a healthy canary's weight, roll back a failing one);
@@ -22,6 +23,7 @@ mod endpoint;
 mod invoke;
 mod memory;
 mod metrics;
+mod namespace;
 mod provider;
 mod reply;
 mod rest;
@@ -124,12 +126,14 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let metrics = Arc::new(metrics::Metrics::new());
+    let namespaces = namespace::Namespaces::new(&args.openfaas_namespace);
     let settings = invoke::Settings {
         cold_start_timeout: args.cold_start_timeout,
         max_waiting: args.max_waiting,
         max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
         connect_timeout: args.connect_timeout,
         idle_timeout: args.upstream_idle_timeout,
+        namespaces: namespaces.clone(),
         unreachable_hint: (args.provider == ProviderKind::Kubernetes && outside_cluster()).then_some(
             "the gateway runs outside the cluster, where pod IPs are usually unreachable: run it in the cluster (helm install)",
         ),
@@ -187,7 +191,7 @@ async fn run(args: Args) -> ExitCode {
     }
     let gateway = Arc::new(routes::Gateway {
         invoker,
-        api: rest::Api { provider: provider.clone(), metrics: metrics.clone() },
+        api: rest::Api { provider: provider.clone(), metrics: metrics.clone(), namespaces },
         provider: provider.clone(),
         metrics,
         auth,

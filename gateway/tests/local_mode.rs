@@ -101,6 +101,56 @@ async fn the_rest_api_deploys_lists_scales_logs_updates_and_deletes() {
     assert_eq!(g.call(Method::PUT, "/system/functions", &[], &update).await.status, 404);
 }
 
+/// faas-cli names `openfaas-fn` (OpenFaaS's default namespace) whenever its user names none;
+/// these are the requests it sends for invoke, describe, list, deploy and remove.
+#[tokio::test]
+async fn openfaas_clients_naming_openfaas_fn_reach_the_default_namespace() {
+    let dir = Dir::new("openfaas-fn");
+    dir.function("shout", "  image: x\n  command: [tr, a-z, A-Z]", &[]);
+    let g = Gateway::start(&dir.0, &[]).await;
+    g.wait_available("shout", 1).await;
+    let r = g.call(Method::POST, "/function/shout.openfaas-fn", &[], "hi").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "HI"));
+    let r = g.call(Method::GET, "/system/function/shout?namespace=openfaas-fn", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let f: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((&f["name"], &f["namespace"]), (&"shout".into(), &"default".into()));
+    let r = g.call(Method::GET, "/system/functions?namespace=openfaas-fn", &[], "").await;
+    let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(list[0]["name"], "shout", "{list}");
+
+    let deploy = r#"{"service":"echo","image":"acme/echo:1","envProcess":"cat","namespace":"openfaas-fn"}"#;
+    assert_eq!(g.call(Method::POST, "/system/functions", &[], deploy).await.status, 202);
+    g.wait_available("echo", 1).await;
+    let r = g.call(Method::POST, "/function/echo", &[], "in default").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "in default"));
+    let remove = r#"{"functionName":"echo","namespace":"openfaas-fn"}"#;
+    assert_eq!(g.call(Method::DELETE, "/system/functions", &[], remove).await.status, 202);
+    assert_eq!(g.call(Method::GET, "/system/function/echo", &[], "").await.status, 404);
+    drop(g);
+
+    // Switched off, the name means a namespace like any other.
+    let g = Gateway::start(&dir.0, &["--openfaas-namespace", ""]).await;
+    let r = g.call(Method::POST, "/function/shout.openfaas-fn", &[], "hi").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    drop(g);
+
+    // Functions that really live in a namespace of that name are reached there.
+    std::fs::write(
+        dir.0.join("shout/function.yaml"),
+        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {name: whisper, namespace: openfaas-fn}\nspec: {image: x, command: [tr, A-Z, a-z]}\n",
+    )
+    .unwrap();
+    let g = Gateway::start(&dir.0, &[]).await;
+    wait_for("whisper to answer", SECS_20, || async {
+        let r = g.call(Method::POST, "/function/whisper.openfaas-fn", &[], "HI").await;
+        (r.status == 200).then(|| assert_eq!(r.text(), "hi"))
+    })
+    .await;
+    let r = g.call(Method::POST, "/function/shout.openfaas-fn", &[], "hi").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
 #[tokio::test]
 async fn info_namespaces_and_health() {
     let dir = Dir::new("info");

@@ -171,8 +171,14 @@ async fn functions_deployed_through_the_rest_api_answer_and_go() {
     assert_eq!(r.status, 202, "{}", r.text());
     let r = g.call(Method::POST, "/function/cat", json!({"n": 1})).await;
     assert_eq!((r.status, r.text()), (200, r#"{"n":1}"#.to_string()));
+    // What faas-cli invoke and describe send when the user names no namespace.
+    let r = g.call(Method::POST, "/function/cat.openfaas-fn", json!({"n": 2})).await;
+    assert_eq!((r.status, r.text()), (200, r#"{"n":2}"#.to_string()));
+    let r = g.call(Method::GET, "/system/function/cat?namespace=openfaas-fn", json!(null)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 
-    let r = g.call(Method::DELETE, "/system/functions", json!({"functionName": "cat"})).await;
+    let r =
+        g.call(Method::DELETE, "/system/functions", json!({"functionName": "cat", "namespace": "openfaas-fn"})).await;
     assert!(r.status == 202 || r.status == 200, "{} {}", r.status, r.text());
     wait_for("the pod to be gone", MINUTE, || async { pods_of(&c, "cat").await.is_empty().then_some(()) }).await;
     let r = g.call(Method::POST, "/function/cat", json!("late")).await;

@@ -53,6 +53,8 @@ pub struct Settings {
     /// Said when no replica could be reached and the likely cause is known (the gateway runs
     /// outside the cluster whose pods it calls).
     pub unreachable_hint: Option<&'static str>,
+    /// How a `.NAMESPACE` in the path is read.
+    pub namespaces: crate::namespace::Namespaces,
 }
 
 pub struct Invoker {
@@ -87,7 +89,11 @@ impl Invoker {
             Some(i) => (&target[..i], &target[i..]),
             None => (target, "/"),
         };
-        let (name, namespace) = function.split_once('.').unwrap_or((function, self.provider.default_namespace()));
+        let (name, namespace) = match function.split_once('.') {
+            Some((name, namespace)) => (name, Some(namespace)),
+            None => (function, None),
+        };
+        let namespace = self.settings.namespaces.resolve(&*self.provider, namespace);
         let Some(route) = self.provider.route(namespace, name) else {
             return reply::text(
                 hyper::StatusCode::NOT_FOUND,

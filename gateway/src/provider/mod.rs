@@ -123,6 +123,8 @@ pub trait Provider: Send + Sync + 'static {
     /// The provider's name for `/system/info` (`local`, `kubernetes`).
     fn name(&self) -> &'static str;
     fn default_namespace(&self) -> &str;
+    /// Whether functions of this gateway can live in `namespace` (a request naming it means it).
+    fn holds_namespace(&self, namespace: &str) -> bool;
     fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>>;
     /// What the request path needs; `None` when no such function exists.
     fn route(&self, namespace: &str, name: &str) -> Option<Route>;

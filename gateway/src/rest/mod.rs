@@ -26,6 +26,7 @@ const MAX_JSON: usize = 1 << 20;
 pub struct Api {
     pub provider: Arc<dyn Provider>,
     pub metrics: Arc<Metrics>,
+    pub namespaces: crate::namespace::Namespaces,
 }
 
 type Reply = Response<Body>;
@@ -58,10 +59,13 @@ impl Api {
         result.unwrap_or_else(|e| e)
     }
 
+    /// The namespace meant by a `namespace` query parameter or JSON field (none: the default).
+    fn resolve(&self, given: Option<&str>) -> String {
+        self.namespaces.resolve(&*self.provider, given).to_string()
+    }
+
     fn namespace(&self, req: &Request<Incoming>) -> String {
-        query(req, "namespace")
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| self.provider.default_namespace().to_string())
+        self.resolve(query(req, "namespace").as_deref())
     }
 
     async fn list(&self, req: &Request<Incoming>) -> Result<Reply, Reply> {
@@ -73,7 +77,7 @@ impl Api {
 
     async fn get(&self, req: &Request<Incoming>, name: &str) -> Result<Reply, Reply> {
         let (name, namespace) = match name.split_once('.') {
-            Some((n, ns)) => (n.to_string(), ns.to_string()),
+            Some((n, ns)) => (n.to_string(), self.resolve(Some(ns))),
             None => (name.to_string(), self.namespace(req)),
         };
         let d = self.provider.get(&namespace, &name).await.map_err(error)?;
@@ -87,7 +91,8 @@ impl Api {
     }
 
     async fn deploy(&self, req: Request<Incoming>, update: bool) -> Result<Reply, Reply> {
-        let deployment: FunctionDeployment = read_json(req).await?;
+        let mut deployment: FunctionDeployment = read_json(req).await?;
+        deployment.namespace = self.resolve(Some(&deployment.namespace));
         let function = deployment.into_function(self.provider.default_namespace()).map_err(invalid)?;
         let name = function.metadata.name.clone().unwrap_or_default();
         if update { self.provider.update(function).await } else { self.provider.deploy(function).await }
@@ -97,9 +102,8 @@ impl Api {
     }
 
     async fn delete(&self, req: Request<Incoming>) -> Result<Reply, Reply> {
-        let default = self.provider.default_namespace().to_string();
         let r: DeleteRequest = read_json(req).await?;
-        let namespace = if r.namespace.is_empty() { default } else { r.namespace };
+        let namespace = self.resolve(Some(&r.namespace));
         self.provider.delete(&namespace, &r.function_name).await.map_err(error)?;
         tracing::info!(function = %r.function_name, %namespace, "deleted through the API");
         Ok(reply::empty(StatusCode::ACCEPTED))
@@ -114,7 +118,7 @@ impl Api {
                 format!("serviceName: {:?} differs from the function in the path ({name:?})", r.service_name),
             ));
         }
-        let namespace = if r.namespace.is_empty() { default } else { r.namespace };
+        let namespace = if r.namespace.is_empty() { default } else { self.resolve(Some(&r.namespace)) };
         let replicas = u32::try_from(r.replicas)
             .map_err(|_| reply::text(StatusCode::BAD_REQUEST, format!("replicas: {} is too many", r.replicas)))?;
         self.provider.scale(&namespace, name, Version::Stable, replicas).await.map_err(error)?;

@@ -295,6 +295,10 @@ impl Provider for Kubernetes {
         &self.namespace
     }
 
+    fn holds_namespace(&self, namespace: &str) -> bool {
+        self.scope.contains(namespace)
+    }
+
     fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {
         let all = self.scope.namespaces().to_vec();
         async move { Ok(all) }.boxed()

@@ -351,6 +351,10 @@ impl Provider for Local {
         &self.namespace
     }
 
+    fn holds_namespace(&self, namespace: &str) -> bool {
+        namespace == self.namespace || self.functions.read().unwrap().keys().any(|(ns, _)| ns == namespace)
+    }
+
     fn namespaces(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {
         let mut all: Vec<String> = self.functions.read().unwrap().keys().map(|(ns, _)| ns.clone()).collect();
         all.push(self.namespace.clone());
