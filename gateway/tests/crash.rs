@@ -11,7 +11,8 @@ use std::{
     time::Duration,
 };
 
-use common::{Dir, Gateway, children};
+use common::{Dir, Gateway};
+use flint_testkit::children;
 use hyper::Method;
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::time::Instant;

@@ -7,8 +7,8 @@ mod common;
 use std::path::PathBuf;
 
 use base64::Engine;
-use common::{Dir, Gateway, SECS_20, children};
-use flint_testkit::{alive, wait_for};
+use common::{Dir, Gateway, SECS_20};
+use flint_testkit::{alive, children, wait_for};
 use hyper::Method;
 use nix::sys::signal::Signal;
 

@@ -35,7 +35,9 @@ impl Drop for Group {
     }
 }
 
-/// A command for `argv` that starts its own process group, with piped stdio.
+/// A command for `argv` that starts its own process group, with piped stdio, and dies with
+/// the watchdog: a watchdog killed outright (the OOM killer, SIGKILL) runs no clean-up, and its
+/// function would live on, holding its port.
 pub fn command(argv: &[String]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -44,6 +46,20 @@ pub fn command(argv: &[String]) -> tokio::process::Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let watchdog = nix::unistd::getpid();
+    // SAFETY: prctl and getppid are async-signal-safe and touch only the child being set up.
+    // The signal follows the thread that forked, which here is the watchdog's only runtime
+    // thread (a current-thread runtime), alive as long as the watchdog.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The watchdog may have died before the line above took effect.
+            if nix::unistd::getppid() != watchdog {
+                return Err(std::io::Error::other("the watchdog exited while starting the function"));
+            }
+            Ok(())
+        });
+    }
     cmd
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flint_testkit::{Spawned, alive, free_port, get, peak_rss, post, request, wait_for};
+use flint_testkit::{Spawned, alive, children, free_port, get, peak_rss, post, request, wait_for};
 use hyper::Method;
 use nix::sys::signal::Signal;
 
@@ -208,6 +208,20 @@ async fn http_mode_exits_with_the_process_status_when_the_process_dies() {
     let status = w.process.exit(SECS_10).await;
     assert_eq!(status.code(), Some(3));
     assert!(w.process.log().contains("exited with status 3"), "{}", w.process.log());
+}
+
+#[tokio::test]
+async fn the_function_dies_with_a_watchdog_killed_outright() {
+    let (fprocess, upstream) = echo_server();
+    let w = Watchdog::start(&[("mode", "http"), ("fprocess", &fprocess), ("upstream_url", &upstream)]).await;
+    w.wait_ready().await;
+    let function = children(w.process.pid());
+    assert_eq!(function.len(), 1, "the watchdog's children: {function:?}");
+    w.process.signal(Signal::SIGKILL);
+    wait_for("the function's process to die with its watchdog", SECS_10, || async {
+        (!alive(function[0])).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

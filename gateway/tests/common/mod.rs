@@ -122,17 +122,3 @@ impl Gateway {
         get(&self.url("/metrics")).await.unwrap().text()
     }
 }
-
-/// Pids of the watchdogs this gateway started (its direct children).
-pub fn children(parent: nix::unistd::Pid) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent.as_raw()) && fields[0] != "Z" {
-            out.push(pid);
-        }
-    }
-    out
-}
