@@ -193,3 +193,24 @@ async fn a_trickle_of_calls_is_never_scaled_to_zero_under_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_count_set_by_hand_holds_for_the_scale_down_delay_then_follows_the_load() {
+    let dir = Dir::new("as-hand");
+    dir.function("busy", "  image: x\n  command: [cat]\n  scale: {min: 1, max: 4, zeroAfter: 1h}", &[]);
+    let args =
+        ["--stable-window", "2s", "--panic-window", "1s", "--scale-down-delay", "4s", "--autoscale-tick", "200ms"];
+    let g = Gateway::start(&dir.0, &args).await;
+    g.wait_available("busy", 1).await;
+    let r = g.call(Method::POST, "/system/scale-function/busy", &[], r#"{"replicas":3}"#).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_for("three replicas", MINUTE, || async { (replicas(&g).await == 3).then_some(()) }).await;
+    // Idle, the load asks for one; the hand-set three stay for the delay (seen from here, the
+    // delay began no earlier than now).
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(replicas(&g).await, 3, "lowered within the scale-down delay");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for("back to what the load asks for", MINUTE, || async { (replicas(&g).await == 1).then_some(()) }).await;
+}

@@ -8,8 +8,9 @@
 //! A version with `min: 0` goes to zero after `zeroAfter` without any request, never while a
 //! request is in flight or waiting. Idleness is judged from arrivals over the source's window
 //! (not from what is in flight at the tick, which a trickle of short calls never shows), and a
-//! rise in replicas this autoscaler did not cause (another gateway scaled from zero for requests
-//! waiting there) counts as activity too. Without data it keeps its count.
+//! rise in replicas this autoscaler did not cause (set by hand, or another gateway scaled from
+//! zero for requests waiting there) counts as activity too, and is held for the scale-down
+//! delay. Without data it keeps its count.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -142,9 +143,9 @@ impl State {
             }
             Some(_) => {
                 self.pending = None;
-                self.last_active = o.now;
+                self.someone_elses(o);
             }
-            None if previous.is_some_and(|r| o.replicas > r) => self.last_active = o.now,
+            None if previous.is_some_and(|r| o.replicas > r) => self.someone_elses(o),
             None => {}
         }
         let decision = self.decide_now(p, b, o);
@@ -152,6 +153,15 @@ impl State {
             self.pending = Some((decision.desired, o.now));
         }
         decision
+    }
+
+    /// A count this autoscaler did not ask for: set by hand (`/system/scale-function`,
+    /// `kubectl scale`) or by another gateway's scale from zero. It counts as activity and is
+    /// held as if recommended now, so it is lowered only after the scale-down delay (and taken
+    /// to zero only after `zeroAfter` without requests).
+    fn someone_elses(&mut self, o: Observation) {
+        self.last_active = o.now;
+        self.recommendations.push_back((o.now, o.replicas));
     }
 
     fn decide_now(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
@@ -367,6 +377,25 @@ mod tests {
         }
         let d = s.decide(&p, b, trickle(start + Duration::from_secs(15), 0.0, 1));
         assert_eq!(d.reason, Reason::ToZero, "still idle after zeroAfter: {d:?}");
+    }
+
+    #[test]
+    fn a_count_set_by_hand_is_held_for_the_scale_down_delay() {
+        let start = Instant::now();
+        let (p, mut s, mut r) = (params(), State::new(start), 1);
+        let b = Bounds { zero_after: Duration::from_secs(300), ..B };
+        feed(&mut s, &p, b, start, 60, 5.0, &mut r);
+        assert_eq!(r, 1);
+        // Scaled to 3 by hand; the load still asks for 1.
+        r = 3;
+        let held = feed(&mut s, &p, b, start + Duration::from_secs(60), 30, 5.0, &mut r);
+        assert!(held.iter().all(|d| d.desired == 3), "lowered within the delay: {held:?}");
+        let after = feed(&mut s, &p, b, start + Duration::from_secs(91), 2, 5.0, &mut r);
+        assert_eq!(after[0].desired, 1, "held past the delay: {after:?}");
+        // More load than the hand-set count still scales up at once.
+        r = 3;
+        let d = feed(&mut s, &p, b, start + Duration::from_secs(101), 8, 150.0, &mut r);
+        assert!(d.last().unwrap().desired > 3, "{d:?}");
     }
 
     #[test]
