@@ -12,21 +12,17 @@ use std::{
 };
 
 use flint_testkit::{
-    cluster::{Binaries, Cluster},
+    cluster::{Binaries, Cluster, MINUTE},
     node::{Image, TestNode},
     post, wait_for,
 };
 use futures::StreamExt;
 use hyper::Method;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
-use kube::{
-    api::{ListParams, Patch, PatchParams},
-    runtime::watcher,
-};
+use kube::{api::ListParams, runtime::watcher};
 use serde_json::json;
 use tokio::time::Instant;
 
-const MINUTE: Duration = Duration::from_secs(60);
 /// The fast upstream's port inside each pod (the watchdog listens on the pod's 8080).
 const UPSTREAM_PORT: u16 = 9000;
 
@@ -78,12 +74,11 @@ pub async fn run(duration: Duration, rounds: usize, cold_rounds: usize) {
 }
 
 async fn apply(c: &Cluster, name: &str, scale: serde_json::Value) {
-    let f = json!({"apiVersion": "flint.dev/v1alpha1", "kind": "Function", "metadata": {"name": name},
-                   "spec": {"image": "bench/hello:1", "scale": scale}});
-    c.namespaced::<flint_api::Function>()
-        .patch(name, &PatchParams::apply("flint-bench").force(), &Patch::Apply(&f))
-        .await
-        .unwrap_or_else(|e| panic!("applying Function {name}: {e}"));
+    c.api
+        .apply(&[json!({"apiVersion": "flint.dev/v1alpha1", "kind": "Function",
+                        "metadata": {"name": name, "namespace": c.ns.name},
+                        "spec": {"image": "bench/hello:1", "scale": scale}})])
+        .await;
 }
 
 async fn ready_pods(c: &Cluster, function: &str) -> Vec<Pod> {
