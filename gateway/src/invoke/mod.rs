@@ -89,10 +89,7 @@ impl Invoker {
             Some(i) => (&target[..i], &target[i..]),
             None => (target, "/"),
         };
-        let (name, namespace) = match function.split_once('.') {
-            Some((name, namespace)) => (name, Some(namespace)),
-            None => (function, None),
-        };
+        let (name, namespace) = function.split_once('.').map_or((function, None), |(n, ns)| (n, Some(ns)));
         let namespace = self.settings.namespaces.resolve(&*self.provider, namespace);
         let Some(route) = self.provider.route(namespace, name) else {
             return reply::text(
