@@ -36,6 +36,7 @@ use crate::{duration::Duration, limits::*};
         description = "Effective share of traffic sent to the canary, in percent",
         json_path = ".status.canary.weight"
     ),
+    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -120,6 +121,17 @@ pub struct FunctionSpec {
     /// How many replicas run, and when.
     #[serde(default)]
     pub scale: Scale,
+
+    /// Stop serving the function at once without deleting it: the gateway answers every
+    /// invocation 503, saying so, until this is false again. Idle replicas scale to zero as usual.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+
+    /// Limits the gateway applies to the function's requests before they reach a replica (or
+    /// start one): a request rate and a cap on invocations in flight. Each gateway replica
+    /// applies them to the requests it receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
 
     /// A second version that receives a share of the traffic. Remove it to send everything to
     /// the stable version again; promote it by copying its image to `spec.image` and removing it.
@@ -257,6 +269,33 @@ pub enum ScaleMetric {
     Concurrency,
     /// Requests per second per replica.
     Rps,
+}
+
+/// Limits on a function's requests, applied by the gateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.burst) || has(self.rate)").message("spec.throttle.burst: needs spec.throttle.rate"))]
+pub struct Throttle {
+    /// Requests per second admitted; more are answered 429 with `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_RATE))]
+    pub rate: Option<i32>,
+    /// Requests admitted at once above `rate` after a quiet spell (a token bucket's size).
+    /// Default: `rate`, one second's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_RATE))]
+    pub burst: Option<i32>,
+    /// Invocations in flight at once, all replicas together; more wait in a queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_CONCURRENCY))]
+    pub max_in_flight: Option<i32>,
+    /// Requests that may wait for one of `maxInFlight`'s places; more are answered 429 at once.
+    #[serde(default = "default_queue")]
+    #[schemars(range(min = 0, max = MAX_QUEUE))]
+    pub queue: i32,
+    /// Longest a request waits in that queue before it is answered 429, e.g. `5s`.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout: Duration,
 }
 
 /// A canary version of the function that receives a share of the traffic.
@@ -441,6 +480,12 @@ fn default_max_p99() -> Duration {
 fn default_min_requests() -> i32 {
     20
 }
+fn default_queue() -> i32 {
+    100
+}
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(5)
+}
 fn default_path() -> String {
     "/".into()
 }
@@ -453,6 +498,18 @@ impl Default for Scale {
             metric: ScaleMetric::default(),
             target: default_target(),
             zero_after: default_zero_after(),
+        }
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self {
+            rate: None,
+            burst: None,
+            max_in_flight: None,
+            queue: default_queue(),
+            queue_timeout: default_queue_timeout(),
         }
     }
 }
@@ -496,6 +553,8 @@ impl FunctionSpec {
             timeout: default_timeout(),
             concurrency: 0,
             scale: Scale::default(),
+            paused: false,
+            throttle: None,
             canary: None,
             triggers: vec![],
         }

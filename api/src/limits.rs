@@ -35,6 +35,8 @@ pub const MAX_PATH_LEN: usize = 1024;
 pub const MAX_REPLICAS: i32 = 1000;
 pub const MAX_TARGET: i32 = 100_000;
 pub const MAX_CONCURRENCY: i32 = 100_000;
+pub const MAX_RATE: i32 = 1_000_000;
+pub const MAX_QUEUE: i32 = 100_000;
 
 /// A regex as a CEL string literal: CEL reads `\.` as an (invalid) escape, so backslashes double.
 fn cel_str(pattern: &str) -> String {

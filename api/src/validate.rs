@@ -8,7 +8,7 @@ use regex::Regex;
 
 use crate::{
     duration::Duration,
-    function::{Canary, EnvVar, Function, FunctionSpec, ResourceList, Resources, Trigger},
+    function::{Canary, EnvVar, Function, FunctionSpec, ResourceList, Resources, Throttle, Trigger},
     limits::*,
     quantity,
 };
@@ -174,6 +174,9 @@ fn check_spec(p: &mut Problems, s: &FunctionSpec) {
     );
     p.range("spec.scale.target", s.scale.target, 1, MAX_TARGET);
     p.positive("spec.scale.zeroAfter", s.scale.zero_after);
+    if let Some(t) = &s.throttle {
+        check_throttle(p, t);
+    }
     if let Some(c) = &s.canary {
         check_canary(p, c);
     }
@@ -181,6 +184,20 @@ fn check_spec(p: &mut Problems, s: &FunctionSpec) {
     for (i, t) in s.triggers.iter().enumerate() {
         check_trigger(p, &format!("spec.triggers[{i}]"), t);
     }
+}
+
+fn check_throttle(p: &mut Problems, t: &Throttle) {
+    if let Some(rate) = t.rate {
+        p.range("spec.throttle.rate", rate, 1, MAX_RATE);
+    }
+    if let Some(burst) = t.burst {
+        p.range("spec.throttle.burst", burst, 1, MAX_RATE);
+        p.check(t.rate.is_some(), "spec.throttle.burst", "needs spec.throttle.rate");
+    }
+    if let Some(n) = t.max_in_flight {
+        p.range("spec.throttle.maxInFlight", n, 1, MAX_CONCURRENCY);
+    }
+    p.range("spec.throttle.queue", t.queue, 0, MAX_QUEUE);
 }
 
 fn check_image(p: &mut Problems, field: &str, image: &str) {

@@ -190,8 +190,8 @@ async fn run(args: Args) -> ExitCode {
         }
     }
     let gateway = Arc::new(routes::Gateway {
+        api: rest::Api { provider: provider.clone(), metrics: metrics.clone(), namespaces, invoker: invoker.clone() },
         invoker,
-        api: rest::Api { provider: provider.clone(), metrics: metrics.clone(), namespaces },
         provider: provider.clone(),
         metrics,
         auth,

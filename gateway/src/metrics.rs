@@ -41,6 +41,12 @@ pub struct ScalingLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub function_name: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionCodeLabels {
     pub function_name: String,
     pub version: &'static str,
@@ -68,6 +74,8 @@ pub struct Metrics {
     pub cold_start_seconds: Family<VersionLabels, Histogram>,
     /// The canary's effective weight.
     pub canary_weight: Family<FunctionLabels, Gauge>,
+    /// Requests refused by a function's `paused` or `throttle`, by reason.
+    throttled: Family<ReasonLabels, Counter>,
     /// Open keep-alive connections to replicas, all functions together.
     pub replica_connections: Gauge,
     /// Recent canary responses, for the canary analysis.
@@ -173,6 +181,7 @@ impl Metrics {
             cold_starts: Family::default(),
             cold_start_seconds: Family::new_with_constructor(latency_buckets),
             canary_weight: Family::default(),
+            throttled: Family::default(),
             replica_connections: Gauge::default(),
             canary_window: Default::default(),
             versions: Default::default(),
@@ -195,6 +204,11 @@ impl Metrics {
             "flint_function_waiting",
             "Requests waiting for a version to scale from zero",
             m.waiting.clone(),
+        );
+        registry.register(
+            "flint_function_throttled",
+            "Requests refused before reaching the function, by reason (paused, rate, queue_full, queue_timeout)",
+            m.throttled.clone(),
         );
         registry.register(
             "flint_canary_weight",
@@ -244,6 +258,11 @@ impl Metrics {
             m.cold_start_seconds.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// A request to `function` refused by its `paused` or `throttle`, for `reason`.
+    pub fn throttled(&self, function: &str, reason: &'static str) {
+        self.throttled.get_or_create(&ReasonLabels { function_name: function.to_string(), reason }).inc();
     }
 
     /// The handles of `function` (`name.namespace`) at `version`, made on first use.

@@ -5,6 +5,7 @@ use hyper::{Response, StatusCode};
 
 use flint_http::Body;
 
+use super::throttle::Refused;
 use crate::reply;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,30 @@ pub enum InvokeError {
     FailedUnderway(String, String),
     #[error("function {0} failed: {1}")]
     Failed(String, String),
+    #[error("{}", throttled(.0, .1))]
+    Throttled(String, Refused),
+}
+
+fn throttled(function: &str, why: &Refused) -> String {
+    let d = flint_api::duration::format;
+    match why {
+        Refused::Paused => {
+            format!("function {function} is paused (spec.paused); it is served again when spec.paused is false")
+        }
+        Refused::Rate { rate, .. } => format!(
+            "function {function} is over its rate of {rate} requests per second (spec.throttle.rate); \
+             retry after the time in Retry-After"
+        ),
+        Refused::QueueFull { max_in_flight, queue } => format!(
+            "function {function} has its {max_in_flight} invocations in flight (spec.throttle.maxInFlight) \
+             and {queue} more waiting (spec.throttle.queue); retry shortly"
+        ),
+        Refused::QueueTimeout { max_in_flight, waited } => format!(
+            "function {function} had its {max_in_flight} invocations in flight (spec.throttle.maxInFlight) \
+             for all of the {} a request may wait (spec.throttle.queueTimeout); retry shortly",
+            d(*waited)
+        ),
+    }
 }
 
 impl InvokeError {
@@ -38,6 +63,8 @@ impl InvokeError {
             InvokeError::DeclaredTooLarge(..) | InvokeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::BadBody(_) => StatusCode::BAD_REQUEST,
             InvokeError::TooManyWaiting(_) => StatusCode::TOO_MANY_REQUESTS,
+            InvokeError::Throttled(_, Refused::Paused) => StatusCode::SERVICE_UNAVAILABLE,
+            InvokeError::Throttled(..) => StatusCode::TOO_MANY_REQUESTS,
             InvokeError::NotReady(..) => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::Unreachable(..) | InvokeError::FailedUnderway(..) | InvokeError::Failed(..) => {
@@ -47,11 +74,17 @@ impl InvokeError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        match self.status() {
-            status @ (StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) => {
+        match (self.status(), &self) {
+            // A paused function stays paused until someone changes it: retrying soon is no use.
+            (status, InvokeError::Throttled(_, Refused::Paused)) => reply::text(status, self.to_string()),
+            (status, InvokeError::Throttled(_, Refused::Rate { retry_after, .. })) => {
+                let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                reply::retry_after(status, seconds, self.to_string())
+            }
+            (status @ (StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE), _) => {
                 reply::retry_after(status, 1, self.to_string())
             }
-            status => reply::text(status, self.to_string()),
+            (status, _) => reply::text(status, self.to_string()),
         }
     }
 }
@@ -71,5 +104,20 @@ mod tests {
         let e = InvokeError::FailedUnderway("f.default".into(), "connection closed".into());
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
         assert!(e.to_string().contains("Idempotency-Key"), "{e}");
+    }
+
+    #[test]
+    fn a_throttled_request_says_which_limit_and_when_to_retry() {
+        let paused = InvokeError::Throttled("f.default".into(), Refused::Paused).into_response();
+        assert_eq!(paused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!paused.headers().contains_key("retry-after"));
+        let rate = Refused::Rate { rate: 2, retry_after: std::time::Duration::from_millis(1500) };
+        let e = InvokeError::Throttled("f.default".into(), rate);
+        assert!(e.to_string().contains("spec.throttle.rate"), "{e}");
+        let r = e.into_response();
+        assert_eq!((r.status(), &r.headers()["retry-after"]), (StatusCode::TOO_MANY_REQUESTS, &"2".parse().unwrap()));
+        let waited = Refused::QueueTimeout { max_in_flight: 3, waited: std::time::Duration::from_secs(5) };
+        let e = InvokeError::Throttled("f.default".into(), waited);
+        assert!(e.to_string().contains("3 invocations in flight") && e.to_string().contains("5s"), "{e}");
     }
 }

@@ -12,6 +12,7 @@ mod observe;
 mod payload;
 mod pick;
 pub mod resend;
+pub mod throttle;
 
 use std::{
     net::SocketAddr,
@@ -62,6 +63,7 @@ pub struct Invoker {
     metrics: Arc<Metrics>,
     pool: Arc<Pool>,
     cold: ColdStarts,
+    throttles: throttle::Throttles,
     settings: Settings,
 }
 
@@ -75,12 +77,17 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
 impl Invoker {
     pub fn new(provider: Arc<dyn Provider>, metrics: Arc<Metrics>, settings: Settings) -> Self {
         let pool = Pool::new(settings.connect_timeout, settings.idle_timeout, metrics.replica_connections.clone());
-        Invoker { provider, metrics, pool, cold: ColdStarts::default(), settings }
+        Invoker { provider, metrics, pool, cold: ColdStarts::default(), throttles: Default::default(), settings }
     }
 
     /// Requests waiting for a replica of this version now.
     pub fn waiting(&self, namespace: &str, name: &str, version: Version) -> usize {
         self.cold.waiting(namespace, name, version)
+    }
+
+    /// What a function's throttle holds now (`name.namespace`).
+    pub fn throttle_usage(&self, function: &str) -> throttle::Usage {
+        self.throttles.usage(function)
     }
 
     /// `target` is what follows `/function/`: `NAME[.NAMESPACE][/rest]`.
@@ -97,8 +104,23 @@ impl Invoker {
                 format!("function {name}.{namespace} not found (GET /system/functions lists what is deployed)"),
             );
         };
+        let function = format!("{name}.{namespace}");
+        let arrived = std::time::Instant::now();
+        let exists = |f: &str| f.split_once('.').is_some_and(|(n, ns)| self.provider.route(ns, n).is_some());
+        let place = match self.throttles.admit(&function, &route.function.spec, exists).await {
+            Ok(place) => place,
+            // Not an invocation: counted by reason only, so that neither the autoscaler nor the
+            // canary analysis reads a refusal as the function's traffic or its failure.
+            Err(why) => {
+                self.metrics.throttled(&function, why.reason());
+                return InvokeError::Throttled(function, why).into_response();
+            }
+        };
         let version = pick::version(&route, req.headers());
-        let mut observation = Observation::begin(&self.metrics, &format!("{name}.{namespace}"), version);
+        let mut observation = Observation::begin(&self.metrics, &function, version);
+        // The wait for a place is part of what the caller saw.
+        observation.start = arrived;
+        observation.place = place;
         let call = Call { namespace, name, version, rest, peer };
         match self.forward(req, &route, &call, &mut observation).await {
             Ok(mut response) => {

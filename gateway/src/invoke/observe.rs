@@ -17,6 +17,8 @@ pub struct Observation {
     pub code: u16,
     /// The replica this went to, whose in-flight count it holds.
     pub load: Option<Load>,
+    /// Its place among the function's `throttle.maxInFlight`, held until the response is sent.
+    pub place: super::throttle::Place,
 }
 
 impl Observation {
@@ -26,7 +28,7 @@ impl Observation {
         let handles = metrics.version(function, version);
         handles.arrive();
         let canary_window = (version == Version::Canary).then(|| metrics.canary_window.clone());
-        Observation { metrics: handles, canary_window, start: Instant::now(), cold_start: false, code: 499, load: None }
+        Observation { metrics: handles, canary_window, start: Instant::now(), cold_start: false, code: 499, load: None, place: None }
     }
 
     /// `name.namespace`.
@@ -45,6 +47,7 @@ impl Watch for Observation {}
 impl Drop for Observation {
     fn drop(&mut self) {
         self.load = None;
+        self.place = None;
         let elapsed = self.start.elapsed();
         self.metrics.finish(self.code, elapsed);
         if let Some(window) = &self.canary_window {

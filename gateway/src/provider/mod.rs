@@ -91,14 +91,16 @@ pub enum ProviderError {
 }
 
 /// An update through the OpenFaaS API replaces what that API carries and keeps what it does
-/// not know (canary, triggers, timeout, concurrency, scale metric), so `faas-cli deploy` never
-/// undoes a canary or a schedule set in the Function.
+/// not know (canary, triggers, timeout, concurrency, scale metric, paused, throttle), so
+/// `faas-cli deploy` never undoes a canary, a schedule or a throttle set in the Function.
 pub fn openfaas_update(current: &flint_api::FunctionSpec, new: flint_api::FunctionSpec) -> flint_api::FunctionSpec {
     flint_api::FunctionSpec {
         canary: current.canary.clone(),
         triggers: current.triggers.clone(),
         timeout: current.timeout,
         concurrency: current.concurrency,
+        paused: current.paused,
+        throttle: current.throttle.clone(),
         env_from: current.env_from.clone(),
         service_account_name: current.service_account_name.clone(),
         scale: flint_api::Scale { metric: current.scale.metric, zero_after: current.scale.zero_after, ..new.scale },

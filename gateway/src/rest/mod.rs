@@ -27,6 +27,8 @@ pub struct Api {
     pub provider: Arc<dyn Provider>,
     pub metrics: Arc<Metrics>,
     pub namespaces: crate::namespace::Namespaces,
+    /// For what each function's throttle holds now.
+    pub invoker: Arc<crate::invoke::Invoker>,
 }
 
 type Reply = Response<Body>;
@@ -71,7 +73,7 @@ impl Api {
     async fn list(&self, req: &Request<Incoming>) -> Result<Reply, Reply> {
         let namespace = self.namespace(req);
         let all = self.provider.list(&namespace).await.map_err(error)?;
-        let statuses: Vec<FunctionStatus> = all.iter().map(|d| FunctionStatus::of(d, self.invocations(d))).collect();
+        let statuses: Vec<FunctionStatus> = all.iter().map(|d| self.status(d)).collect();
         Ok(reply::json(StatusCode::OK, &statuses))
     }
 
@@ -81,13 +83,13 @@ impl Api {
             None => (name.to_string(), self.namespace(req)),
         };
         let d = self.provider.get(&namespace, &name).await.map_err(error)?;
-        Ok(reply::json(StatusCode::OK, &FunctionStatus::of(&d, self.invocations(&d))))
+        Ok(reply::json(StatusCode::OK, &self.status(&d)))
     }
 
-    fn invocations(&self, d: &crate::provider::Deployed) -> f64 {
+    fn status(&self, d: &crate::provider::Deployed) -> FunctionStatus {
         let f = &d.function.metadata;
         let label = format!("{}.{}", f.name.as_deref().unwrap_or_default(), f.namespace.as_deref().unwrap_or_default());
-        self.metrics.invocation_count(&label) as f64
+        FunctionStatus::of(d, self.metrics.invocation_count(&label) as f64, self.invoker.throttle_usage(&label))
     }
 
     async fn deploy(&self, req: Request<Incoming>, update: bool) -> Result<Reply, Reply> {

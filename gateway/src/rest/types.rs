@@ -76,6 +76,20 @@ pub struct FunctionStatus {
     pub available_replicas: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// Flint's own: `spec.paused`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// Flint's own: `spec.throttle` and what it holds now in this gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleStatus>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ThrottleStatus {
+    #[serde(flatten)]
+    pub spec: flint_api::Throttle,
+    #[serde(flatten)]
+    pub usage: crate::invoke::throttle::Usage,
 }
 
 /// `POST /system/scale-function/NAME`.
@@ -154,7 +168,7 @@ fn field(field: &str, message: String) -> FieldError {
 }
 
 impl FunctionStatus {
-    pub fn of(d: &Deployed, invocation_count: f64) -> Self {
+    pub fn of(d: &Deployed, invocation_count: f64, usage: crate::invoke::throttle::Usage) -> Self {
         let f = &d.function;
         let spec = &f.spec;
         let env_process = spec.command.as_ref().map(|c| {
@@ -184,6 +198,8 @@ impl FunctionStatus {
             replicas: d.replicas as u64,
             available_replicas: d.available as u64,
             created_at: d.created_at.map(|t| t.to_string()),
+            paused: spec.paused,
+            throttle: spec.throttle.clone().map(|spec| ThrottleStatus { spec, usage }),
         }
     }
 }
@@ -214,8 +230,9 @@ mod tests {
         assert!(f.spec.read_only_root_filesystem);
 
         let d = Deployed { function: std::sync::Arc::new(f), replicas: 2, available: 1, created_at: None };
-        let s = serde_json::to_value(FunctionStatus::of(&d, 5.0)).unwrap();
+        let s = serde_json::to_value(FunctionStatus::of(&d, 5.0, Default::default())).unwrap();
         assert_eq!(s["envProcess"], "python3 index.py --fast");
+        assert!(s.get("paused").is_none() && s.get("throttle").is_none(), "{s}");
         assert_eq!(s["labels"][SCALE_MAX], "7");
         assert_eq!(s["limits"]["memory"], "128Mi");
         assert_eq!((s["replicas"].as_u64(), s["availableReplicas"].as_u64()), (Some(2), Some(1)));
