@@ -157,6 +157,30 @@ async fn a_function_applied_with_kubectl_answers_through_the_gateway() {
     assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some(node.name.as_str()));
     let ready = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "True");
+
+    // Paused with kubectl: refused at once, shown by `kubectl get`, served again when unpaused.
+    let patch = |paused: bool| {
+        let mut kubectl = c.api.kubectl().unwrap();
+        let body = format!("{{\"spec\":{{\"paused\":{paused}}}}}");
+        let out = kubectl.args(["patch", "fn", "echo-shell", "-n", &c.ns.name, "--type", "merge", "-p", &body]);
+        let out = out.output().unwrap();
+        assert!(out.status.success(), "kubectl patch: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    patch(true);
+    let refused = flint_testkit::wait_for("the gateway to see the pause", MINUTE, || async {
+        let r = g.call(Method::POST, "/function/echo-shell", json!("hi")).await;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    assert!(refused.text().contains("is paused (spec.paused)"), "{}", refused.text());
+    let out = c.api.kubectl().unwrap().args(["get", "fn", "echo-shell", "-n", &c.ns.name]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("PAUSED") && table.contains("true"), "{table}");
+    patch(false);
+    flint_testkit::wait_for("the gateway to serve it again", MINUTE, || async {
+        (g.call(Method::POST, "/function/echo-shell", json!("hi")).await.status == 200).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
