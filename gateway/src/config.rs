@@ -112,6 +112,16 @@ pub struct Args {
     #[arg(long, env = "FLINT_MAX_WAITING", default_value_t = 1000)]
     pub max_waiting: usize,
 
+    /// A client's keep-alive connection with no request under way this long is closed; a
+    /// request's headers must also arrive within it.
+    #[arg(long, env = "FLINT_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// Open client connections at most; one more is answered 503 (`Retry-After: 1`) and closed,
+    /// and the others are served as before. Keep it below the gateway's open-file limit.
+    #[arg(long, env = "FLINT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// How long accepted requests may take to finish when the gateway stops.
     #[arg(long, env = "FLINT_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,

@@ -213,7 +213,7 @@ async fn run(args: Args) -> ExitCode {
         listener,
         make,
         stop.clone(),
-        std::time::Duration::from_secs(30),
+        flint_http::server::Limits { idle_timeout: args.idle_timeout, max_connections: args.max_connections },
         args.drain_timeout,
     ));
     let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");

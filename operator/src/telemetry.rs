@@ -41,6 +41,7 @@ pub async fn serve(
             }
         })
     };
-    flint_http::server::serve(listener, make, stop, Duration::from_secs(10), Duration::from_secs(1)).await;
+    let limits = flint_http::server::Limits::idle(Duration::from_secs(10));
+    flint_http::server::serve(listener, make, stop, limits, Duration::from_secs(1)).await;
     Ok(())
 }

@@ -141,7 +141,7 @@ async fn run(config: Config, out: logs::Output) -> ExitCode {
         listener,
         move |_| routes.clone(),
         stop.clone(),
-        config.read_timeout,
+        flint_http::server::Limits::idle(config.read_timeout),
         config.write_timeout,
     ));
     let stop_metrics = CancellationToken::new();
@@ -149,7 +149,7 @@ async fn run(config: Config, out: logs::Output) -> ExitCode {
         metrics_listener,
         move |_| metrics_routes.clone(),
         stop_metrics.clone(),
-        config.read_timeout,
+        flint_http::server::Limits::idle(config.read_timeout),
         Duration::ZERO,
     ));
     tracing::info!(mode = ?config.mode, port = config.port, metrics_port = config.metrics_port, fprocess = ?config.fprocess, "watchdog started");
