@@ -229,7 +229,8 @@ pub async fn local_hello() -> LocalHello {
     let p = port.to_string();
     let gateway = Spawned::start(
         release_bin("flint-gateway").to_str().unwrap(),
-        &["--functions-dir", dir.to_str().unwrap(), "--port", &p],
+        // Room for the idle-connection measurement's 10,000 and more.
+        &["--functions-dir", dir.to_str().unwrap(), "--port", &p, "--max-connections", "1000000"],
         &[("RUST_LOG", "warn")],
     );
     let url = format!("http://127.0.0.1:{port}/function/hello");
@@ -260,14 +261,17 @@ async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
         "gateway idle RSS (one function loaded, before load): {:.2} MiB (target <= 15 MiB)",
         idle_rss as f64 / 1048576.0
     );
+    let before = rss(gw.pid());
     let held = idle::hold(port, idle_conns).await;
+    let with = rss(gw.pid());
     println!(
-        "idle keep-alive connections: {} opened, {} still answering after {}s idle, {} errors; gateway RSS with them: {:.1} MiB",
+        "idle keep-alive connections: {} opened, {} still answering after {}s idle, {} errors; gateway RSS with them: {:.1} MiB, {:.1} KiB per connection (goal <= 8 KiB)",
         held.opened,
         held.answered,
         held.idle_secs,
         held.errors,
-        rss(gw.pid()) as f64 / 1048576.0
+        with as f64 / 1048576.0,
+        with.saturating_sub(before) as f64 / 1024.0 / held.opened.max(1) as f64
     );
     drop(local);
 }
