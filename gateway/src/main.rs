@@ -1,33 +1,5 @@
-//! `flint-gateway`: the one front door of Flint. Every invocation and every management call
-//! goes through it.
-//!
-//! - `routes`: `/function/*` → `invoke`, `/system/*` → `rest` (behind `auth`), `/metrics`;
-//! - `invoke`: the request path — version (canary split), replica (least in flight), scale
-//!   from zero, the one rule for resending what a replica failed, forwarding headers, `observe`d;
-//! - `endpoint`: a ready replica, its in-flight count and its keep-alive connections, retired
-//!   by its provider when the replica leaves;
-//! - `rest`: the OpenFaaS management API over a `provider`;
-//! - `namespace`: which namespace a request means (OpenFaaS clients' `openfaas-fn` included);
-//! - `provider`: where functions live; `local` runs them as watchdog processes;
-//! - `autoscale`: the loop that scales every version between its min and max, and runs the
-//!   `canary` analysis (widen a healthy canary's weight, roll back a failing one);
-//! - `cron`: fires the Functions' cron triggers through the gateway itself;
-//! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones.
-
-mod auth;
-mod autoscale;
-mod canary;
-mod config;
-mod cron;
-mod endpoint;
-mod invoke;
-mod memory;
-mod metrics;
-mod namespace;
-mod provider;
-mod reply;
-mod rest;
-mod routes;
+//! `flint-gateway`'s entry point: reads its configuration, starts the provider, the loops and
+//! the server (the parts are described in `lib.rs`).
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -39,9 +11,12 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{
+use flint_gateway::{
+    auth, autoscale, canary,
     config::{Args, LogFormat, ProviderKind},
+    cron, invoke, metrics, namespace,
     provider::{Provider, kubernetes::Kubernetes, local::Local},
+    rest, routes,
 };
 
 fn main() -> ExitCode {

@@ -1,28 +1,5 @@
-//! `watchdog`: the entrypoint of every Flint function container. It starts the function's
-//! process, turns each HTTP request on `port` into an invocation of it, and stops cleanly.
-//!
-//! - `config`: settings from the environment (of-watchdog's names), refused loudly when wrong;
-//! - `stack`: the layers an invocation passes: `metrics` (observe) → `limit` → `timeout` → `mode`;
-//! - `mode`: `http` (proxy to the function's own server) or `streaming` (fork per request),
-//!   both built on `process` (process groups, output forwarding);
-//! - `health`: liveness and readiness; `server`: the accept loop with graceful stop;
-//! - `logs`: one non-blocking writer for our log lines and the function's output.
-//!
-//! Shutdown on SIGTERM or SIGINT: readiness fails at once; connections are still served for
-//! `healthcheck_interval` while the endpoint is removed; then no new connection is accepted,
-//! accepted requests get up to `write_timeout` to finish, the function's process is stopped
-//! (SIGTERM, then SIGKILL), and the watchdog exits 0.
-
-mod config;
-mod error;
-mod health;
-mod limit;
-mod logs;
-mod metrics;
-mod mode;
-mod process;
-mod stack;
-mod timeout;
+//! The watchdog's entry point: configuration, the function's process, the server and the
+//! shutdown sequence (the parts are described in `lib.rs`).
 
 use std::{convert::Infallible, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
@@ -35,11 +12,13 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::{
+use flint_watchdog::{
     config::{Config, Mode},
     health::Health,
+    logs,
     metrics::Metrics,
-    mode::Invoke,
+    mode::{self, Invoke},
+    stack,
 };
 
 fn main() -> ExitCode {

@@ -65,6 +65,12 @@ pub struct Metrics {
     registry: Registry,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let requests = Family::<Labels, Counter>::default();

@@ -92,11 +92,7 @@ impl Invoker {
 
     /// `target` is what follows `/function/`: `NAME[.NAMESPACE][/rest]`.
     pub async fn invoke(&self, req: Request<Incoming>, target: &str, peer: SocketAddr) -> Response<Body> {
-        let (function, rest) = match target.find('/') {
-            Some(i) => (&target[..i], &target[i..]),
-            None => (target, "/"),
-        };
-        let (name, namespace) = function.split_once('.').map_or((function, None), |(n, ns)| (n, Some(ns)));
+        let Target { name, namespace, rest } = Target::parse(target);
         let namespace = self.settings.namespaces.resolve(&*self.provider, namespace);
         let Some(route) = self.provider.route(namespace, name) else {
             return reply::text(
@@ -285,6 +281,26 @@ impl WaitingGauge {
 impl Drop for WaitingGauge {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// What follows `/function/`: `NAME[.NAMESPACE][/rest]`.
+#[derive(Debug, PartialEq)]
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    /// The path below the function, `/` at least.
+    pub rest: &'a str,
+}
+
+impl<'a> Target<'a> {
+    pub fn parse(target: &'a str) -> Self {
+        let (function, rest) = match target.find('/') {
+            Some(i) => (&target[..i], &target[i..]),
+            None => (target, "/"),
+        };
+        let (name, namespace) = function.split_once('.').map_or((function, None), |(n, ns)| (n, Some(ns)));
+        Target { name, namespace, rest }
     }
 }
 

@@ -28,7 +28,15 @@ impl Observation {
         let handles = metrics.version(function, version);
         handles.arrive();
         let canary_window = (version == Version::Canary).then(|| metrics.canary_window.clone());
-        Observation { metrics: handles, canary_window, start: Instant::now(), cold_start: false, code: 499, load: None, place: None }
+        Observation {
+            metrics: handles,
+            canary_window,
+            start: Instant::now(),
+            cold_start: false,
+            code: 499,
+            load: None,
+            place: None,
+        }
     }
 
     /// `name.namespace`.

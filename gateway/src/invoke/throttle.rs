@@ -27,11 +27,20 @@ use tokio::{
 pub enum Refused {
     Paused,
     /// Over `rate`; a token is due after this long.
-    Rate { rate: i32, retry_after: Duration },
+    Rate {
+        rate: i32,
+        retry_after: Duration,
+    },
     /// `maxInFlight` in flight and `queue` already waiting.
-    QueueFull { max_in_flight: i32, queue: i32 },
+    QueueFull {
+        max_in_flight: i32,
+        queue: i32,
+    },
     /// Waited `queueTimeout` without getting a place.
-    QueueTimeout { max_in_flight: i32, waited: Duration },
+    QueueTimeout {
+        max_in_flight: i32,
+        waited: Duration,
+    },
 }
 
 impl Refused {

@@ -3,7 +3,7 @@
 //! namespaces, logs. Bodies are read whole up to 1 MiB; a malformed one is refused naming the
 //! field, an invalid Function with every problem.
 
-mod types;
+pub mod types;
 
 use std::sync::Arc;
 

@@ -117,7 +117,7 @@ impl Settings {
 const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// CGI-style variables, named as OpenFaaS's watchdogs name them.
-fn cgi_env(parts: &hyper::http::request::Parts) -> Vec<(String, String)> {
+pub fn cgi_env(parts: &hyper::http::request::Parts) -> Vec<(String, String)> {
     let mut env = vec![
         ("Http_Method".to_string(), parts.method.to_string()),
         ("Http_Path".to_string(), parts.uri.path().to_string()),

@@ -1,0 +1,30 @@
+//! `flint-gateway`: the one front door of Flint. Every invocation and every management call
+//! goes through it.
+//!
+//! - `routes`: `/function/*` → `invoke`, `/system/*` → `rest` (behind `auth`), `/metrics`;
+//! - `invoke`: the request path — version (canary split), replica (least in flight), scale
+//!   from zero, the one rule for resending what a replica failed, forwarding headers, `observe`d;
+//! - `endpoint`: a ready replica, its in-flight count and its keep-alive connections, retired
+//!   by its provider when the replica leaves;
+//! - `rest`: the OpenFaaS management API over a `provider`;
+//! - `namespace`: which namespace a request means (OpenFaaS clients' `openfaas-fn` included);
+//! - `provider`: where functions live; `local` runs them as watchdog processes;
+//! - `autoscale`: the loop that scales every version between its min and max, and runs the
+//!   `canary` analysis (widen a healthy canary's weight, roll back a failing one);
+//! - `cron`: fires the Functions' cron triggers through the gateway itself;
+//! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones.
+
+pub mod auth;
+pub mod autoscale;
+pub mod canary;
+pub mod config;
+pub mod cron;
+pub mod endpoint;
+pub mod invoke;
+pub mod memory;
+pub mod metrics;
+pub mod namespace;
+pub mod provider;
+pub mod reply;
+pub mod rest;
+pub mod routes;
