@@ -50,7 +50,13 @@ too many open connections to this server; retry in a moment\n";
 /// Serves `listener` until `stop`, then waits up to `drain` for accepted requests to finish.
 /// `make` builds each connection's service from the peer's address. Returns whether every
 /// connection finished within `drain`.
-pub async fn serve<M, S>(listener: TcpListener, make: M, stop: CancellationToken, limits: Limits, drain: Duration) -> bool
+pub async fn serve<M, S>(
+    listener: TcpListener,
+    make: M,
+    stop: CancellationToken,
+    limits: Limits,
+    drain: Duration,
+) -> bool
 where
     M: Fn(SocketAddr) -> S,
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
