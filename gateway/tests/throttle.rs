@@ -123,7 +123,7 @@ async fn the_in_flight_cap_holds_across_replicas_and_the_excess_waits_its_turn()
         .collect();
     let most = counts.iter().max().copied().unwrap();
     assert_eq!(most, 3, "the functions saw at most {most} invocations at once; the cap is 3 and the load reaches it");
-    assert!(counts.len() >= 30, "only {} calls finished in 5 s", counts.len());
+    assert!(counts.len() >= 15, "only {} calls finished in 5 s", counts.len());
     assert_eq!(most_in_flight, 3, "the gateway's count of places taken");
     assert!(most_queued >= 5, "at most {most_queued} requests were seen waiting");
 }
