@@ -12,6 +12,9 @@
 //!   requests, writes once settled);
 //! - `kubernetes`: on the test node (real control plane, pods as processes): cold start split
 //!   by step, and requests per second through the kubernetes provider vs. local mode;
+//! - `soak`: minutes of mixed traffic in local mode (steady load, bursts, idle gaps to zero,
+//!   a canary forward and back, SIGHUP reloads, replicas killed): errors by status, latency per
+//!   phase, the gateway's memory over time;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
 mod cold;
@@ -20,6 +23,7 @@ mod kubernetes;
 mod nginx;
 mod operator;
 mod operator_api;
+mod soak;
 mod upstream;
 mod wrk;
 
@@ -72,6 +76,11 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         cold: usize,
     },
+    /// Minutes of mixed traffic in local mode; errors, latency per phase, memory over time.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Direct vs. watchdog vs. gateway+watchdog, and the gateway's footprint.
     Gateway {
         #[arg(long, default_value_t = 5)]
@@ -102,6 +111,7 @@ async fn main() {
         Command::Kubernetes { seconds, rounds, cold } => {
             kubernetes::run(Duration::from_secs(seconds), rounds, cold).await
         }
+        Command::Soak { minutes } => soak::run(Duration::from_secs(minutes * 60)).await,
         Command::Gateway { seconds, rounds, idle } => gateway(Duration::from_secs(seconds), rounds, idle).await,
     }
 }
@@ -203,7 +213,7 @@ pub struct LocalHello {
     pub gateway: Spawned,
     pub port: u16,
     pub url: String,
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl Drop for LocalHello {
@@ -213,32 +223,40 @@ impl Drop for LocalHello {
 }
 
 pub async fn local_hello() -> LocalHello {
+    local_function("  scale: {min: 1, max: 1}\n", &[]).await
+}
+
+/// A local-mode gateway (with `args`) over `hello`, whose manifest ends with `tail`.
+pub async fn local_function(tail: &str, args: &[&str]) -> LocalHello {
     let dir = std::env::temp_dir().join(format!("flint-bench-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("hello")).unwrap();
-    let me = std::env::current_exe().unwrap();
-    std::fs::write(
-        dir.join("hello/function.yaml"),
-        format!(
-            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: hello}}\nspec:\n  image: bench\n  \
-             command: [sh, -c, 'exec {} upstream $PORT']\n  env: [{{name: mode, value: http}}]\n  scale: {{min: 1, max: 1}}\n",
-            me.display()
-        ),
-    )
-    .unwrap();
+    write_hello(&dir, tail);
     let port = free_port();
     let p = port.to_string();
-    let gateway = Spawned::start(
-        release_bin("flint-gateway").to_str().unwrap(),
-        // Room for the idle-connection measurement's 10,000 and more.
-        &["--functions-dir", dir.to_str().unwrap(), "--port", &p, "--max-connections", "1000000"],
-        &[("RUST_LOG", "warn")],
-    );
+    // Room for the idle-connection measurement's 10,000 and more.
+    let mut all = vec!["--functions-dir", dir.to_str().unwrap(), "--port", &p, "--max-connections", "1000000"];
+    all.extend_from_slice(args);
+    let gateway = Spawned::start(release_bin("flint-gateway").to_str().unwrap(), &all, &[("RUST_LOG", "warn")]);
     let url = format!("http://127.0.0.1:{port}/function/hello");
     wait_for("the gateway's replica to answer", Duration::from_secs(20), || async {
         get(&url).await.ok().filter(|r| r.status == 200)
     })
     .await;
     LocalHello { gateway, port, url, dir }
+}
+
+/// `hello`'s manifest: the fast upstream in http mode, then `tail` (YAML under `spec:`).
+pub fn write_hello(dir: &std::path::Path, tail: &str) {
+    std::fs::create_dir_all(dir.join("hello")).unwrap();
+    let me = std::env::current_exe().unwrap();
+    std::fs::write(
+        dir.join("hello/function.yaml"),
+        format!(
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: hello}}\nspec:\n  image: bench\n  \
+             command: [sh, -c, 'exec {} upstream $PORT']\n  env: [{{name: mode, value: http}}]\n{tail}",
+            me.display()
+        ),
+    )
+    .unwrap();
 }
 
 async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
