@@ -43,6 +43,9 @@ const CYCLE: &[(&str, u64, usize)] = &[
 struct Tally {
     latencies_us: Vec<u32>,
     statuses: BTreeMap<String, u64>,
+    /// Replicas (all versions) at the end of each time the phase ran.
+    replicas: Vec<u64>,
+    killed: u64,
 }
 
 impl Tally {
@@ -51,6 +54,8 @@ impl Tally {
         for (k, v) in other.statuses {
             *self.statuses.entry(k).or_default() += v;
         }
+        self.replicas.extend(other.replicas);
+        self.killed += other.killed;
     }
 }
 
@@ -74,8 +79,8 @@ pub async fn run(duration: Duration) {
     let samples = memory.await.unwrap();
 
     println!("{cycles} cycles in {:.0} s", started.elapsed().as_secs_f64());
-    println!("| phase | requests | not 200 | statuses | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|");
+    println!("| phase | requests | not 200 | statuses | p50 ms | p99 ms | replicas at its end | replicas killed |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut unexpected = 0;
     for &(name, _, _) in CYCLE {
         let Some(t) = phases.get_mut(name) else { continue };
@@ -87,12 +92,15 @@ pub async fn run(duration: Duration) {
         let bad: u64 = t.statuses.iter().filter(|(k, _)| *k != "200").map(|(_, v)| v).sum();
         unexpected += bad;
         let statuses: Vec<String> = t.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let replicas: Vec<String> = t.replicas.iter().map(u64::to_string).collect();
         println!(
-            "| {name} | {} | {bad} | {} | {:.2} | {:.2} |",
+            "| {name} | {} | {bad} | {} | {:.2} | {:.2} | {} | {} |",
             t.latencies_us.len(),
             statuses.join(", "),
             pick(0.5),
-            pick(0.99)
+            pick(0.99),
+            replicas.join(" "),
+            t.killed
         );
     }
     println!("unexpected errors: {unexpected} (goal 0)");
@@ -116,9 +124,8 @@ async fn phase(local: &LocalHello, name: &str, length: Duration, callers: usize)
         tokio::spawn(async move {
             tokio::time::sleep(length / 2).await;
             // A replica is a watchdog child of the gateway; its function dies with it.
-            if let Some(&replica) = children(gateway).first() {
-                let _ = kill(Pid::from_raw(replica), Signal::SIGKILL);
-            }
+            let replica = children(gateway).first().copied();
+            replica.is_some_and(|r| kill(Pid::from_raw(r), Signal::SIGKILL).is_ok())
         })
     });
     let tasks: Vec<_> = (0..callers)
@@ -146,8 +153,11 @@ async fn phase(local: &LocalHello, name: &str, length: Duration, callers: usize)
     }
     tokio::time::sleep_until(until).await;
     if let Some(k) = killer {
-        k.await.unwrap();
+        tally.killed += u64::from(k.await.unwrap());
     }
+    let status = flint_testkit::get(&format!("http://127.0.0.1:{}/system/function/hello", local.port)).await;
+    let replicas = status.ok().and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok());
+    tally.replicas.push(replicas.and_then(|v| v["replicas"].as_u64()).unwrap_or_default());
     tally
 }
 
