@@ -53,8 +53,16 @@ pub fn parse(input: &str) -> Result<StdDuration, ParseDurationError> {
         let part = unit.checked_mul(u32::try_from(n).map_err(|_| err())?).ok_or_else(err)?;
         total = total.checked_add(part).ok_or_else(err)?;
     }
+    // Go's (and the API server's) durations end at 2^63-1 ns, about 292 years; a longer one
+    // would also format to hours that `parse` cannot read back.
+    if total > MAX {
+        return Err(err());
+    }
     Ok(total)
 }
+
+/// The longest duration Go's `time.Duration` holds.
+const MAX: StdDuration = StdDuration::from_nanos(i64::MAX as u64);
 
 /// Formats a duration in the same notation `parse` reads, largest units first.
 pub fn format(d: StdDuration) -> String {
@@ -148,6 +156,10 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
+        // Found by fuzzing: each number fitted, their sum formatted to hours beyond 32 bits.
+        assert!(parse("03530990999h03035550301h0m1m0m").is_err());
+        let longest = format(parse("2562047h47m16s854ms").unwrap());
+        assert_eq!(parse(&longest).map(format), Ok(longest));
         for s in ["250ms", "30s", "5m", "1h30m", "1m500ms", "2h"] {
             assert_eq!(format(parse(s).unwrap()), s);
         }
