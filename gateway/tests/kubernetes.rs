@@ -193,3 +193,25 @@ async fn the_lease_holder_keeps_a_cold_start_begun_at_another_gateway() {
     // Once nothing waits, the holder takes it to zero again.
     wait_for("scale to zero after the wait", MINUTE, || async { (c.replicas("slow").await? == 0).then_some(()) }).await;
 }
+
+#[tokio::test]
+async fn a_count_set_by_hand_holds_for_the_scale_down_delay_on_kubernetes_too() {
+    let Some(c) = cluster("by-hand").await else { return };
+    let tuning =
+        ["--autoscale-tick", "200ms", "--stable-window", "2s", "--panic-window", "1s", "--scale-down-delay", "4s"];
+    let g = c.gateway("gateway-0", &tuning).await;
+    create_function(&c, "steady", "{min: 1, max: 4, zeroAfter: 1h}").await;
+    wait_for("the operator's Deployment", MINUTE, || async { (c.replicas("steady").await? == 1).then_some(()) }).await;
+
+    let r = g.call(Method::POST, "/system/scale-function/steady", json!({"replicas": 3})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_for("3 replicas", MINUTE, || async { (c.replicas("steady").await? == 3).then_some(()) }).await;
+    // No load asks for one; the hand-set three stay for the delay (which began no earlier than now).
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(c.replicas("steady").await, Some(3), "lowered within the scale-down delay");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for("back to what the load asks for", MINUTE, || async { (c.replicas("steady").await? == 1).then_some(()) })
+        .await;
+}
