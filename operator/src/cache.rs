@@ -19,7 +19,10 @@ use std::{
 };
 
 use flint_api::Function;
-use futures::Stream;
+use futures::{
+    FutureExt, Stream,
+    future::{BoxFuture, Shared},
+};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Pod, PodStatus, Service},
@@ -42,6 +45,8 @@ pub struct Stores {
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
     pub pods: Store<Pod>,
+    /// All three stores have had their first list; false when a feed ended before that.
+    ready: Shared<BoxFuture<'static, bool>>,
 }
 
 /// What feeds one scope's stores: the watches `controller::run` drives.
@@ -70,7 +75,18 @@ impl Cache {
             let (deployments, deployments_writer) = reflector::store();
             let (services, services_writer) = reflector::store();
             let (pods, pods_writer) = reflector::store();
-            stores.insert(scope.clone(), Stores { deployments, services, pods });
+            // One shared wait, not one per reconcile: `Store::wait_until_ready` wakes only the
+            // last of several tasks waiting on it at once (it polls a single oneshot receiver,
+            // which keeps one waker), so reconciles started together before the first list
+            // arrived waited forever but one. Seen as a standby operator that took over and
+            // never reconciled a Function created while it waited for the lease.
+            let (d, s, p) = (deployments.clone(), services.clone(), pods.clone());
+            let ready = async move {
+                let (d, s, p) = futures::join!(d.wait_until_ready(), s.wait_until_ready(), p.wait_until_ready());
+                d.is_ok() && s.is_ok() && p.is_ok()
+            };
+            let ready = ready.boxed().shared();
+            stores.insert(scope.clone(), Stores { deployments, services, pods, ready });
             feeds.push(Feed { scope, deployments: deployments_writer, services: services_writer, pods: pods_writer });
         }
         (Cache { scopes: Arc::new(stores) }, feeds)
@@ -80,12 +96,8 @@ impl Cache {
     /// freshly started operator does not take every child for missing).
     pub async fn ready(&self, namespace: &str) -> Option<&Stores> {
         let stores = self.scopes.get(&Some(namespace.to_string())).or_else(|| self.scopes.get(&None))?;
-        // Only fails when the feed is gone, i.e. the controller is shutting down.
-        let _ = futures::try_join!(
-            stores.deployments.wait_until_ready(),
-            stores.services.wait_until_ready(),
-            stores.pods.wait_until_ready()
-        );
+        // False only when a feed is gone, i.e. the controller is shutting down.
+        let _ = stores.ready.clone().await;
         Some(stores)
     }
 }
@@ -213,4 +225,28 @@ fn waiting_reasons(p: &Pod) -> Option<u64> {
         cs.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()).hash(&mut h);
     }
     Some(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_the_first_list_goes_on_when_it_arrives() {
+        let (cache, mut feeds) = Cache::new(&["team".to_string()]);
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.ready("team").await.is_some() })
+            })
+            .collect();
+        // Every waiter has polled (and parked) before the list arrives.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(waiting.iter().all(|w| !w.is_finished()), "ready before the first list");
+        feeds[0].mark_ready();
+        for w in waiting {
+            let woke = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
+            assert!(matches!(woke, Ok(Ok(true))), "a waiter was never woken: {woke:?}");
+        }
+    }
 }
