@@ -146,6 +146,11 @@ impl State {
                 self.someone_elses(o);
             }
             None if previous.is_some_and(|r| o.replicas > r) => self.someone_elses(o),
+            // First sight (a new Function, a gateway that just started or took the Lease): the
+            // count was not this autoscaler's choice either, and may have been set by hand
+            // before it was ever seen. It is held for the scale-down delay, not cut at once;
+            // it is not activity, so an idle function still goes to zero after `zeroAfter`.
+            None if previous.is_none() => self.recommendations.push_back((o.now, o.replicas)),
             None => {}
         }
         let decision = self.decide_now(p, b, o);
@@ -396,6 +401,18 @@ mod tests {
         r = 3;
         let d = feed(&mut s, &p, b, start + Duration::from_secs(101), 8, 150.0, &mut r);
         assert!(d.last().unwrap().desired > 3, "{d:?}");
+    }
+
+    #[test]
+    fn a_count_first_seen_above_what_the_load_asks_is_held_for_the_scale_down_delay() {
+        let start = Instant::now();
+        let (p, mut s, mut r) = (params(), State::new(start), 3);
+        let b = Bounds { zero_after: Duration::from_secs(300), ..B };
+        // Scaled to 3 by hand before this autoscaler ever saw the function.
+        let held = feed(&mut s, &p, b, start, 30, 5.0, &mut r);
+        assert!(held.iter().all(|d| d.desired == 3), "lowered within the delay: {held:?}");
+        let after = feed(&mut s, &p, b, start + Duration::from_secs(31), 2, 5.0, &mut r);
+        assert_eq!(after[0].desired, 1, "held past the delay: {after:?}");
     }
 
     #[test]
