@@ -370,12 +370,33 @@ pub struct Analysis {
     pub min_requests: i32,
 }
 
-/// Something that invokes the function.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// Something that invokes the function: exactly one of `cron` or `nats`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.cron) != has(self.nats)").message("spec.triggers[]: set exactly one of cron or nats"))]
 pub struct Trigger {
     /// Invoke on a schedule.
-    pub cron: CronTrigger,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<CronTrigger>,
+    /// Invoke once for each message published on a NATS subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsTrigger>,
+}
+
+/// A queue trigger: each message on `subject` is `POST`ed to `path` (body = the message, its
+/// headers carried), acknowledged only after a 2xx, retried and dead-lettered like an
+/// asynchronous call. One gateway replica takes each message.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsTrigger {
+    /// NATS subject, e.g. `orders.created` or `orders.*`; `flint.` subjects are Flint's own.
+    #[schemars(length(min = 1, max = MAX_SUBJECT_LEN), pattern(SUBJECT_PATTERN))]
+    #[x_kube(validation = Rule::new("self.split('.')[0] != 'flint'").message("spec.triggers[].nats.subject: subjects under flint. are Flint's own"))]
+    pub subject: String,
+    /// Path below the function to invoke, e.g. `/` or `/orders`.
+    #[serde(default = "default_path")]
+    #[schemars(length(max = MAX_PATH_LEN), pattern(PATH_PATTERN))]
+    pub path: String,
 }
 
 /// A scheduled invocation: `POST` to `path` with `body`.

@@ -17,6 +17,12 @@ pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|hourly
 /// An HTTP token (header and cookie names).
 pub const TOKEN_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 pub const PATH_PATTERN: &str = r"^/[^\s?#]*$";
+/// A NATS subject a trigger listens on: dot-separated tokens, `*` for any one token after the
+/// first, `>` for the rest at the end. The first token is literal, so that no trigger can
+/// overlap Flint's own `flint.` subjects (see `RESERVED_SUBJECT`).
+pub const SUBJECT_PATTERN: &str = r"^[A-Za-z0-9_-]+(\.([A-Za-z0-9_-]+|\*))*(\.>)?$";
+/// First token of the subjects Flint keeps its asynchronous calls and dead letters under.
+pub const RESERVED_SUBJECT: &str = "flint";
 /// Prefix of labels and annotations Flint sets itself.
 pub const RESERVED_PREFIX: &str = "flint.dev/";
 
@@ -32,6 +38,7 @@ pub const MAX_DURATION_LEN: usize = 32;
 pub const MAX_QUANTITY_LEN: usize = 64;
 pub const MAX_CRON_LEN: usize = 128;
 pub const MAX_PATH_LEN: usize = 1024;
+pub const MAX_SUBJECT_LEN: usize = 255;
 pub const MAX_REPLICAS: i32 = 1000;
 pub const MAX_TARGET: i32 = 100_000;
 pub const MAX_CONCURRENCY: i32 = 100_000;

@@ -8,7 +8,9 @@ use regex::Regex;
 
 use crate::{
     duration::Duration,
-    function::{Canary, EnvVar, Function, FunctionSpec, ResourceList, Resources, Throttle, Trigger},
+    function::{
+        Canary, CronTrigger, EnvVar, Function, FunctionSpec, NatsTrigger, ResourceList, Resources, Throttle, Trigger,
+    },
     limits::*,
     quantity,
 };
@@ -64,6 +66,7 @@ static SECRET_KEY: LazyLock<Regex> = LazyLock::new(|| re(SECRET_KEY_PATTERN));
 static CRON_SHAPE: LazyLock<Regex> = LazyLock::new(|| re(CRON_PATTERN));
 static PATH: LazyLock<Regex> = LazyLock::new(|| re(PATH_PATTERN));
 static TOKEN: LazyLock<Regex> = LazyLock::new(|| re(TOKEN_PATTERN));
+static SUBJECT: LazyLock<Regex> = LazyLock::new(|| re(SUBJECT_PATTERN));
 
 /// Collects problems with their field paths.
 #[derive(Default)]
@@ -334,7 +337,15 @@ fn check_canary(p: &mut Problems, c: &Canary) {
 }
 
 fn check_trigger(p: &mut Problems, field: &str, t: &Trigger) {
-    let schedule = &t.cron.schedule;
+    match (&t.cron, &t.nats) {
+        (Some(cron), None) => check_cron(p, &format!("{field}.cron"), cron),
+        (None, Some(nats)) => check_nats(p, &format!("{field}.nats"), nats),
+        _ => p.add(field.to_string(), "set exactly one of cron or nats"),
+    }
+}
+
+fn check_cron(p: &mut Problems, field: &str, t: &CronTrigger) {
+    let schedule = &t.schedule;
     let parsed = if schedule.len() > MAX_CRON_LEN {
         Some(format!("at most {MAX_CRON_LEN} characters"))
     } else if CRON_SHAPE.is_match(schedule) {
@@ -343,13 +354,36 @@ fn check_trigger(p: &mut Problems, field: &str, t: &Trigger) {
         Some("expected five fields (minute hour day-of-month month day-of-week), six with seconds first, or a macro such as @hourly".into())
     };
     if let Some(why) = parsed {
-        p.add(format!("{field}.cron.schedule"), format!("{schedule:?} is not a cron expression: {why}"));
+        p.add(format!("{field}.schedule"), format!("{schedule:?} is not a cron expression: {why}"));
     }
-    p.max_len(&format!("{field}.cron.path"), &t.cron.path, MAX_PATH_LEN);
+    check_path(p, &format!("{field}.path"), &t.path);
+}
+
+fn check_nats(p: &mut Problems, field: &str, t: &NatsTrigger) {
+    let subject = &t.subject;
+    let f = format!("{field}.subject");
+    if subject.len() > MAX_SUBJECT_LEN {
+        p.add(f, format!("at most {MAX_SUBJECT_LEN} characters"));
+    } else if !SUBJECT.is_match(subject) {
+        p.add(
+            f,
+            format!(
+                "{subject:?} is not a NATS subject a trigger can take: dot-separated tokens of letters, digits, \
+                 '_' and '-', '*' for one token after the first, '>' for the rest at the end"
+            ),
+        );
+    } else if subject.split('.').next() == Some(RESERVED_SUBJECT) {
+        p.add(f, format!("{subject:?}: subjects under {RESERVED_SUBJECT}. are Flint's own"));
+    }
+    check_path(p, &format!("{field}.path"), &t.path);
+}
+
+fn check_path(p: &mut Problems, field: &str, path: &str) {
+    p.max_len(field, path, MAX_PATH_LEN);
     p.check(
-        PATH.is_match(&t.cron.path),
-        format!("{field}.cron.path"),
-        format!("{:?} must start with '/' and contain no white space, '?' or '#'", t.cron.path),
+        PATH.is_match(path),
+        field.to_string(),
+        format!("{path:?} must start with '/' and contain no white space, '?' or '#'"),
     );
 }
 

@@ -155,4 +155,83 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "FLINT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// What this process is: the gateway, or only a queue worker taking asynchronous calls
+    /// (it invokes them through --gateway-url and serves /metrics and /healthz on --port).
+    #[arg(long, env = "FLINT_MODE", value_enum, default_value = "gateway")]
+    pub mode: Mode,
+
+    /// NATS with JetStream, for asynchronous invocations and queue triggers: a URL
+    /// (`nats://HOST:4222`), `off`, or `auto`: local mode starts its own nats-server, and on
+    /// Kubernetes `auto` is `off` (the chart passes its NATS's URL).
+    #[arg(long, env = "FLINT_NATS_URL", default_value = "auto")]
+    pub nats_url: String,
+
+    /// Local mode: the nats-server program `--nats-url auto` starts.
+    #[arg(long, env = "FLINT_NATS_SERVER", default_value = "nats-server")]
+    pub nats_server: String,
+
+    /// Local mode: where that nats-server keeps its streams (queued calls survive a restart).
+    /// Default: `<functions-dir>/.flint/nats`.
+    #[arg(long, env = "FLINT_NATS_STORE_DIR")]
+    pub nats_store_dir: Option<PathBuf>,
+
+    /// Queue worker: the gateway it invokes functions through.
+    #[arg(long, env = "FLINT_GATEWAY_URL", default_value = "http://127.0.0.1:8080")]
+    pub gateway_url: String,
+
+    /// Gateway: take asynchronous calls in this process too (`false`: leave them to queue
+    /// workers). Queue triggers are always taken by the gateways.
+    #[arg(long, env = "FLINT_ASYNC_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub async_worker: bool,
+
+    /// Invocations of one function from its queue (or one trigger) in flight at once, across
+    /// all workers.
+    #[arg(long, env = "FLINT_ASYNC_PARALLEL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub async_parallel: u32,
+
+    /// Attempts at one queued call (the first included) before it goes to the dead-letter
+    /// stream; only 429, 502, 503, 504 and no answer are tried again.
+    #[arg(long, env = "FLINT_ASYNC_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub async_max_attempts: u32,
+
+    /// Wait before the second attempt, doubled for each one after.
+    #[arg(long, env = "FLINT_ASYNC_BACKOFF", default_value = "1s", value_parser = duration)]
+    pub async_backoff: Duration,
+
+    /// Longest wait between two attempts.
+    #[arg(long, env = "FLINT_ASYNC_BACKOFF_MAX", default_value = "60s", value_parser = duration)]
+    pub async_backoff_max: Duration,
+
+    /// A call taken by a worker that then goes silent (killed, cut off) is delivered again
+    /// after this long.
+    #[arg(long, env = "FLINT_ASYNC_ACK_WAIT", default_value = "30s", value_parser = duration)]
+    pub async_ack_wait: Duration,
+
+    /// Longest one attempt may take (the function's own timeout answers 504 first).
+    #[arg(long, env = "FLINT_ASYNC_CALL_TIMEOUT", default_value = "30m", value_parser = duration)]
+    pub async_call_timeout: Duration,
+
+    /// Calls the queue holds at most; one more is refused with 429 and not stored.
+    #[arg(long, env = "FLINT_ASYNC_MAX_QUEUED", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub async_max_queued: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Gateway,
+    QueueWorker,
+}
+
+impl Args {
+    pub fn worker_settings(&self) -> crate::queue::worker::Settings {
+        crate::queue::worker::Settings {
+            parallel: self.async_parallel as usize,
+            max_attempts: self.async_max_attempts,
+            backoff: self.async_backoff,
+            backoff_max: self.async_backoff_max.max(self.async_backoff),
+            ack_wait: self.async_ack_wait.max(std::time::Duration::from_secs(1)),
+            call_timeout: self.async_call_timeout,
+        }
+    }
 }

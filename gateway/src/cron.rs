@@ -14,15 +14,17 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::provider::Provider;
+use crate::{client::SelfClient, provider::Provider};
 
 pub struct Cron {
     pub provider: Arc<dyn Provider>,
-    /// The gateway's own base URL (`http://127.0.0.1:8080`).
-    pub base: String,
-    /// `Authorization` header value when functions are behind basic auth.
-    pub authorization: Option<String>,
+    /// The gateway itself.
+    pub client: SelfClient,
 }
+
+/// Longest a cron call may take before it is logged as failed (the function's own timeout
+/// answers first).
+const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// (namespace, name, trigger index, schedule) → the next time it fires.
 type Key = (String, String, usize, String);
@@ -40,7 +42,7 @@ impl Cron {
             let mut seen = Vec::new();
             for (namespace, name, function) in self.provider.triggers() {
                 for (i, trigger) in function.spec.triggers.iter().enumerate() {
-                    let t = &trigger.cron;
+                    let Some(t) = &trigger.cron else { continue };
                     let key = (namespace.clone(), name.clone(), i, t.schedule.clone());
                     seen.push(key.clone());
                     let Ok(schedule) = flint_api::cron::parse(&t.schedule) else { continue };
@@ -54,38 +56,26 @@ impl Cron {
                         key,
                         schedule.find_next_occurrence(&now, false).unwrap_or(now + chrono::Duration::hours(1)),
                     );
-                    let url = format!("{}/function/{name}.{namespace}{}", self.base, t.path);
                     let tick = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    tokio::spawn(self.clone().fire(url, t.body.clone().unwrap_or_default(), name.clone(), tick));
+                    let call = (namespace.clone(), name.clone(), t.path.clone(), t.body.clone().unwrap_or_default());
+                    tokio::spawn(self.clone().fire(call, tick));
                 }
             }
             next.retain(|k, _| seen.contains(k));
         }
     }
 
-    async fn fire(self: Arc<Self>, url: String, body: String, name: String, tick: String) {
-        let mut headers = vec![("x-flint-trigger", "cron"), ("x-flint-cron-time", tick.as_str())];
-        if let Some(auth) = &self.authorization {
-            headers.push(("authorization", auth.as_str()));
-        }
-        match call(&url, &headers, body).await {
-            Ok(status) => tracing::info!(function = %name, %url, %tick, status, "cron trigger fired"),
-            Err(e) => tracing::warn!(function = %name, %url, %tick, error = %e, "cron trigger failed"),
+    async fn fire(self: Arc<Self>, (namespace, name, path, body): (String, String, String, String), tick: String) {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-flint-trigger", hyper::header::HeaderValue::from_static("cron"));
+        headers.insert("x-flint-cron-time", tick.parse().expect("an RFC 3339 time is a header value"));
+        let called =
+            self.client.invoke(&namespace, &name, hyper::Method::POST, &path, headers, body.into(), CALL_TIMEOUT);
+        match called.await {
+            Ok(answer) => {
+                tracing::info!(function = %name, %namespace, %path, %tick, status = answer.status.as_u16(), "cron trigger fired")
+            }
+            Err(e) => tracing::warn!(function = %name, %namespace, %path, %tick, error = %e, "cron trigger failed"),
         }
     }
-}
-
-async fn call(url: &str, headers: &[(&str, &str)], body: String) -> Result<u16, String> {
-    use http_body_util::{BodyExt, Full};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
-    let mut req = hyper::Request::post(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(bytes::Bytes::from(body))).map_err(|e| e.to_string())?;
-    let response = client.request(req).await.map_err(|e| flint_http::error_chain(&e))?;
-    let status = response.status().as_u16();
-    let _ = response.into_body().collect().await;
-    Ok(status)
 }

@@ -11,12 +11,15 @@
 //! - `provider`: where functions live; `local` runs them as watchdog processes;
 //! - `autoscale`: the loop that scales every version between its min and max, and runs the
 //!   `canary` analysis (widen a healthy canary's weight, roll back a failing one);
-//! - `cron`: fires the Functions' cron triggers through the gateway itself;
+//! - `cron`: fires the Functions' cron triggers through the gateway itself (`client`);
+//! - `queue`: asynchronous invocations (`/async-function/*`) and queue triggers on NATS
+//!   JetStream, taken by a worker in the gateway or in a process of its own (`--mode queue-worker`);
 //! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones.
 
 pub mod auth;
 pub mod autoscale;
 pub mod canary;
+pub mod client;
 pub mod config;
 pub mod cron;
 pub mod endpoint;
@@ -25,6 +28,7 @@ pub mod memory;
 pub mod metrics;
 pub mod namespace;
 pub mod provider;
+pub mod queue;
 pub mod reply;
 pub mod rest;
 pub mod routes;

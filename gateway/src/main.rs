@@ -12,11 +12,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use flint_gateway::{
-    auth, autoscale, canary,
-    config::{Args, LogFormat, ProviderKind},
+    auth, autoscale, canary, client,
+    config::{Args, LogFormat, Mode, ProviderKind},
     cron, invoke, metrics, namespace,
     provider::{Provider, kubernetes::Kubernetes, local::Local},
-    rest, routes,
+    queue::{self, Link, server::NatsServer, triggers::Triggers, worker::Worker},
+    reply, rest, routes,
 };
 
 fn main() -> ExitCode {
@@ -49,6 +50,9 @@ async fn run(args: Args) -> ExitCode {
     } else {
         None
     };
+    if args.mode == Mode::QueueWorker {
+        return queue_worker(args, auth).await;
+    }
     let mut client = None;
     let mut local = None;
     let provider: Arc<dyn Provider> = match args.provider {
@@ -101,6 +105,8 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let metrics = Arc::new(metrics::Metrics::new());
+    let stop = CancellationToken::new();
+    let (link, nats_server) = nats(&args, &stop).await;
     let namespaces = namespace::Namespaces::new(&args.openfaas_namespace);
     let settings = invoke::Settings {
         cold_start_timeout: args.cold_start_timeout,
@@ -114,7 +120,6 @@ async fn run(args: Args) -> ExitCode {
         ),
     };
     let invoker = Arc::new(invoke::Invoker::new(provider.clone(), metrics.clone(), settings));
-    let stop = CancellationToken::new();
     let autoscaler = args.autoscale.then(|| {
         let window = args.panic_window.max(std::time::Duration::from_secs(3));
         type Sources = (Box<dyn autoscale::source::Source>, Box<dyn canary::Numbers>);
@@ -142,11 +147,21 @@ async fn run(args: Args) -> ExitCode {
         })
     });
     let own_ip = if args.bind.is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { args.bind };
-    let cron = Arc::new(cron::Cron {
-        provider: provider.clone(),
-        base: format!("http://{}", SocketAddr::new(own_ip, args.port)),
-        authorization: auth.as_ref().filter(|_| args.auth_functions).map(auth::Credentials::header_value),
-    });
+    let itself = client::SelfClient::new(
+        format!("http://{}", SocketAddr::new(own_ip, args.port)),
+        auth.as_ref().filter(|_| args.auth_functions).map(auth::Credentials::header_value),
+    );
+    let cron = Arc::new(cron::Cron { provider: provider.clone(), client: itself.clone() });
+    let stored = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(take_queued(
+        link.clone(),
+        Some(provider.clone()),
+        itself,
+        (args.worker_settings(), args.async_worker),
+        metrics.clone(),
+        stored.clone(),
+        stop.clone(),
+    ));
     let loops = Loops { autoscaler, cron };
     match client.clone() {
         // Several gateway replicas: only the Lease holder runs the loops (each still scales
@@ -164,7 +179,16 @@ async fn run(args: Args) -> ExitCode {
             tokio::spawn(loops.run(stop.clone()));
         }
     }
+    let accept = queue::accept::Accept {
+        provider: provider.clone(),
+        namespaces: namespaces.clone(),
+        link,
+        max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
+        metrics: metrics.clone(),
+        stored,
+    };
     let gateway = Arc::new(routes::Gateway {
+        accept,
         api: rest::Api { provider: provider.clone(), metrics: metrics.clone(), namespaces, invoker: invoker.clone() },
         invoker,
         provider: provider.clone(),
@@ -191,23 +215,169 @@ async fn run(args: Args) -> ExitCode {
         flint_http::server::Limits { idle_timeout: args.idle_timeout, max_connections: args.max_connections },
         args.drain_timeout,
     ));
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            _ = hangup.recv() => reload(local.as_deref(), &args.functions_dir).await,
-        }
-    }
+    until_stopped(|| reload(local.as_deref(), &args.functions_dir)).await;
     tracing::info!("stopping: finishing accepted requests");
     stop.cancel();
     if !serving.await.unwrap_or(false) {
         tracing::warn!(drain_timeout = ?args.drain_timeout, "requests still running after the drain timeout");
     }
     provider.shutdown().await;
+    if let Some(server) = nats_server {
+        server.stop(std::time::Duration::from_secs(5)).await;
+    }
     tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Returns on SIGTERM or SIGINT; runs `hangup` on each SIGHUP.
+async fn until_stopped<F: Future<Output = ()>>(mut hangup: impl FnMut() -> F) {
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return,
+            _ = interrupt.recv() => return,
+            _ = hup.recv() => hangup().await,
+        }
+    }
+}
+
+/// The NATS asynchronous calls and queue triggers use (see `--nats-url`), and the nats-server
+/// this gateway started for it, if it did.
+async fn nats(args: &Args, stop: &CancellationToken) -> (Link, Option<NatsServer>) {
+    match args.nats_url.as_str() {
+        "off" | "" => (Link::off("the gateway runs with --nats-url off"), None),
+        "auto" if args.provider == ProviderKind::Kubernetes => {
+            (Link::off("no NATS is configured (--nats-url; the chart's nats.enabled)"), None)
+        }
+        "auto" => {
+            let store = args.nats_store_dir.clone().unwrap_or_else(|| args.functions_dir.join(".flint").join("nats"));
+            let server = match NatsServer::start(&args.nats_server, &store).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    return (Link::off(e.to_string()), None);
+                }
+            };
+            match queue::Queue::connect(&server.url, args.async_max_queued).await {
+                Ok(q) => {
+                    tracing::info!(url = %server.url, "NATS JetStream ready: asynchronous invocations and queue triggers on");
+                    let link = Link::connecting(&server.url);
+                    link.set(q);
+                    (link, Some(server))
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    (Link::off(e.to_string()), Some(server))
+                }
+            }
+        }
+        url => (connect_in_background(url, args.async_max_queued, stop), None),
+    }
+}
+
+fn connect_in_background(url: &str, max_queued: i64, stop: &CancellationToken) -> Link {
+    let link = Link::connecting(url);
+    let (l, url, stop) = (link.clone(), url.to_string(), stop.clone());
+    tokio::spawn(async move {
+        if let Some(q) = queue::connect_patiently(&url, max_queued, &stop).await {
+            l.set(q);
+        }
+    });
+    link
+}
+
+/// Once NATS is there: the asynchronous calls' lanes (unless `--async-worker false`) and, in a
+/// gateway (`provider`), the queue triggers' lanes.
+async fn take_queued(
+    link: Link,
+    provider: Option<Arc<dyn Provider>>,
+    client: client::SelfClient,
+    (settings, take_calls): (queue::worker::Settings, bool),
+    metrics: Arc<metrics::Metrics>,
+    stored: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    let queue = tokio::select! {
+        q = link.wait() => match q { Some(q) => q, None => return },
+        _ = stop.cancelled() => return,
+    };
+    let worker = Arc::new(Worker { queue, client, settings, metrics });
+    let calls = take_calls.then(|| tokio::spawn(worker.clone().run_calls(stored, stop.clone())));
+    if let Some(provider) = provider {
+        Triggers { provider, worker }.run(stop).await;
+    }
+    if let Some(calls) = calls {
+        let _ = calls.await;
+    }
+}
+
+/// `--mode queue-worker`: takes asynchronous calls from NATS and invokes them through the
+/// gateway at `--gateway-url`; serves `/healthz` (503 until NATS is there) and `/metrics`.
+async fn queue_worker(args: Args, auth: Option<auth::Credentials>) -> ExitCode {
+    let url = match args.nats_url.as_str() {
+        "auto" | "off" | "" => {
+            tracing::error!("a queue worker needs --nats-url (the NATS the gateway stores calls in)");
+            return ExitCode::FAILURE;
+        }
+        url => url.to_string(),
+    };
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(metrics::Metrics::new());
+    let link = connect_in_background(&url, args.async_max_queued, &stop);
+    // Functions behind basic auth: the worker calls them with the gateway's credentials.
+    let client = client::SelfClient::new(
+        args.gateway_url.trim_end_matches('/').to_string(),
+        auth.as_ref().map(auth::Credentials::header_value),
+    );
+    let working = tokio::spawn(take_queued(
+        link.clone(),
+        None,
+        client,
+        (args.worker_settings(), true),
+        metrics.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        stop.clone(),
+    ));
+    tracing::info!(%addr, nats = %url, gateway = %args.gateway_url, "queue worker");
+    let make = move |_peer: SocketAddr| {
+        let (link, metrics) = (link.clone(), metrics.clone());
+        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let response = match req.uri().path() {
+                "/healthz" => match link.ready() {
+                    Ok(_) => reply::text(hyper::StatusCode::OK, "OK"),
+                    Err(why) => reply::text(hyper::StatusCode::SERVICE_UNAVAILABLE, why),
+                },
+                "/metrics" => reply::text(hyper::StatusCode::OK, metrics.encode()),
+                path => reply::text(
+                    hyper::StatusCode::NOT_FOUND,
+                    format!("no route for {path}: a queue worker serves /healthz and /metrics"),
+                ),
+            };
+            async move { Ok::<_, Infallible>(response) }
+        })
+    };
+    let serving = tokio::spawn(flint_http::server::serve(
+        listener,
+        make,
+        stop.clone(),
+        flint_http::server::Limits { idle_timeout: args.idle_timeout, max_connections: args.max_connections },
+        args.drain_timeout,
+    ));
+    until_stopped(|| async { tracing::info!("SIGHUP: nothing to reload in a queue worker") }).await;
+    tracing::info!("stopping");
+    stop.cancel();
+    let _ = serving.await;
+    let _ = working.await;
     ExitCode::SUCCESS
 }
 

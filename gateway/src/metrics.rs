@@ -53,7 +53,44 @@ pub struct VersionCodeLabels {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub function_name: String,
+    /// `async` (an `/async-function/` call) or `nats` (a queue trigger's message).
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub function_name: String,
+    pub source: &'static str,
+    /// `succeeded` (a 2xx) or `dead_lettered`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackLabels {
+    /// `delivered` (the callback URL answered 2xx) or `failed`.
+    pub outcome: &'static str,
+}
+
+/// Asynchronous calls and queue-trigger messages, from stored to done.
+pub struct QueueMetrics {
+    /// Calls stored in JetStream (answered 202).
+    pub queued: Family<FunctionLabels, Counter>,
+    /// Calls waiting in the stream, as last seen by a worker.
+    pub pending: Family<FunctionLabels, Gauge>,
+    pub in_progress: Family<QueueLabels, Gauge>,
+    pub finished: Family<OutcomeLabels, Counter>,
+    /// Attempts that will be made again after a back-off.
+    pub retried: Family<QueueLabels, Counter>,
+    /// From stored to the first attempt.
+    pub age: Family<QueueLabels, Histogram>,
+    pub callbacks: Family<CallbackLabels, Counter>,
+}
+
 pub struct Metrics {
+    pub queue: QueueMetrics,
     pub invocations: Family<CodeLabels, Counter>,
     pub seconds: Family<CodeLabels, Histogram>,
     /// A counter by meaning; a gauge on the wire so that the sample keeps OpenFaaS's name
@@ -159,6 +196,10 @@ impl VersionMetrics {
     }
 }
 
+fn age_buckets() -> Histogram {
+    Histogram::new([0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0])
+}
+
 fn latency_buckets() -> Histogram {
     Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
 }
@@ -172,6 +213,15 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let m = Metrics {
+            queue: QueueMetrics {
+                queued: Family::default(),
+                pending: Family::default(),
+                in_progress: Family::default(),
+                finished: Family::default(),
+                retried: Family::default(),
+                age: Family::new_with_constructor(age_buckets),
+                callbacks: Family::default(),
+            },
             invocations: Family::default(),
             seconds: Family::new_with_constructor(latency_buckets),
             started: Family::default(),
@@ -263,6 +313,26 @@ impl Metrics {
             "Time requests waited for a replica at a cold start",
             m.cold_start_seconds.clone(),
         );
+        let q = &m.queue;
+        registry.register(
+            "flint_async_queued",
+            "Asynchronous calls stored in JetStream (answered 202)",
+            q.queued.clone(),
+        );
+        registry.register("flint_async_pending", "Asynchronous calls waiting in the stream", q.pending.clone());
+        registry.register(
+            "flint_async_in_progress",
+            "Asynchronous calls and trigger messages being invoked now",
+            q.in_progress.clone(),
+        );
+        registry.register(
+            "flint_async_finished",
+            "Asynchronous calls and trigger messages done, by outcome (succeeded, dead_lettered)",
+            q.finished.clone(),
+        );
+        registry.register("flint_async_retried", "Attempts to be made again after a back-off", q.retried.clone());
+        registry.register("flint_async_queue_age_seconds", "Time from stored to the first attempt", q.age.clone());
+        registry.register("flint_async_callbacks", "Callbacks by outcome (delivered, failed)", q.callbacks.clone());
         Metrics { registry, ..m }
     }
 

@@ -13,6 +13,7 @@ use hyper::{
 use crate::{auth::Credentials, invoke::Invoker, metrics::Metrics, provider::Provider, reply, rest::Api};
 
 pub struct Gateway {
+    pub accept: crate::queue::accept::Accept,
     pub invoker: Arc<Invoker>,
     pub api: Api,
     pub provider: Arc<dyn Provider>,
@@ -24,7 +25,9 @@ pub struct Gateway {
 impl Gateway {
     pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path().to_string();
-        if let Some(target) = path.strip_prefix("/function/") {
+        let sync = path.strip_prefix("/function/");
+        let later = path.strip_prefix("/async-function/");
+        if sync.is_some() || later.is_some() {
             if self.auth_functions {
                 if !self.authorized(&req) {
                     return unauthorized();
@@ -32,7 +35,11 @@ impl Gateway {
                 // The gateway's own credentials (which can also deploy) never reach a function.
                 req.headers_mut().remove(AUTHORIZATION);
             }
-            return self.invoker.invoke(req, target, peer).await;
+            return match (sync, later) {
+                (Some(target), _) => self.invoker.invoke(req, target, peer).await,
+                (_, Some(target)) => self.accept.accept(req, target).await,
+                _ => unreachable!("one of the two"),
+            };
         }
         if let Some(api) = path.strip_prefix("/system/") {
             if !self.authorized(&req) {

@@ -1,0 +1,140 @@
+//! `POST /async-function/NAME[.NAMESPACE][/path]`: the call (method, path, query, headers,
+//! body) is stored in JetStream, and only then answered `202 Accepted` with its `X-Call-Id`.
+//! A queue worker invokes it later. An unknown function is refused before anything is stored;
+//! without NATS the answer is 503, never a 202 for a call that was not stored.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flint_http::Body;
+use http_body_util::{BodyExt, Limited};
+use hyper::{Request, Response, StatusCode, body::Incoming, header::HeaderValue};
+use tokio::sync::Notify;
+
+use super::{
+    Link,
+    message::{self, Call},
+};
+use crate::{invoke::Target, metrics::Metrics, namespace::Namespaces, provider::Provider, reply};
+
+pub struct Accept {
+    pub provider: Arc<dyn Provider>,
+    pub namespaces: Namespaces,
+    pub link: Link,
+    /// Largest body the gateway takes (`--max-body-bytes`); NATS's own limit applies too.
+    pub max_body: Option<u64>,
+    pub metrics: Arc<Metrics>,
+    /// Woken on each stored call, so that a worker in this process takes a new function's
+    /// calls at once rather than at its next look.
+    pub stored: Arc<Notify>,
+}
+
+/// Room left for the message's headers within NATS's largest payload.
+const HEADER_ROOM: usize = 16 * 1024;
+
+impl Accept {
+    /// `target` is what follows `/async-function/`.
+    pub async fn accept(&self, req: Request<Incoming>, target: &str) -> Response<Body> {
+        let Target { name, namespace, rest } = Target::parse(target);
+        let namespace = self.namespaces.resolve(&*self.provider, namespace);
+        if self.provider.route(namespace, name).is_none() {
+            return reply::text(
+                StatusCode::NOT_FOUND,
+                format!("function {name}.{namespace} not found (GET /system/functions lists what is deployed)"),
+            );
+        }
+        let queue = match self.link.ready() {
+            Ok(q) => q,
+            Err(why) => return reply::retry_after(StatusCode::SERVICE_UNAVAILABLE, 5, why),
+        };
+        let callback = match req.headers().get("x-callback-url").map(callback_url).transpose() {
+            Ok(c) => c,
+            Err(why) => return reply::text(StatusCode::BAD_REQUEST, why),
+        };
+        let nats_limit = queue.max_payload().saturating_sub(HEADER_ROOM) as u64;
+        let limit = self.max_body.map_or(nats_limit, |m| m.min(nats_limit));
+        let (parts, body) = req.into_parts();
+        let body: Bytes = match Limited::new(body, limit as usize).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return reply::text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over {limit} bytes, the most an asynchronous call can hold"),
+                );
+            }
+            Err(e) => return reply::text(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")),
+        };
+        let call_id = call_id();
+        let path = match parts.uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        let call =
+            Call { method: parts.method, path, headers: parts.headers, call_id: Some(call_id.clone()), callback };
+        let function = format!("{name}.{namespace}");
+        let subject = message::calls_subject(namespace, name);
+        let stored = async {
+            let ack = queue.js.publish_with_headers(subject, message::encode(&call), body).await?;
+            ack.await.map(|_| ())
+        };
+        if let Err(e) = stored.await {
+            let why = flint_http::error_chain(&e);
+            tracing::warn!(%function, error = %why, "asynchronous call not stored");
+            return if why.contains("maximum messages") {
+                reply::retry_after(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    5,
+                    format!("the asynchronous queue is full ({}); nothing was stored", queue.url),
+                )
+            } else {
+                reply::retry_after(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    5,
+                    format!("the call could not be stored in NATS ({}): {why}; nothing was stored", queue.url),
+                )
+            };
+        }
+        self.metrics.queue.queued.get_or_create(&crate::metrics::FunctionLabels { function_name: function }).inc();
+        self.stored.notify_waiters();
+        let mut response = reply::empty(StatusCode::ACCEPTED);
+        response.headers_mut().insert("x-call-id", HeaderValue::from_str(&call_id).expect("hex and dashes"));
+        response
+    }
+}
+
+/// A random (version 4) UUID, as OpenFaaS gives its calls.
+fn call_id() -> String {
+    let mut b: [u8; 16] = fastrand::u128(..).to_le_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+fn callback_url(value: &HeaderValue) -> Result<String, String> {
+    let text = value.to_str().map_err(|_| "X-Callback-Url is not text".to_string())?;
+    match text.parse::<hyper::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http")) && uri.host().is_some() => Ok(text.to_string()),
+        _ => Err(format!("X-Callback-Url {text:?} is not an absolute http:// URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn call_ids_are_version_4_uuids_and_differ() {
+        let (a, b) = (super::call_id(), super::call_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+
+    #[test]
+    fn a_callback_must_be_an_absolute_http_url() {
+        let ok = |s: &str| super::callback_url(&s.parse().unwrap());
+        assert!(ok("http://127.0.0.1:9000/done?x=1").is_ok());
+        assert!(ok("/done").is_err());
+        assert!(ok("ftp://host/x").is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! Local mode's own NATS: `nats-server -js` as a child of the gateway, on a loopback port it
+//! picks itself, its JetStream data in a folder (so queued calls survive a gateway restart),
+//! killed with the gateway (parent-death signal) and stopped with it.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use nix::sys::signal::Signal;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "cannot start {program}: {why} (install Debian's nats-server, or pass --nats-url; --nats-url off runs without asynchronous invocations)"
+    )]
+    Spawn { program: String, why: String },
+    #[error("{program} did not come up within {timeout:?}; its last words:\n{log}")]
+    NotReady { program: String, timeout: Duration, log: String },
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl NatsServer {
+    /// Starts `program` with JetStream storing under `store`, and waits until it listens.
+    pub async fn start(program: &str, store: &Path) -> Result<NatsServer, ServerError> {
+        let spawn_error = |why: String| ServerError::Spawn { program: program.to_string(), why };
+        std::fs::create_dir_all(store).map_err(|e| spawn_error(format!("{}: {e}", store.display())))?;
+        let mut command = Command::new(program);
+        // -p -1: a free port of its choosing, read back from its log (no race for a port).
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+        unsafe {
+            command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from));
+        }
+        let mut child = command.spawn().map_err(|e| spawn_error(e.to_string()))?;
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+        let mut log = Vec::new();
+        let listening = async {
+            let mut url = None;
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "nats_server", "{line}");
+                if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                    url = Some(format!("nats://{}", addr.trim()));
+                }
+                let ready = line.contains("Server is ready");
+                log.push(line);
+                if ready {
+                    return url;
+                }
+            }
+            None
+        };
+        let url = match tokio::time::timeout(READY_TIMEOUT, listening).await {
+            Ok(Some(url)) => url,
+            _ => {
+                let _ = child.start_kill();
+                return Err(ServerError::NotReady {
+                    program: program.to_string(),
+                    timeout: READY_TIMEOUT,
+                    log: log.join("\n"),
+                });
+            }
+        };
+        // Keep reading, or it would block on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "nats_server", "{line}");
+            }
+        });
+        tracing::info!(%url, store = %store.display(), "started nats-server with JetStream");
+        Ok(NatsServer { child, url })
+    }
+
+    /// Asks it to stop (it flushes its store), and kills it after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
