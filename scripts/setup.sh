@@ -6,6 +6,7 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v nats-server >/dev/null || need_apt+=(nats-server)
 [ -x .tools/helm ] || command -v npm >/dev/null || need_apt+=(npm)
 # The real-API suite (KUBEBUILDER_ASSETS) takes etcd from the assets, or Debian's etcd-server.
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ ! -x "$KUBEBUILDER_ASSETS/etcd" ] && ! command -v etcd >/dev/null; then

@@ -234,6 +234,11 @@ pub async fn local_function(tail: &str, args: &[&str]) -> LocalHello {
     let p = port.to_string();
     // Room for the idle-connection measurement's 10,000 and more.
     let mut all = vec!["--functions-dir", dir.to_str().unwrap(), "--port", &p, "--max-connections", "1000000"];
+    // NATS only where a benchmark asks for it (the soak kills the gateway's children, which
+    // would include local mode's nats-server).
+    if !args.contains(&"--nats-url") {
+        all.extend(["--nats-url", "off"]);
+    }
     all.extend_from_slice(args);
     let gateway = Spawned::start(release_bin("flint-gateway").to_str().unwrap(), &all, &[("RUST_LOG", "warn")]);
     let url = format!("http://127.0.0.1:{port}/function/hello");

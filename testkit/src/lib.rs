@@ -323,3 +323,41 @@ impl Drop for Prometheus {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A real NATS server with JetStream (Debian's `nats-server`, installed by scripts/setup.sh) on
+/// a loopback port, its store in a scratch folder; stopped and its data removed when dropped.
+pub struct Nats {
+    pub process: Spawned,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Nats {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("flint-nats-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port_s = port.to_string();
+        let store = dir.to_str().unwrap().to_string();
+        let process = Spawned::start("nats-server", &["-js", "-a", "127.0.0.1", "-p", &port_s, "-sd", &store], &[]);
+        let n = Nats { process, port, dir };
+        n.process.wait_log("Server is ready", Duration::from_secs(20)).await;
+        n
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (the store goes when it is dropped).
+    pub async fn stop(&mut self) {
+        self.process.signal(SIGTERM);
+        self.process.exit(Duration::from_secs(20)).await;
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -27,12 +27,12 @@ use flint_http::{Body, body::watched};
 use hyper::{Request, Response, body::Incoming};
 use tokio::time::Instant;
 
-pub use self::error::InvokeError;
 use self::{
     cold::{ColdStarts, Wait},
     observe::Observation,
     payload::Payload,
 };
+pub use self::{error::InvokeError, forward::call_id};
 use crate::{
     endpoint::{Endpoint, Endpoints, Failure, Pool},
     metrics::{Metrics, VersionLabels},
