@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use flint_api::rbac::{GATEWAY, OPERATOR, Rule};
 use k8s_openapi::api::{
-    apps::v1::Deployment,
+    apps::v1::{Deployment, StatefulSet},
     core::v1::{ConfigMap, Secret, Service, ServiceAccount},
     networking::v1::NetworkPolicy,
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
@@ -29,6 +29,8 @@ const ALL_ON: &[&str] = &[
     "networkPolicy.enabled=true",
     "--set",
     "functionNamespaces={default,shop}",
+    "--set",
+    "queueWorker.replicas=2",
 ];
 
 fn render(extra: &[&str]) -> Vec<Value> {
@@ -67,17 +69,17 @@ fn every_rendered_object_parses_into_its_kubernetes_type() {
         let docs = render(extra);
         assert!(docs.len() >= 12, "{} objects", docs.len());
         for doc in &docs {
-            match doc["kind"].as_str().unwrap() {
-                "Deployment" => {
-                    let d: Deployment = parse(doc);
-                    let pod = d.spec.unwrap().template.spec.unwrap();
-                    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
-                    for c in pod.containers {
-                        let sc = c.security_context.unwrap();
-                        assert_eq!(sc.allow_privilege_escalation, Some(false));
-                        assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
-                    }
+            let locked_down = |pod: k8s_openapi::api::core::v1::PodSpec| {
+                assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+                for c in pod.containers {
+                    let sc = c.security_context.unwrap();
+                    assert_eq!(sc.allow_privilege_escalation, Some(false));
+                    assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
                 }
+            };
+            match doc["kind"].as_str().unwrap() {
+                "Deployment" => locked_down(parse::<Deployment>(doc).spec.unwrap().template.spec.unwrap()),
+                "StatefulSet" => locked_down(parse::<StatefulSet>(doc).spec.unwrap().template.spec.unwrap()),
                 "Service" => drop(parse::<Service>(doc)),
                 "ServiceAccount" => drop(parse::<ServiceAccount>(doc)),
                 "ClusterRole" => drop(parse::<ClusterRole>(doc)),
@@ -94,6 +96,28 @@ fn every_rendered_object_parses_into_its_kubernetes_type() {
     }
     let on = render(ALL_ON);
     assert_eq!(on.iter().filter(|d| d["kind"] == "NetworkPolicy").count(), 2);
+    let args_of = |docs: &[Value], name: &str| {
+        let d = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name).unwrap();
+        d["spec"]["template"]["spec"]["containers"][0]["args"].to_string()
+    };
+    // NATS in the chart; queue workers take the asynchronous calls, so the gateways leave them.
+    let nats = "--nats-url=nats://flint-nats.flint.svc:4222";
+    assert!(on.iter().any(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == "flint-nats"));
+    assert!(
+        args_of(&on, "flint-gateway").contains(nats) && args_of(&on, "flint-gateway").contains("--async-worker=false")
+    );
+    assert!(args_of(&on, "flint-queue-worker").contains(nats), "{}", args_of(&on, "flint-queue-worker"));
+    assert!(args_of(&on, "flint-queue-worker").contains("--gateway-url=http://flint-gateway.flint.svc:8080"));
+    let default = render(&[]);
+    assert!(
+        !args_of(&default, "flint-gateway").contains("--async-worker=false"),
+        "no queue workers: the gateways take the calls"
+    );
+    let existing = render(&["--set", "nats.enabled=false", "--set", "nats.url=nats://mq:4222"]);
+    assert!(!existing.iter().any(|d| d["kind"] == "StatefulSet"));
+    assert!(args_of(&existing, "flint-gateway").contains("--nats-url=nats://mq:4222"));
+    let none = render(&["--set", "nats.enabled=false"]);
+    assert!(args_of(&none, "flint-gateway").contains("--nats-url=off"));
     assert!(on.iter().any(|d| d["kind"] == "ServiceMonitor"));
     let off = render(&["--set", "prometheus.enabled=false", "--set", "prometheus.url=http://prom:9090"]);
     assert!(!off.iter().any(|d| d["metadata"]["name"] == "flint-prometheus"));
@@ -124,6 +148,11 @@ fn a_wrong_value_is_refused_with_a_message() {
         "gateway.replicas=1",
     ]);
     assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    // Queue workers with no NATS to take calls from.
+    let out =
+        helm(&["template", "flint", "charts/flint", "--set", "nats.enabled=false", "--set", "queueWorker.replicas=1"]);
+    assert!(!out.status.success(), "queue workers without NATS passed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nats/url"));
     // The default namespace must be one the gateway may write functions in.
     let out = helm(&["template", "flint", "charts/flint", "--set", "gateway.functionNamespace=elsewhere"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be one of functionNamespaces"));

@@ -435,6 +435,12 @@ async fn the_chart_installs_upgrades_and_uninstalls_with_least_privilege() {
     for name in ["operator", "gateway", "prometheus"] {
         deployments.get(&format!("{release}-{name}")).await.unwrap_or_else(|e| panic!("{release}-{name}: {e}"));
     }
+    // NATS for asynchronous calls: a StatefulSet with its volume claim, and its Service.
+    let stateful: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(api.client(), &ns.name);
+    let nats = stateful.get(&format!("{release}-nats")).await.expect("the chart's NATS");
+    assert_eq!(nats.spec.unwrap().volume_claim_templates.unwrap()[0].metadata.name.as_deref(), Some("data"));
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(api.client(), &ns.name);
+    services.get(&format!("{release}-nats")).await.expect("the NATS Service");
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(api.client(), &ns.name);
     let password = |s: k8s_openapi::api::core::v1::Secret| s.data.unwrap()["basic-auth-password"].0.clone();
     let before = password(secrets.get(&format!("{release}-basic-auth")).await.unwrap());
@@ -492,13 +498,18 @@ async fn the_chart_installs_upgrades_and_uninstalls_with_least_privilege() {
         &default_ns,
         "--set",
         "gateway.replicas=3",
+        "--set",
+        "queueWorker.replicas=2",
     ]);
     assert_eq!(deployments.get(&format!("{release}-gateway")).await.unwrap().spec.unwrap().replicas, Some(3));
+    let workers = deployments.get(&format!("{release}-queue-worker")).await.expect("the queue workers");
+    assert_eq!(workers.spec.unwrap().replicas, Some(2));
     assert_eq!(password(secrets.get(&format!("{release}-basic-auth")).await.unwrap()), before, "the password changed");
 
     // Uninstall removes what it installed (the kept Secret stays, as its annotation says).
     helm(&["uninstall", &release, "--wait"]);
-    for name in ["operator", "gateway", "prometheus"] {
+    for name in ["operator", "gateway", "prometheus", "queue-worker"] {
         assert!(deployments.get_opt(&format!("{release}-{name}")).await.unwrap().is_none(), "{name} stayed");
     }
+    assert!(stateful.get_opt(&format!("{release}-nats")).await.unwrap().is_none(), "NATS stayed");
 }

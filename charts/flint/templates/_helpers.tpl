@@ -31,3 +31,11 @@ securityContext:
   readOnlyRootFilesystem: true
   capabilities: {drop: [ALL]}
 {{- end }}
+
+{{- define "flint.natsUrl" -}}
+{{- if .Values.nats.enabled -}}
+nats://{{ .Release.Name }}-nats.{{ .Release.Namespace }}.svc:4222
+{{- else -}}
+{{ .Values.nats.url }}
+{{- end -}}
+{{- end }}
