@@ -500,3 +500,47 @@ async fn a_cron_trigger_fires_once_per_tick_with_two_gateways() {
     assert!(fired.contains(&0), "both gateways fired: {fired:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn queue_triggers_and_async_calls_on_kubernetes_run_each_message_once_with_two_gateways() {
+    let Some((c, node)) = on_node("queue").await else { return };
+    let nats = flint_testkit::Nats::start().await;
+    // Each call appends its body as one line (one write: calls run side by side) to a file of
+    // the image's folder.
+    let dir = std::env::temp_dir().join(format!("flint-queue-{}", c.ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("handler.sh"), "body=$(cat); printf '%s\\n' \"$body\" >> received\n").unwrap();
+    let env = [("fprocess", "sh handler.sh"), ("mode", "streaming")].map(|(k, v)| (k.to_string(), v.to_string()));
+    node.image("ghcr.io/acme/orders:1", Image { dir: dir.clone(), env: env.to_vec() });
+    let url = nats.url();
+    let gateways =
+        [c.gateway("gateway-0", &["--nats-url", &url]).await, c.gateway("gateway-1", &["--nats-url", &url]).await];
+    apply_function(
+        &c,
+        "orders",
+        "  image: ghcr.io/acme/orders:1\n  scale: {min: 1, max: 1}\n  triggers: [{nats: {subject: orders.k8s}}]",
+    )
+    .await;
+    for g in &gateways {
+        g.process.wait_log("queue trigger bound function=orders", MINUTE).await;
+    }
+    let client = async_nats::connect(&url).await.unwrap();
+    for i in 0..50 {
+        client.publish("orders.k8s", format!("order {i}").into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let r = gateways[1].call(Method::POST, "/async-function/orders", json!("async order")).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    let received = || std::fs::read_to_string(dir.join("received")).unwrap_or_default();
+    wait_for("51 calls", MINUTE, || async { (received().lines().count() >= 51).then_some(()) }).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let lines: Vec<String> = received().lines().map(str::to_string).collect();
+    let distinct: BTreeSet<&String> = lines.iter().collect();
+    assert_eq!(lines.len(), 51, "each message once, by one of the two gateways:\n{}", received());
+    assert_eq!(distinct.len(), 51, "{}", received());
+    assert!(lines.contains(&"\"async order\"".to_string()), "{lines:?}");
+    let took: Vec<usize> = gateways.iter().map(|g| g.process.log().matches("queued call done").count()).collect();
+    assert_eq!(took.iter().sum::<usize>(), 51, "taken by each gateway: {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
