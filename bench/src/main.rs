@@ -15,6 +15,8 @@
 //! - `soak`: minutes of mixed traffic in local mode (steady load, bursts, idle gaps to zero,
 //!   a canary forward and back, SIGHUP reloads, replicas killed): errors by status, latency per
 //!   phase, the gateway's memory over time;
+//! - `async`: asynchronous calls stored per second vs. synchronous calls, and end to end
+//!   (POST → worker → function → callback) at 1, 16 and 64 callers;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
 mod cold;
@@ -23,6 +25,7 @@ mod kubernetes;
 mod nginx;
 mod operator;
 mod operator_api;
+mod queue;
 mod soak;
 mod upstream;
 mod wrk;
@@ -81,6 +84,13 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         minutes: u64,
     },
+    /// Asynchronous calls: stored per second vs. synchronous calls, and end-to-end latency.
+    Async {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Direct vs. watchdog vs. gateway+watchdog, and the gateway's footprint.
     Gateway {
         #[arg(long, default_value_t = 5)]
@@ -112,6 +122,7 @@ async fn main() {
             kubernetes::run(Duration::from_secs(seconds), rounds, cold).await
         }
         Command::Soak { minutes } => soak::run(Duration::from_secs(minutes * 60)).await,
+        Command::Async { seconds, rounds } => queue::run(Duration::from_secs(seconds), rounds).await,
         Command::Gateway { seconds, rounds, idle } => gateway(Duration::from_secs(seconds), rounds, idle).await,
     }
 }

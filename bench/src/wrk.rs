@@ -11,9 +11,23 @@ pub struct Load {
 }
 
 pub fn run(url: &str, connections: usize, duration: Duration) -> Load {
+    run_with(url, connections, duration, &[])
+}
+
+/// The same with each request a `POST` of `body`.
+pub fn post(url: &str, connections: usize, duration: Duration, body: &str) -> Load {
+    let script = std::env::temp_dir().join(format!("flint-bench-post-{}.lua", std::process::id()));
+    std::fs::write(&script, format!("wrk.method = \"POST\"\nwrk.body = {body:?}\n")).unwrap();
+    let load = run_with(url, connections, duration, &["-s", script.to_str().unwrap()]);
+    let _ = std::fs::remove_file(script);
+    load
+}
+
+fn run_with(url: &str, connections: usize, duration: Duration, extra: &[&str]) -> Load {
     let threads = connections.min(2);
     let out = Command::new("wrk")
         .args(["--latency", "-t", &threads.to_string(), "-c", &connections.to_string()])
+        .args(extra)
         .args(["-d", &format!("{}s", duration.as_secs()), url])
         .output()
         .expect("wrk is installed (scripts/bench installs it)");
