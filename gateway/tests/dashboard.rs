@@ -47,7 +47,7 @@ async fn every_dashboard_panel_returns_data_after_some_load() {
     dir.function("flaky", "  image: x\n  command: [sh, -c, 'exit 1']", &[]);
     let port = free_port();
     let prometheus = Prometheus::start(&[format!("127.0.0.1:{port}")]).await;
-    let g = Gateway::start_on(&dir.0, port, &["--autoscale-tick", "200ms"]).await;
+    let g = Gateway::start_on(&dir.0, port, &["--autoscale-tick", "200ms", "--nats-url", "auto"]).await;
     g.wait_available("shop", 2).await;
     g.wait_available("flaky", 1).await;
     // A cold start: stable to zero, then a request forced to it.
@@ -68,6 +68,7 @@ async fn every_dashboard_panel_returns_data_after_some_load() {
             g.call(Method::GET, "/function/shop", &[], "").await;
             g.call(Method::GET, "/function/flaky", &[], "").await;
         }
+        assert_eq!(g.call(Method::POST, "/async-function/shop", &[], "later").await.status, 202);
         let mut empty = Vec::new();
         for (title, expr) in &panels {
             if series(&base, expr).await == 0 {
