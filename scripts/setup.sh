@@ -7,6 +7,7 @@ command -v python3 >/dev/null || need_apt+=(python3)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v nats-server >/dev/null || need_apt+=(nats-server)
+command -v chromium >/dev/null || need_apt+=(chromium)   # the portal's browser tests
 [ -x .tools/helm ] || command -v npm >/dev/null || need_apt+=(npm)
 # The real-API suite (KUBEBUILDER_ASSETS) takes etcd from the assets, or Debian's etcd-server.
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ ! -x "$KUBEBUILDER_ASSETS/etcd" ] && ! command -v etcd >/dev/null; then
@@ -31,3 +32,11 @@ if [ ! -x .tools/helm ]; then
   rm -rf "$tmp"
 fi
 export HELM="$PWD/.tools/helm"
+
+# The portal's browser tests drive Debian's Chromium with playwright-core (it downloads no
+# browser of its own), pinned here.
+if [ ! -d .tools/node_modules/playwright-core ]; then
+  echo "== installing playwright-core into .tools/ (npm)"
+  mkdir -p .tools
+  npm install --silent --no-save --no-package-lock --prefix .tools playwright-core@1.65.2 >/dev/null
+fi

@@ -14,7 +14,8 @@
 //! - `cron`: fires the Functions' cron triggers through the gateway itself (`client`);
 //! - `queue`: asynchronous invocations (`/async-function/*`) and queue triggers on NATS
 //!   JetStream, taken by a worker in the gateway or in a process of its own (`--mode queue-worker`);
-//! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones.
+//! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones; `history`: each function's
+//!   last ten minutes, second by second, for the `portal` (`/ui/`, over the REST API's `ui/*` JSON).
 
 pub mod auth;
 pub mod autoscale;
@@ -23,10 +24,12 @@ pub mod client;
 pub mod config;
 pub mod cron;
 pub mod endpoint;
+pub mod history;
 pub mod invoke;
 pub mod memory;
 pub mod metrics;
 pub mod namespace;
+pub mod portal;
 pub mod provider;
 pub mod queue;
 pub mod reply;

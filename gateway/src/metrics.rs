@@ -117,6 +117,8 @@ pub struct Metrics {
     pub replica_connections: Gauge,
     /// Recent canary responses, for the canary analysis.
     pub canary_window: Arc<crate::canary::Window>,
+    /// Each function's last minutes, second by second, for the portal.
+    pub history: crate::history::History,
     /// Each function version's handles, looked up by label once rather than per request.
     versions: RwLock<HashMap<String, [Option<Arc<VersionMetrics>>; 2]>>,
     registry: Registry,
@@ -127,6 +129,8 @@ pub struct Metrics {
 pub struct VersionMetrics {
     pub function: String,
     pub version: Version,
+    /// The function's recent seconds (both versions share them).
+    pub recent: Arc<crate::history::Recent>,
     started: Gauge,
     arrivals: Counter,
     in_flight: Gauge,
@@ -240,6 +244,7 @@ impl Metrics {
             throttled: Family::default(),
             replica_connections: Gauge::default(),
             canary_window: Default::default(),
+            history: Default::default(),
             versions: Default::default(),
             registry: Registry::default(),
         };
@@ -351,6 +356,7 @@ impl Metrics {
         let made = Arc::new(VersionMetrics {
             function: function.to_string(),
             version,
+            recent: self.history.of(function),
             started: self.started.get_or_create(&FunctionLabels { function_name: function.to_string() }).clone(),
             arrivals: self.arrivals.get_or_create(&labels).clone(),
             in_flight: self.in_flight.get_or_create(&labels).clone(),

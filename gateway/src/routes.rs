@@ -1,5 +1,6 @@
-//! The gateway's front door: `/function/*` to the invocation path, `/system/*` (behind basic
-//! auth) to the REST API, `/healthz`, `/metrics`.
+//! The gateway's front door: `/function/*` to the invocation path, `/async-function/*` to the
+//! queue, `/system/*` (behind basic auth) to the REST API, `/ui/` (behind it too) to the
+//! portal, `/healthz`, `/metrics`.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -46,6 +47,12 @@ impl Gateway {
                 return unauthorized();
             }
             return self.api.handle(req, api).await;
+        }
+        if let Some(file) = path.strip_prefix("/ui") {
+            if !self.authorized(&req) {
+                return unauthorized();
+            }
+            return crate::portal::serve(file);
         }
         match path.as_str() {
             "/healthz" => match self.provider.health() {

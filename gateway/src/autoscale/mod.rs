@@ -43,6 +43,7 @@ impl Autoscaler {
                 .canary_weight
                 .get_or_create(&FunctionLabels { function_name: label.clone() })
                 .set(c.status.weight as i64);
+            self.metrics.history.of(&label).canary_weight(c.status.weight.max(0) as u32);
             let since = *checked.entry((c.namespace.clone(), c.name.clone())).or_insert(now);
             if now.duration_since(since) < c.analysis.interval.get() {
                 continue;
@@ -73,8 +74,11 @@ impl Autoscaler {
                 Ok(()) => {
                     self.metrics
                         .canary_weight
-                        .get_or_create(&FunctionLabels { function_name: label })
+                        .get_or_create(&FunctionLabels { function_name: label.clone() })
                         .set(weight as i64);
+                    let recent = self.metrics.history.of(&label);
+                    recent.canary_weight(weight.max(0) as u32);
+                    recent.event("canary", format!("{reason}: weight {weight}: {message}"));
                     self.provider.event(&c.namespace, &c.name, reason, message).await;
                 }
                 Err(e) => tracing::warn!(function = %label, error = %e, "could not set the canary's weight"),
@@ -145,6 +149,7 @@ impl Autoscaler {
                 let labels = VersionLabels { function_name: key.0.clone(), version: key.1 };
                 self.metrics.desired_replicas.get_or_create(&labels).set(decision.desired as i64);
                 self.metrics.actual_replicas.get_or_create(&labels).set(t.replicas as i64);
+                self.metrics.history.of(&key.0).replicas(t.version as usize, decision.desired, t.replicas);
                 if decision.desired == t.replicas || decision.reason == Reason::NoData {
                     continue;
                 }
@@ -177,6 +182,7 @@ impl Autoscaler {
                             decision.panic_avg,
                             bounds.target
                         );
+                        self.metrics.history.of(&key.0).event("scaling", note.clone());
                         self.provider.event(&t.namespace, &t.name, decision.reason.as_str(), note).await;
                     }
                     Err(e) => tracing::warn!(function = %key.0, error = %e, "could not scale"),

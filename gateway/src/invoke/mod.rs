@@ -122,6 +122,12 @@ impl Invoker {
             Ok(mut response) => {
                 observation.code = response.status().as_u16();
                 flint_http::headers::strip_hop_by_hop(response.headers_mut());
+                if observation.cold_start {
+                    // Said to the caller (and the portal's invoke form): this one waited for a start.
+                    response
+                        .headers_mut()
+                        .insert("x-flint-cold-start", hyper::header::HeaderValue::from_static("true"));
+                }
                 response.map(|body| watched(body, observation))
             }
             Err(e) => {

@@ -58,6 +58,7 @@ impl Drop for Observation {
         self.place = None;
         let elapsed = self.start.elapsed();
         self.metrics.finish(self.code, elapsed);
+        self.metrics.recent.answered(self.code, elapsed, self.cold_start);
         if let Some(window) = &self.canary_window {
             window.record(&self.metrics.function, elapsed, self.code < 500);
         }

@@ -4,6 +4,7 @@
 //! field, an invalid Function with every problem.
 
 pub mod types;
+mod ui;
 
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ impl Api {
                 self.provider.namespaces().await.map(|ns| reply::json(StatusCode::OK, &ns)).map_err(error)
             }
             (Method::GET, "logs") => self.logs(&req).await,
+            (Method::GET, "ui/functions") => self.ui_functions(&req).await,
+            (Method::GET, p) if p.starts_with("ui/series/") => self.ui_series(&req, &p["ui/series/".len()..]).await,
             (Method::GET, p) if p.starts_with("function/") => self.get(&req, &p["function/".len()..]).await,
             (Method::POST, p) if p.starts_with("scale-function/") => {
                 self.scale(req, &p["scale-function/".len()..]).await
