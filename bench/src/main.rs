@@ -17,6 +17,7 @@
 //!   phase, the gateway's memory over time;
 //! - `async`: asynchronous calls stored per second vs. synchronous calls, and end to end
 //!   (POST → worker → function → callback) at 1, 16 and 64 callers;
+//! - `portal`: the portal's function list with 200 functions, first shown in Chromium;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
 mod cold;
@@ -25,6 +26,7 @@ mod kubernetes;
 mod nginx;
 mod operator;
 mod operator_api;
+mod portal;
 mod queue;
 mod soak;
 mod upstream;
@@ -91,6 +93,13 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The portal's function list in Chromium: time to first show it.
+    Portal {
+        #[arg(long, default_value_t = 200)]
+        functions: usize,
+        #[arg(long, default_value_t = 5)]
+        loads: usize,
+    },
     /// Direct vs. watchdog vs. gateway+watchdog, and the gateway's footprint.
     Gateway {
         #[arg(long, default_value_t = 5)]
@@ -122,6 +131,7 @@ async fn main() {
             kubernetes::run(Duration::from_secs(seconds), rounds, cold).await
         }
         Command::Soak { minutes } => soak::run(Duration::from_secs(minutes * 60)).await,
+        Command::Portal { functions, loads } => portal::run(functions, loads).await,
         Command::Async { seconds, rounds } => queue::run(Duration::from_secs(seconds), rounds).await,
         Command::Gateway { seconds, rounds, idle } => gateway(Duration::from_secs(seconds), rounds, idle).await,
     }

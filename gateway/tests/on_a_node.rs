@@ -149,6 +149,22 @@ async fn a_function_applied_with_kubectl_answers_through_the_gateway() {
     let r = g.call(Method::POST, "/function/echo-shell/hello?x=1", json!("hi")).await;
     assert_eq!((r.status, r.text()), (200, "POST /hello?x=1\n\"hi\"".to_string()), "{:?}", r.headers);
 
+    // The portal's view of it, through the kubernetes provider.
+    assert_eq!(g.call(Method::GET, "/ui/", json!(null)).await.status, 200);
+    let list: serde_json::Value =
+        serde_json::from_slice(&g.call(Method::GET, "/system/ui/functions", json!(null)).await.body).unwrap();
+    let row =
+        list.as_array().unwrap().iter().find(|f| f["name"] == "echo-shell").expect("echo-shell in the portal's list");
+    assert_eq!(
+        (row["namespace"].as_str(), row["requestsLastMinute"].as_u64()),
+        (Some(c.ns.name.as_str()), Some(1)),
+        "{row}"
+    );
+    let series: serde_json::Value =
+        serde_json::from_slice(&g.call(Method::GET, "/system/ui/series/echo-shell", json!(null)).await.body).unwrap();
+    let ok: u64 = series["ok"].as_array().unwrap().iter().filter_map(|v| v.as_u64()).sum();
+    assert_eq!(ok, 1, "the portal's series counts the answer");
+
     // The pod the answer came from, as a kubelet reports it.
     let pod = pods_of(&c, "echo-shell").await.remove(0);
     let status = pod.status.unwrap();

@@ -128,6 +128,9 @@ async fn with_basic_auth_the_portal_and_its_json_refuse_requests_without_credent
     }
     let shots = drive(&g, "auth", Some(("admin", "s3cret"))).await;
     assert_png(&shots, "list-with-auth");
+    let shots = drive(&g, "zoom", Some(("admin", "s3cret"))).await;
+    assert_png(&shots, "list-at-200-percent");
+    assert_png(&shots, "function-at-200-percent");
 }
 
 #[tokio::test]

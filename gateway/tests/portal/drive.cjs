@@ -1,6 +1,7 @@
 // Drives the portal in Debian's Chromium with playwright-core, for gateway/tests/portal.rs.
 // Environment: GATEWAY (base URL), SHOTS (screenshot folder), PLAYWRIGHT (playwright-core's
-// folder), CHROMIUM (the browser), SCENARIO (`main` or `auth`), USER and PASSWORD (for `auth`).
+// folder), CHROMIUM (the browser), SCENARIO (`main`, `auth`, `zoom` or `paint`), USER_NAME and
+// PASSWORD (with basic auth).
 // Exits non-zero, saying what it did not see, on any failed expectation.
 "use strict";
 const path = require("path");
@@ -103,17 +104,52 @@ async function auth(page) {
   await shot(page, "list-with-auth");
 }
 
+// At 200% zoom (a 640 px wide window at twice the pixels), without a mouse: the page reflows
+// with no sideways scrolling, and the keyboard reaches a function's page.
+async function zoom(page) {
+  await page.goto(`${base}/ui/`);
+  await page.locator('tr[data-function="shout"]').waitFor({ timeout: seconds(10) });
+  const wide = await page.evaluate(() =>
+    Math.max(document.documentElement.scrollWidth - window.innerWidth, ...[...document.querySelectorAll(".table-wrap")].map((t) => t.scrollWidth - t.clientWidth)),
+  );
+  check(wide <= 0, `no sideways scrolling at 200% (${wide}px too wide)`);
+  check((await page.locator('tr[data-function="shout"] [data-col="state"]').isVisible()), "every column shown at 200%");
+  await shot(page, "list-at-200-percent");
+  for (let i = 0; i < 10; i++) {
+    await page.keyboard.press("Tab");
+    if (await page.evaluate(() => document.activeElement.textContent === "shout")) break;
+  }
+  check(await page.evaluate(() => document.activeElement.textContent === "shout"), "Tab reaches the function's link");
+  await page.keyboard.press("Enter");
+  await page.waitForURL(/#\/fn\/default\/shout$/, { timeout: seconds(10) });
+  await page.waitForFunction(() => document.activeElement.id === "main", null, { timeout: seconds(10) });
+  await page.locator("#invoke-body").waitFor();
+  await shot(page, "function-at-200-percent");
+}
+
+// What scripts/bench portal reads: when the list (of however many functions) was first shown.
+async function paint(page) {
+  await page.goto(`${base}/ui/`);
+  await page.waitForFunction(() => performance.getEntriesByName("flint-list").length > 0, null, { timeout: seconds(30) });
+  const rows = await page.locator("tbody tr").count();
+  const ms = await page.evaluate(() => performance.getEntriesByName("flint-list")[0].startTime);
+  console.log(JSON.stringify({ rows, firstPaintMs: ms }));
+}
+
 (async () => {
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM, args: ["--no-sandbox"] });
   const options = process.env.USER_NAME
     ? { httpCredentials: { username: process.env.USER_NAME, password: process.env.PASSWORD } }
     : {};
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
+  const zoomed = process.env.SCENARIO === "zoom";
+  const screen = zoomed ? { viewport: { width: 640, height: 900 }, deviceScaleFactor: 2 } : { viewport: { width: 1280, height: 900 } };
+  const context = await browser.newContext({ ...screen, ...options });
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   try {
-    await (process.env.SCENARIO === "auth" ? auth(page) : main(page));
+    const scenarios = { main, auth, zoom, paint };
+    await scenarios[process.env.SCENARIO](page);
     check(errors.length === 0, `no script errors on the page: ${errors.join("; ")}`);
   } catch (e) {
     await shot(page, "failure").catch(() => {});
