@@ -69,13 +69,14 @@ impl Cron {
         let mut headers = hyper::HeaderMap::new();
         headers.insert("x-flint-trigger", hyper::header::HeaderValue::from_static("cron"));
         headers.insert("x-flint-cron-time", tick.parse().expect("an RFC 3339 time is a header value"));
+        let url = format!("/function/{name}.{namespace}{path}");
         let called =
             self.client.invoke(&namespace, &name, hyper::Method::POST, &path, headers, body.into(), CALL_TIMEOUT);
         match called.await {
             Ok(answer) => {
-                tracing::info!(function = %name, %namespace, %path, %tick, status = answer.status.as_u16(), "cron trigger fired")
+                tracing::info!(function = %name, %url, %tick, status = answer.status.as_u16(), "cron trigger fired")
             }
-            Err(e) => tracing::warn!(function = %name, %namespace, %path, %tick, error = %e, "cron trigger failed"),
+            Err(e) => tracing::warn!(function = %name, %url, %tick, error = %e, "cron trigger failed"),
         }
     }
 }
