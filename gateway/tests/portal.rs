@@ -67,6 +67,7 @@ async fn deploy_invoke_and_watch_functions_in_the_browser() {
          canary: {image: x2, weight: 50, env: [{name: FAIL, value: '1'}], analysis: {interval: 1s, minRequests: 5}}",
         &[],
     );
+    dir.function("resting", "  image: x\n  command: [cat]\n  paused: true\n  throttle: {rate: 5}", &[]);
     let g = Gateway::start(
         &dir.0,
         &["--autoscale-tick", "200ms", "--panic-window", "3s", "--stable-window", "6s", "--scale-down-delay", "2s"],

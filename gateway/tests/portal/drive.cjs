@@ -23,6 +23,8 @@ async function main(page) {
   // The list, with the function the test deployed in local mode.
   await page.goto(`${base}/ui/`);
   await page.locator('tr[data-function="shout"]').waitFor({ timeout: seconds(10) });
+  const resting = await page.locator('tr[data-function="resting"] [data-col="state"]').innerText();
+  check(resting.includes("paused") && resting.includes("throttled: 5/s"), `paused and throttled said in words: ${resting}`);
   await shot(page, "list");
 
   // A bad deploy is refused with the API's message, naming the field.
