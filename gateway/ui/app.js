@@ -105,7 +105,7 @@ async function listPage() {
               el("a", { href: `#/fn/${encodeURIComponent(f.namespace)}/${encodeURIComponent(f.name)}` }, f.name),
               f.namespace,
               f.image,
-              `${f.availableReplicas} / ${f.replicas}`,
+              f.versions.length ? f.versions.map((v) => `${v.version} ${v.ready} / ${v.replicas}`).join(", ") : `${f.availableReplicas} / ${f.replicas}`,
               String(f.invocationCount),
               String(f.requestsLastMinute),
               fmt.pct(f.errorRate),

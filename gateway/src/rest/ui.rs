@@ -20,6 +20,15 @@ struct Row {
     p99_ms: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     canary: Option<Canary>,
+    /// Replicas wanted and ready, per version.
+    versions: Vec<VersionReplicas>,
+}
+
+#[derive(Serialize)]
+struct VersionReplicas {
+    version: &'static str,
+    replicas: u32,
+    ready: u32,
 }
 
 #[derive(Serialize)]
@@ -38,6 +47,11 @@ impl Api {
         let namespace = self.namespace(req);
         let all = self.provider.list(&namespace).await.map_err(error)?;
         // The analysis' state as the gateway holds it (both providers), over the Function's.
+        let mut versions: std::collections::HashMap<String, Vec<VersionReplicas>> = Default::default();
+        for t in self.provider.scale_targets().into_iter().filter(|t| t.namespace == namespace) {
+            let v = VersionReplicas { version: t.version.as_str(), replicas: t.replicas, ready: t.ready };
+            versions.entry(t.name).or_default().push(v);
+        }
         let analysed: std::collections::HashMap<String, flint_api::CanaryStatus> = self
             .provider
             .canaries()
@@ -63,7 +77,9 @@ impl Api {
                         message: s.and_then(|s| s.message.clone()),
                     }
                 });
-                Row { status, requests_last_minute, error_rate, p99_ms, canary }
+                let mut versions = versions.remove(&status.name).unwrap_or_default();
+                versions.sort_by_key(|v| v.version != "stable");
+                Row { status, requests_last_minute, error_rate, p99_ms, canary, versions }
             })
             .collect();
         Ok(reply::json(StatusCode::OK, &rows))

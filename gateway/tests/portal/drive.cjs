@@ -25,6 +25,8 @@ async function main(page) {
   await page.locator('tr[data-function="shout"]').waitFor({ timeout: seconds(10) });
   const resting = await page.locator('tr[data-function="resting"] [data-col="state"]').innerText();
   check(resting.includes("paused") && resting.includes("throttled: 5/s"), `paused and throttled said in words: ${resting}`);
+  const risky = await page.locator('tr[data-function="risky"] [data-col="ready / desired"]').innerText();
+  check(/stable \d+ \/ \d+, canary \d+ \/ \d+/.test(risky), `replicas per version: ${risky}`);
   await shot(page, "list");
 
   // A bad deploy is refused with the API's message, naming the field.
