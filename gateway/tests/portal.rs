@@ -29,7 +29,8 @@ async fn drive(g: &Gateway, scenario: &str, credentials: Option<(&str, &str)>) -
         .env("SHOTS", &shots)
         .env("PLAYWRIGHT", &playwright)
         .env("CHROMIUM", "/usr/bin/chromium")
-        .env("SCENARIO", scenario);
+        .env("SCENARIO", scenario)
+        .kill_on_drop(true);
     if let Some((user, password)) = credentials {
         cmd.env("USER_NAME", user).env("PASSWORD", password);
     }
