@@ -8,7 +8,8 @@
 //!   by its provider when the replica leaves;
 //! - `rest`: the OpenFaaS management API over a `provider`;
 //! - `namespace`: which namespace a request means (OpenFaaS clients' `openfaas-fn` included);
-//! - `provider`: where functions live; `local` runs them as watchdog processes;
+//! - `provider`: where functions live; `local` runs them as watchdog processes (`child`: they
+//!   die with the gateway, as does local mode's nats-server);
 //! - `autoscale`: the loop that scales every version between its min and max, and runs the
 //!   `canary` analysis (widen a healthy canary's weight, roll back a failing one);
 //! - `cron`: fires the Functions' cron triggers through the gateway itself (`client`);
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod autoscale;
 pub mod canary;
+pub mod child;
 pub mod client;
 pub mod config;
 pub mod cron;

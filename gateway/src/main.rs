@@ -97,13 +97,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = match TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, error = %e, "cannot listen");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(listener) = listen(addr).await else { return ExitCode::FAILURE };
     let metrics = Arc::new(metrics::Metrics::new());
     let stop = CancellationToken::new();
     let (link, nats_server) = nats(&args, &stop).await;
@@ -208,13 +202,8 @@ async fn run(args: Args) -> ExitCode {
             })
         }
     };
-    let serving = tokio::spawn(flint_http::server::serve(
-        listener,
-        make,
-        stop.clone(),
-        flint_http::server::Limits { idle_timeout: args.idle_timeout, max_connections: args.max_connections },
-        args.drain_timeout,
-    ));
+    let serving =
+        tokio::spawn(flint_http::server::serve(listener, make, stop.clone(), limits(&args), args.drain_timeout));
     until_stopped(|| reload(local.as_deref(), &args.functions_dir)).await;
     tracing::info!("stopping: finishing accepted requests");
     stop.cancel();
@@ -324,13 +313,7 @@ async fn queue_worker(args: Args, auth: Option<auth::Credentials>) -> ExitCode {
         url => url.to_string(),
     };
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = match TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, error = %e, "cannot listen");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(listener) = listen(addr).await else { return ExitCode::FAILURE };
     let stop = CancellationToken::new();
     let metrics = Arc::new(metrics::Metrics::new());
     let link = connect_in_background(&url, args.async_max_queued, &stop);
@@ -366,19 +349,22 @@ async fn queue_worker(args: Args, auth: Option<auth::Credentials>) -> ExitCode {
             async move { Ok::<_, Infallible>(response) }
         })
     };
-    let serving = tokio::spawn(flint_http::server::serve(
-        listener,
-        make,
-        stop.clone(),
-        flint_http::server::Limits { idle_timeout: args.idle_timeout, max_connections: args.max_connections },
-        args.drain_timeout,
-    ));
+    let serving =
+        tokio::spawn(flint_http::server::serve(listener, make, stop.clone(), limits(&args), args.drain_timeout));
     until_stopped(|| async { tracing::info!("SIGHUP: nothing to reload in a queue worker") }).await;
     tracing::info!("stopping");
     stop.cancel();
     let _ = serving.await;
     let _ = working.await;
     ExitCode::SUCCESS
+}
+
+async fn listen(addr: SocketAddr) -> Option<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| tracing::error!(%addr, error = %e, "cannot listen")).ok()
+}
+
+fn limits(args: &Args) -> flint_http::server::Limits {
+    flint_http::server::Limits { idle_timeout: args.idle_timeout, max_connections: args.max_connections }
 }
 
 /// Whether this process runs outside a Kubernetes pod (no in-cluster service address).

@@ -26,6 +26,14 @@ pub fn retry_after(status: StatusCode, seconds: u64, message: impl Into<String>)
     response
 }
 
+/// A function by this name is not deployed (synchronous and asynchronous calls alike).
+pub fn no_function(name: &str, namespace: &str) -> Response<Body> {
+    text(
+        StatusCode::NOT_FOUND,
+        format!("function {name}.{namespace} not found (GET /system/functions lists what is deployed)"),
+    )
+}
+
 pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).expect("API types serialize");
     let mut response = Response::new(full(body));

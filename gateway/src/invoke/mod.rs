@@ -95,10 +95,7 @@ impl Invoker {
         let Target { name, namespace, rest } = Target::parse(target);
         let namespace = self.settings.namespaces.resolve(&*self.provider, namespace);
         let Some(route) = self.provider.route(namespace, name) else {
-            return reply::text(
-                hyper::StatusCode::NOT_FOUND,
-                format!("function {name}.{namespace} not found (GET /system/functions lists what is deployed)"),
-            );
+            return reply::no_function(name, namespace);
         };
         let function = format!("{name}.{namespace}");
         let arrived = std::time::Instant::now();

@@ -44,10 +44,7 @@ impl Accept {
         let Target { name, namespace, rest } = Target::parse(target);
         let namespace = self.namespaces.resolve(&*self.provider, namespace);
         if self.provider.route(namespace, name).is_none() {
-            return reply::text(
-                StatusCode::NOT_FOUND,
-                format!("function {name}.{namespace} not found (GET /system/functions lists what is deployed)"),
-            );
+            return reply::no_function(name, namespace);
         }
         let queue = match self.link.ready() {
             Ok(q) => q,

@@ -56,32 +56,30 @@ impl Queue {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
         let queue = Queue { url: url.to_string(), client, js };
-        queue
-            .ensure(stream::Config {
-                name: CALLS.into(),
-                subjects: vec!["flint.async.>".into()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                max_messages: max_queued,
-                discard: stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await?;
-        queue
-            .ensure(stream::Config {
-                name: DEAD.into(),
-                subjects: vec!["flint.dead.>".into()],
-                retention: stream::RetentionPolicy::Limits,
-                storage: stream::StorageType::File,
-                max_age: DEAD_KEPT,
-                ..Default::default()
-            })
-            .await?;
+        let calls = stream::Config {
+            name: CALLS.into(),
+            subjects: vec!["flint.async.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_messages: max_queued,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        let dead = stream::Config {
+            name: DEAD.into(),
+            subjects: vec!["flint.dead.>".into()],
+            retention: stream::RetentionPolicy::Limits,
+            max_age: DEAD_KEPT,
+            ..Default::default()
+        };
+        for config in [calls, dead] {
+            queue.ensure(config).await?;
+        }
         Ok(queue)
     }
 
-    /// Creates the stream, or brings an existing one to `config`.
+    /// Creates the stream, or brings an existing one to `config`, on disk.
     pub async fn ensure(&self, config: stream::Config) -> Result<(), QueueError> {
+        let config = stream::Config { storage: stream::StorageType::File, ..config };
         let stream = config.name.clone();
         self.js.create_or_update_stream(config).await.map(|_| ()).map_err(|e| QueueError::Stream {
             url: self.url.clone(),

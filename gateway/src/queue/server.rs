@@ -41,10 +41,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
-        unsafe {
-            command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from));
-        }
+        crate::child::dies_with_gateway(&mut command);
         let mut child = command.spawn().map_err(|e| spawn_error(e.to_string()))?;
         let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
         let mut log = Vec::new();

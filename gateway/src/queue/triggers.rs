@@ -123,7 +123,6 @@ impl Triggers {
             name: TRIGGERS.into(),
             subjects: subjects.iter().cloned().collect(),
             retention: stream::RetentionPolicy::Interest,
-            storage: stream::StorageType::File,
             max_age: KEPT,
             ..Default::default()
         };

@@ -169,9 +169,8 @@ impl Worker {
 
     /// Takes the lane's messages until `stop`, setting its consumer up again after an error.
     pub async fn run_lane(self: Arc<Self>, lane: Lane, stop: CancellationToken) {
-        let only_new = lane.source == Source::Nats;
         loop {
-            match self.clone().take(&lane, only_new, &stop).await {
+            match self.clone().take(&lane, &stop).await {
                 Ok(()) => return,
                 Err(e) => tracing::warn!(consumer = %lane.consumer, error = %e, "queue lane interrupted; resuming"),
             }
@@ -182,7 +181,7 @@ impl Worker {
         }
     }
 
-    async fn take(self: Arc<Self>, lane: &Lane, only_new: bool, stop: &CancellationToken) -> Result<(), String> {
+    async fn take(self: Arc<Self>, lane: &Lane, stop: &CancellationToken) -> Result<(), String> {
         let err = |e: &(dyn std::error::Error + 'static)| flint_http::error_chain(e);
         let stream = self.queue.js.get_stream(lane.stream).await.map_err(|e| err(&e))?;
         let consumer: jetstream::consumer::PullConsumer = stream
@@ -195,7 +194,7 @@ impl Worker {
                 max_deliver: -1,
                 max_ack_pending: self.settings.parallel as i64,
                 // A trigger starts with the messages published after it was bound.
-                deliver_policy: if only_new { DeliverPolicy::New } else { DeliverPolicy::All },
+                deliver_policy: if lane.source == Source::Nats { DeliverPolicy::New } else { DeliverPolicy::All },
                 ..Default::default()
             })
             .await

@@ -54,10 +54,7 @@ pub fn start(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
-    unsafe {
-        command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from));
-    }
+    crate::child::dies_with_gateway(&mut command);
     let mut child = command.spawn()?;
     let pid = child.id().map(|p| Pid::from_raw(p as i32));
     let instance = format!("{}-{}-{id}", template.name, template.version.as_str());
