@@ -8,6 +8,23 @@ use base64::Engine;
 use hyper::{HeaderMap, header::AUTHORIZATION};
 use subtle::ConstantTimeEq;
 
+/// The challenge the gateway answers 401 with. Its realm names the gateway, so that a
+/// function's own challenge is not mistaken for it (see `names_our_realm`).
+pub const CHALLENGE: &str = "Basic realm=\"Flint gateway\", charset=\"UTF-8\"";
+const REALM: &str = "flint gateway";
+
+/// Whether a `WWW-Authenticate` value asks for the gateway's realm (a function pretending to be
+/// the gateway, to be sent the login the browser keeps for it).
+pub fn names_our_realm(value: &hyper::header::HeaderValue) -> bool {
+    let text = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
+    text.split("realm=").skip(1).any(|rest| {
+        let rest = rest.trim_start();
+        let quoted = rest.strip_prefix('"').map(|r| r.split('"').next().unwrap_or(""));
+        let bare = || rest.split([',', ' ']).next().unwrap_or("");
+        quoted.unwrap_or_else(bare).trim() == REALM
+    })
+}
+
 #[derive(Clone)]
 pub struct Credentials {
     user: String,
@@ -78,6 +95,16 @@ mod tests {
         assert!(!c.allows(&with(&format!("Bearer {}", b64("admin:s3cret")))));
         assert!(!c.allows(&with("Basic not-base64!")));
         assert!(!c.allows(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_challenge_for_our_realm_is_told_apart_from_a_functions_own() {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert!(names_our_realm(&v(CHALLENGE)));
+        assert!(names_our_realm(&v("basic realm=\"FLINT GATEWAY\"")));
+        assert!(names_our_realm(&v("Digest nonce=\"x\", realm=\"Flint gateway\"")));
+        assert!(!names_our_realm(&v("Basic realm=\"my app\"")));
+        assert!(!names_our_realm(&v("Bearer")));
     }
 
     #[test]

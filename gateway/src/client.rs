@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{HeaderMap, Method, StatusCode, header::AUTHORIZATION};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 
@@ -13,7 +13,10 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// The body, read up to the caller's limit.
     pub body: Bytes,
+    /// The body was longer than the limit: `body` is empty, the rest was not read.
+    pub over_limit: bool,
 }
 
 /// Why a call got no answer.
@@ -40,8 +43,9 @@ impl SelfClient {
         SelfClient { base, authorization, client }
     }
 
-    /// Invokes `name.namespace` at `path` (below the function, with its query) and reads the
-    /// whole answer, giving up after `timeout`.
+    /// Invokes `name.namespace` at `path` (below the function, with its query; joined after a
+    /// `/` whatever it starts with, so it can never name another function) and reads at most
+    /// `limit` bytes of the answer, giving up after `timeout`.
     #[allow(clippy::too_many_arguments)]
     pub async fn invoke(
         &self,
@@ -51,33 +55,25 @@ impl SelfClient {
         path: &str,
         mut headers: HeaderMap,
         body: Bytes,
-        timeout: Duration,
+        (timeout, limit): (Duration, usize),
     ) -> Result<Answer, CallError> {
         if let Some(auth) = self.authorization.as_deref().and_then(|a| a.parse().ok()) {
             headers.insert(AUTHORIZATION, auth);
         }
-        let url = format!("{}/function/{name}.{namespace}{path}", self.base);
-        self.send(method, &url, headers, body, timeout).await
-    }
-
-    /// Any request to any URL (a caller's callback), answer read whole, within `timeout`.
-    pub async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        headers: HeaderMap,
-        body: Bytes,
-        timeout: Duration,
-    ) -> Result<Answer, CallError> {
-        let mut req = hyper::Request::builder().method(method).uri(url);
+        let slash = if path.starts_with('/') { "" } else { "/" };
+        let url = format!("{}/function/{name}.{namespace}{slash}{path}", self.base);
+        let mut req = hyper::Request::builder().method(method).uri(&url);
         *req.headers_mut().expect("a request under construction") = headers;
         let req = req.body(Full::new(body)).map_err(|e| CallError::Failed(format!("{url}: {e}")))?;
         let call = async {
             let response =
                 self.client.request(req).await.map_err(|e| CallError::Failed(flint_http::error_chain(&e)))?;
             let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| CallError::Failed(flint_http::error_chain(&e)))?.to_bytes();
-            Ok(Answer { status: parts.status, headers: parts.headers, body })
+            let read = flint_http::body::read_at_most(body, limit)
+                .await
+                .map_err(|e| CallError::Failed(flint_http::error_chain(&e)))?;
+            let (body, over_limit) = if read.truncated { (Bytes::new(), true) } else { (read.bytes, false) };
+            Ok(Answer { status: parts.status, headers: parts.headers, body, over_limit })
         };
         tokio::time::timeout(timeout, call).await.map_err(|_| CallError::Timeout(timeout))?
     }

@@ -63,6 +63,12 @@ pub struct Args {
     #[arg(long, env = "FLINT_AUTOSCALER_LEASE", default_value = "flint-gateway-autoscaler")]
     pub autoscaler_lease: String,
 
+    /// Kubernetes: the gateway's own Service; its ready endpoints are the replicas that share
+    /// each function's throttle (each applies its share of `rate` and `maxInFlight`). Unset:
+    /// this replica applies the whole limits.
+    #[arg(long, env = "FLINT_GATEWAY_SERVICE")]
+    pub gateway_service: Option<String>,
+
     /// Kubernetes: the namespace of that Lease (the gateway's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
@@ -86,6 +92,13 @@ pub struct Args {
     /// Folder holding `basic-auth-user` and `basic-auth-password`.
     #[arg(long, env = "secret_mount_path", default_value = "/var/openfaas/secrets")]
     pub secret_mount_path: PathBuf,
+
+    /// Host names the gateway answers besides IP addresses and `localhost` (repeat or
+    /// comma-separate; `*.example.com` for a domain's names; `*` for any). A request naming
+    /// another host is refused (403): a web page whose name is made to resolve to this
+    /// machine (DNS rebinding) cannot read the gateway's answers.
+    #[arg(long, env = "FLINT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 
     /// Require basic auth on /function/* too.
     #[arg(long, env = "FLINT_AUTH_FUNCTIONS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -112,10 +125,16 @@ pub struct Args {
     #[arg(long, env = "FLINT_MAX_WAITING", default_value_t = 1000)]
     pub max_waiting: usize,
 
-    /// A client's keep-alive connection with no request under way this long is closed; a
-    /// request's headers must also arrive within it.
+    /// A client connection with no request under way this long is closed (HTTP/1 keep-alive
+    /// and HTTP/2 alike); on HTTP/1 a later request's headers must also arrive within it.
     #[arg(long, env = "FLINT_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub idle_timeout: Duration,
+
+    /// A new client connection that has not sent a whole request head within this long is
+    /// closed, whatever protocol it speaks (or none): silent sockets cannot hold the places of
+    /// --max-connections.
+    #[arg(long, env = "FLINT_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
 
     /// Open client connections at most; one more is answered 503 (`Retry-After: 1`) and closed,
     /// and the others are served as before. Keep it below the gateway's open-file limit.
@@ -167,6 +186,21 @@ pub struct Args {
     #[arg(long, env = "FLINT_NATS_URL", default_value = "auto")]
     pub nats_url: String,
 
+    /// This installation's part of the NATS server: its streams, subjects and consumers are
+    /// named from it (`FLINT_<PREFIX>_CALLS`, `flint.<prefix>.async.*`), so installations that
+    /// share a NATS never take each other's calls. Empty: Flint's plain names (`FLINT_CALLS`).
+    /// The chart sets it from its release.
+    #[arg(long, env = "FLINT_NATS_PREFIX", default_value = "")]
+    pub nats_prefix: String,
+
+    /// NATS user (with --nats-password), unless the URL holds one.
+    #[arg(long, env = "FLINT_NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS password. Never shown: URLs in answers and logs are written without credentials.
+    #[arg(long, env = "FLINT_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
     /// Local mode: the nats-server program `--nats-url auto` starts.
     #[arg(long, env = "FLINT_NATS_SERVER", default_value = "nats-server")]
     pub nats_server: String,
@@ -212,6 +246,12 @@ pub struct Args {
     #[arg(long, env = "FLINT_ASYNC_CALL_TIMEOUT", default_value = "30m", value_parser = duration)]
     pub async_call_timeout: Duration,
 
+    /// Where callbacks (`X-Callback-Url`) may go besides public addresses: CIDRs, addresses or
+    /// host names (repeat or comma-separate). Loopback, link-local, private and other internal
+    /// ranges are refused unless listed here.
+    #[arg(long, env = "FLINT_CALLBACK_ALLOW", value_delimiter = ',')]
+    pub callback_allow: Vec<String>,
+
     /// Calls the queue holds at most; one more is refused with 429 and not stored.
     #[arg(long, env = "FLINT_ASYNC_MAX_QUEUED", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(1..))]
     pub async_max_queued: i64,
@@ -232,6 +272,18 @@ impl Args {
             backoff_max: self.async_backoff_max.max(self.async_backoff),
             ack_wait: self.async_ack_wait.max(std::time::Duration::from_secs(1)),
             call_timeout: self.async_call_timeout,
+            answer_limit: (self.max_body_bytes > 0).then_some(self.max_body_bytes as usize),
         }
+    }
+
+    /// The NATS at `url`, with this installation's names and login.
+    pub fn nats(&self, url: &str) -> Result<crate::queue::Nats, String> {
+        let names = crate::queue::Names::new(&self.nats_prefix).map_err(|e| e.to_string())?;
+        let login = match (&self.nats_user, &self.nats_password) {
+            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            (None, None) => None,
+            _ => return Err("--nats-user and --nats-password go together".into()),
+        };
+        Ok(crate::queue::Nats::new(url, login, names, self.async_max_queued))
     }
 }

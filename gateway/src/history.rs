@@ -77,6 +77,23 @@ impl History {
     pub fn get(&self, function: &str) -> Option<Arc<Recent>> {
         self.0.read().unwrap().get(function).cloned()
     }
+
+    /// Forgets every function `deployed` says is gone; how many it forgot.
+    pub fn retain(&self, deployed: impl Fn(&str) -> bool) -> usize {
+        let mut all = self.0.write().unwrap();
+        let before = all.len();
+        all.retain(|function, _| deployed(function));
+        before - all.len()
+    }
+
+    /// Functions with a history.
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Recent {

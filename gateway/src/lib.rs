@@ -8,6 +8,8 @@
 //!   by its provider when the replica leaves;
 //! - `rest`: the OpenFaaS management API over a `provider`;
 //! - `namespace`: which namespace a request means (OpenFaaS clients' `openfaas-fn` included);
+//! - `origin`: the host names the gateway answers, and writes from other web sites refused;
+//! - `peers`: how many gateway replicas share each function's throttle;
 //! - `provider`: where functions live; `local` runs them as watchdog processes (`child`: they
 //!   die with the gateway, as does local mode's nats-server);
 //! - `autoscale`: the loop that scales every version between its min and max, and runs the
@@ -31,6 +33,8 @@ pub mod invoke;
 pub mod memory;
 pub mod metrics;
 pub mod namespace;
+pub mod origin;
+pub mod peers;
 pub mod portal;
 pub mod provider;
 pub mod queue;

@@ -99,8 +99,9 @@ async fn run(args: Args) -> ExitCode {
     let addr = SocketAddr::new(args.bind, args.port);
     let Some(listener) = listen(addr).await else { return ExitCode::FAILURE };
     let metrics = Arc::new(metrics::Metrics::new());
+    let Some(callbacks) = callbacks(&args, &metrics) else { return ExitCode::FAILURE };
     let stop = CancellationToken::new();
-    let (link, nats_server) = nats(&args, &stop).await;
+    let Some((link, nats_server)) = nats(&args, &stop).await else { return ExitCode::FAILURE };
     let namespaces = namespace::Namespaces::new(&args.openfaas_namespace);
     let settings = invoke::Settings {
         cold_start_timeout: args.cold_start_timeout,
@@ -109,6 +110,12 @@ async fn run(args: Args) -> ExitCode {
         connect_timeout: args.connect_timeout,
         idle_timeout: args.upstream_idle_timeout,
         namespaces: namespaces.clone(),
+        peers: match (&client, &args.gateway_service) {
+            (Some(client), Some(service)) => {
+                flint_gateway::peers::Peers::watch(client.clone(), &args.lease_namespace, service)
+            }
+            _ => Default::default(),
+        },
         unreachable_hint: (args.provider == ProviderKind::Kubernetes && outside_cluster()).then_some(
             "the gateway runs outside the cluster, where pod IPs are usually unreachable: run it in the cluster (helm install)",
         ),
@@ -152,10 +159,11 @@ async fn run(args: Args) -> ExitCode {
         Some(provider.clone()),
         itself,
         (args.worker_settings(), args.async_worker),
-        metrics.clone(),
+        (metrics.clone(), callbacks.clone()),
         stored.clone(),
         stop.clone(),
     ));
+    tokio::spawn(forget_deleted(provider.clone(), metrics.clone(), stop.clone()));
     let loops = Loops { autoscaler, cron };
     match client.clone() {
         // Several gateway replicas: only the Lease holder runs the loops (each still scales
@@ -179,6 +187,7 @@ async fn run(args: Args) -> ExitCode {
         link,
         max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
         metrics: metrics.clone(),
+        callbacks,
         stored,
     };
     let gateway = Arc::new(routes::Gateway {
@@ -189,6 +198,7 @@ async fn run(args: Args) -> ExitCode {
         metrics,
         auth,
         auth_functions: args.auth_functions,
+        hosts: flint_gateway::origin::Hosts::new(&args.allowed_hosts),
     });
     print_banner(&*provider, addr).await;
 
@@ -218,6 +228,25 @@ async fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Every half minute: the portal's history of functions that are no longer deployed is
+/// dropped (and the memory it held given back), so deleted functions leave nothing behind.
+async fn forget_deleted(provider: Arc<dyn Provider>, metrics: Arc<metrics::Metrics>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let deployed = |function: &str| {
+            function.split_once('.').is_some_and(|(name, namespace)| provider.route(namespace, name).is_some())
+        };
+        let forgotten = metrics.history.retain(deployed);
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "forgot the history of deleted functions");
+            flint_gateway::memory::release_freed();
+        }
+    }
+}
+
 /// Returns on SIGTERM or SIGINT; runs `hangup` on each SIGHUP.
 async fn until_stopped<F: Future<Output = ()>>(mut hangup: impl FnMut() -> F) {
     let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -233,48 +262,63 @@ async fn until_stopped<F: Future<Output = ()>>(mut hangup: impl FnMut() -> F) {
 }
 
 /// The NATS asynchronous calls and queue triggers use (see `--nats-url`), and the nats-server
-/// this gateway started for it, if it did.
-async fn nats(args: &Args, stop: &CancellationToken) -> (Link, Option<NatsServer>) {
-    match args.nats_url.as_str() {
-        "off" | "" => (Link::off("the gateway runs with --nats-url off"), None),
+/// this gateway started for it, if it did; `None` when the flags make no sense.
+async fn nats(args: &Args, stop: &CancellationToken) -> Option<(Link, Option<NatsServer>)> {
+    let url = match args.nats_url.as_str() {
+        "off" | "" => return Some((Link::off("the gateway runs with --nats-url off"), None)),
         "auto" if args.provider == ProviderKind::Kubernetes => {
-            (Link::off("no NATS is configured (--nats-url; the chart's nats.enabled)"), None)
+            return Some((Link::off("no NATS is configured (--nats-url; the chart's nats.enabled)"), None));
         }
-        "auto" => {
-            let store = args.nats_store_dir.clone().unwrap_or_else(|| args.functions_dir.join(".flint").join("nats"));
-            let server = match NatsServer::start(&args.nats_server, &store).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("{e}");
-                    return (Link::off(e.to_string()), None);
-                }
-            };
-            match queue::Queue::connect(&server.url, args.async_max_queued).await {
-                Ok(q) => {
-                    tracing::info!(url = %server.url, "NATS JetStream ready: asynchronous invocations and queue triggers on");
-                    let link = Link::connecting(&server.url);
-                    link.set(q);
-                    (link, Some(server))
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    (Link::off(e.to_string()), Some(server))
-                }
-            }
+        url => url,
+    };
+    let nats = |url: &str| args.nats(url).map_err(|e| tracing::error!("{e}")).ok();
+    if url != "auto" {
+        return Some((connect_in_background(nats(url)?, stop), None));
+    }
+    let store = args.nats_store_dir.clone().unwrap_or_else(|| args.functions_dir.join(".flint").join("nats"));
+    let server = match NatsServer::start(&args.nats_server, &store).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return Some((Link::off(e.to_string()), None));
         }
-        url => (connect_in_background(url, args.async_max_queued, stop), None),
+    };
+    let mut config = nats(&server.url)?;
+    config.login = Some(server.login.clone());
+    match queue::Queue::connect(&config).await {
+        Ok(q) => {
+            tracing::info!(url = %q.url, "NATS JetStream ready: asynchronous invocations and queue triggers on");
+            let link = Link::connecting(&server.url);
+            link.set(q);
+            Some((link, Some(server)))
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            Some((Link::off(e.to_string()), Some(server)))
+        }
     }
 }
 
-fn connect_in_background(url: &str, max_queued: i64, stop: &CancellationToken) -> Link {
-    let link = Link::connecting(url);
-    let (l, url, stop) = (link.clone(), url.to_string(), stop.clone());
+fn connect_in_background(nats: queue::Nats, stop: &CancellationToken) -> Link {
+    let link = Link::connecting(&nats.shown());
+    let (l, stop) = (link.clone(), stop.clone());
     tokio::spawn(async move {
-        if let Some(q) = queue::connect_patiently(&url, max_queued, &stop).await {
+        if let Some(q) = queue::connect_patiently(&nats, &stop).await {
             l.set(q);
         }
     });
     link
+}
+
+/// Where callbacks may go (`--callback-allow`), and their sender.
+fn callbacks(args: &Args, metrics: &Arc<metrics::Metrics>) -> Option<Arc<queue::callback::Callbacks>> {
+    match queue::callback::Policy::parse(&args.callback_allow) {
+        Ok(policy) => Some(Arc::new(queue::callback::Callbacks::new(policy, metrics.clone()))),
+        Err(e) => {
+            tracing::error!("{e}");
+            None
+        }
+    }
 }
 
 /// Once NATS is there: the asynchronous calls' lanes (unless `--async-worker false`) and, in a
@@ -284,7 +328,7 @@ async fn take_queued(
     provider: Option<Arc<dyn Provider>>,
     client: client::SelfClient,
     (settings, take_calls): (queue::worker::Settings, bool),
-    metrics: Arc<metrics::Metrics>,
+    (metrics, callbacks): (Arc<metrics::Metrics>, Arc<queue::callback::Callbacks>),
     stored: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
@@ -292,7 +336,7 @@ async fn take_queued(
         q = link.wait() => match q { Some(q) => q, None => return },
         _ = stop.cancelled() => return,
     };
-    let worker = Arc::new(Worker { queue, client, settings, metrics });
+    let worker = Arc::new(Worker { queue, client, settings, metrics, callbacks });
     let calls = take_calls.then(|| tokio::spawn(worker.clone().run_calls(stored, stop.clone())));
     if let Some(provider) = provider {
         Triggers { provider, worker }.run(stop).await;
@@ -316,7 +360,10 @@ async fn queue_worker(args: Args, auth: Option<auth::Credentials>) -> ExitCode {
     let Some(listener) = listen(addr).await else { return ExitCode::FAILURE };
     let stop = CancellationToken::new();
     let metrics = Arc::new(metrics::Metrics::new());
-    let link = connect_in_background(&url, args.async_max_queued, &stop);
+    let Some(callbacks) = callbacks(&args, &metrics) else { return ExitCode::FAILURE };
+    let Ok(nats) = args.nats(&url).map_err(|e| tracing::error!("{e}")) else { return ExitCode::FAILURE };
+    let shown = nats.shown();
+    let link = connect_in_background(nats, &stop);
     // Functions behind basic auth: the worker calls them with the gateway's credentials.
     let client = client::SelfClient::new(
         args.gateway_url.trim_end_matches('/').to_string(),
@@ -327,11 +374,11 @@ async fn queue_worker(args: Args, auth: Option<auth::Credentials>) -> ExitCode {
         None,
         client,
         (args.worker_settings(), true),
-        metrics.clone(),
+        (metrics.clone(), callbacks),
         Arc::new(tokio::sync::Notify::new()),
         stop.clone(),
     ));
-    tracing::info!(%addr, nats = %url, gateway = %args.gateway_url, "queue worker");
+    tracing::info!(%addr, nats = %shown, gateway = %args.gateway_url, "queue worker");
     let make = move |_peer: SocketAddr| {
         let (link, metrics) = (link.clone(), metrics.clone());
         service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -364,7 +411,11 @@ async fn listen(addr: SocketAddr) -> Option<TcpListener> {
 }
 
 fn limits(args: &Args) -> flint_http::server::Limits {
-    flint_http::server::Limits { idle_timeout: args.idle_timeout, max_connections: args.max_connections }
+    flint_http::server::Limits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+    }
 }
 
 /// Whether this process runs outside a Kubernetes pod (no in-cluster service address).

@@ -18,8 +18,31 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("uPlot.min.css", "text/css; charset=utf-8", include_bytes!("../ui/vendor/uPlot.min.css")),
 ];
 
+/// What a browser may do with the portal's pages: run and load only the portal's own files
+/// (no inline script, nothing from elsewhere), talk only to the gateway, never be framed (no
+/// clickjacking of deploy and delete), never guess a type, and send no address elsewhere.
+const HEADERS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+];
+
 /// `path` is what follows `/ui` (`/`, `/app.js`, ...).
 pub fn serve(path: &str) -> Response<Body> {
+    let mut response = file(path);
+    for (name, value) in HEADERS {
+        response.headers_mut().insert(*name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn file(path: &str) -> Response<Body> {
     let Some(file) = path.strip_prefix('/') else {
         let mut r = reply::empty(StatusCode::PERMANENT_REDIRECT);
         r.headers_mut().insert(LOCATION, HeaderValue::from_static("/ui/"));

@@ -1,17 +1,19 @@
 //! The gateway's front door: `/function/*` to the invocation path, `/async-function/*` to the
 //! queue, `/system/*` (behind basic auth) to the REST API, `/ui/` (behind it too) to the
-//! portal, `/healthz`, `/metrics`.
+//! portal, `/healthz`, `/metrics`. Before any of them: the host must be one the gateway answers
+//! and a write to the API must not come from another site (`origin`); the gateway's own
+//! credential never reaches a function, and a function cannot ask a browser for it.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use flint_http::{Body, full};
 use hyper::{
-    Request, Response, StatusCode,
+    HeaderMap, Request, Response, StatusCode,
     body::Incoming,
-    header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE},
+    header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS},
 };
 
-use crate::{auth::Credentials, invoke::Invoker, metrics::Metrics, provider::Provider, reply, rest::Api};
+use crate::{auth::Credentials, invoke::Invoker, metrics::Metrics, origin, provider::Provider, reply, rest::Api};
 
 pub struct Gateway {
     pub accept: crate::queue::accept::Accept,
@@ -21,23 +23,38 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub auth: Option<Credentials>,
     pub auth_functions: bool,
+    pub hosts: origin::Hosts,
 }
 
 impl Gateway {
     pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let host = origin::host(req.headers(), req.uri());
+        if !self.hosts.allows(host) {
+            return reply::text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this gateway does not answer for the host {:?}: add it to --allowed-hosts (the chart's \
+                     gateway.allowedHosts) if it is yours",
+                    host.unwrap_or_default()
+                ),
+            );
+        }
         let path = req.uri().path().to_string();
         let sync = path.strip_prefix("/function/");
         let later = path.strip_prefix("/async-function/");
         if sync.is_some() || later.is_some() {
-            if self.auth_functions {
-                if !self.authorized(&req) {
-                    return unauthorized();
-                }
-                // The gateway's own credentials (which can also deploy) never reach a function.
-                req.headers_mut().remove(AUTHORIZATION);
+            if self.auth_functions && !self.authorized(&req) {
+                return unauthorized();
             }
+            // The gateway's own credential (which can also deploy) never reaches a function, nor
+            // a stored call, whether it protects functions or a browser sent it along anyway.
+            self.strip_own_credential(req.headers_mut());
             return match (sync, later) {
-                (Some(target), _) => self.invoker.invoke(req, target, peer).await,
+                (Some(target), _) => {
+                    let mut response = self.invoker.invoke(req, target, peer).await;
+                    self.strip_own_realm(&mut response);
+                    response
+                }
                 (_, Some(target)) => self.accept.accept(req, target).await,
                 _ => unreachable!("one of the two"),
             };
@@ -46,7 +63,12 @@ impl Gateway {
             if !self.authorized(&req) {
                 return unauthorized();
             }
-            return self.api.handle(req, api).await;
+            if let Some(why) = origin::cross_site(req.method(), req.headers(), host) {
+                return reply::text(StatusCode::FORBIDDEN, why);
+            }
+            let mut response = self.api.handle(req, api).await;
+            response.headers_mut().insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            return response;
         }
         if let Some(file) = path.strip_prefix("/ui") {
             if !self.authorized(&req) {
@@ -61,6 +83,21 @@ impl Gateway {
             },
             "/metrics" => self.metrics().await,
             _ => reply::text(StatusCode::NOT_FOUND, format!("no route for {path}: invoke functions at /function/NAME")),
+        }
+    }
+
+    fn strip_own_credential(&self, headers: &mut HeaderMap) {
+        if self.auth_functions || self.auth.as_ref().is_some_and(|c| c.allows(headers)) {
+            headers.remove(AUTHORIZATION);
+        }
+    }
+
+    /// A function answering 401 with the gateway's realm would have a browser send it the
+    /// login it keeps for the gateway (or ask its user for it): that challenge is not passed on.
+    fn strip_own_realm(&self, response: &mut Response<Body>) {
+        if self.auth.is_some() && response.headers().get_all(WWW_AUTHENTICATE).iter().any(crate::auth::names_our_realm)
+        {
+            response.headers_mut().remove(WWW_AUTHENTICATE);
         }
     }
 
@@ -92,6 +129,6 @@ impl Gateway {
 fn unauthorized() -> Response<Body> {
     let mut response =
         reply::text(StatusCode::UNAUTHORIZED, "authentication required: use basic auth (faas-cli login)");
-    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Restricted\""));
+    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(crate::auth::CHALLENGE));
     response
 }

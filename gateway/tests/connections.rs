@@ -17,7 +17,7 @@ use tokio::{
 /// One HTTP/1.1 request on an open connection; the response's status line and body, or `None`
 /// when the connection was closed instead.
 async fn ask(conn: &mut TcpStream, path: &str) -> Option<(String, String)> {
-    let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
     conn.write_all(req.as_bytes()).await.ok()?;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];

@@ -181,7 +181,7 @@ async fn basic_auth_guards_the_api_and_optionally_functions() {
     let g = Gateway::start(&dir.0, &["--basic-auth", "--secret-mount-path", mount]).await;
     let none = g.call(Method::GET, "/system/functions", &[], "").await;
     assert_eq!(none.status, 401);
-    assert_eq!(none.headers["www-authenticate"], "Basic realm=\"Restricted\"");
+    assert_eq!(none.headers["www-authenticate"], "Basic realm=\"Flint gateway\", charset=\"UTF-8\"");
     let wrong = creds("admin", "guess");
     assert_eq!(g.call(Method::GET, "/system/functions", &[("authorization", &wrong)], "").await.status, 401);
     let right = creds("admin", "s3cret");

@@ -148,16 +148,22 @@ impl Hooks {
     }
 }
 
-/// The nats-server local mode started, from the gateway's log.
-fn local_nats_url(g: &Gateway) -> String {
+/// A client of the nats-server local mode started (its address from the gateway's log, its
+/// login from the file only the gateway's user can read); a client without it is refused.
+async fn local_nats(g: &Gateway, dir: &Dir) -> async_nats::Client {
     let log = g.process.log();
     let line = log.lines().find(|l| l.contains("started nats-server with JetStream")).expect("local mode started NATS");
-    line.split("url=").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
+    let url = line.split("url=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(async_nats::connect(&url).await.is_err(), "local mode's NATS lets anyone in");
+    let conf = std::fs::read_to_string(dir.0.join(".flint/nats/flint-login.conf")).unwrap();
+    let value = |key: &str| conf.lines().find_map(|l| l.trim().strip_prefix(key)).unwrap().trim().to_string();
+    let (user, password) = (value("user:"), value("password:"));
+    async_nats::ConnectOptions::with_user_and_password(user, password).connect(&url).await.unwrap()
 }
 
 /// Every message in a stream, read from the start by a throwaway consumer.
-async fn read_stream(url: &str, stream: &str, at_least: usize) -> Vec<async_nats::jetstream::Message> {
-    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+async fn read_stream(client: async_nats::Client, stream: &str, at_least: usize) -> Vec<async_nats::jetstream::Message> {
+    let js = jetstream::new(client);
     let consumer: jetstream::consumer::PullConsumer =
         js.get_stream(stream).await.unwrap().create_consumer(pull::Config::default()).await.unwrap();
     let mut out = Vec::new();
@@ -257,7 +263,9 @@ async fn a_failing_call_is_retried_one_that_keeps_failing_is_dead_lettered_and_c
     dir.function("wrong", &recorder(&[("FAIL_TIMES", "-1"), ("FAIL_STATUS", "400")], ""), &files);
     let (hooks, addr) = Hooks::start().await;
     // Local mode starts its own nats-server.
-    let g = with_nats(&dir, &["--nats-url", "auto", "--async-max-attempts", "3", "--async-backoff", "300ms"]).await;
+    let args = ["--nats-url", "auto", "--async-max-attempts", "3", "--async-backoff", "300ms"];
+    // The test's callback receiver is on loopback, where callbacks may go only when allowed.
+    let g = with_nats(&dir, &[&args[..], &["--callback-allow", "127.0.0.1"]].concat()).await;
     let nats_pid = children(g.process.pid())
         .into_iter()
         .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() == "nats-server")
@@ -307,7 +315,7 @@ async fn a_failing_call_is_retried_one_that_keeps_failing_is_dead_lettered_and_c
     assert_eq!(series("flint_async_finished_total", "wrong", ",outcome=\"dead_lettered\""), 1.0);
     assert_eq!(sample(&metrics, "flint_async_callbacks_total{outcome=\"delivered\"}"), 3.0);
 
-    let dead = read_stream(&local_nats_url(&g), "FLINT_DEAD", 2).await;
+    let dead = read_stream(local_nats(&g, &dir).await, "FLINT_DEAD", 2).await;
     let letter = |f: &str| {
         dead.iter().find(|m| header(m, "Flint-Call-Id") == ids[f]).unwrap_or_else(|| panic!("{f} in FLINT_DEAD"))
     };

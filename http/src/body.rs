@@ -78,3 +78,49 @@ impl<W: Watch> HttpBody for Watched<W> {
         self.inner.size_hint()
     }
 }
+
+/// What [`read_at_most`] read.
+#[derive(Debug)]
+pub struct Read {
+    /// The body, or its first `limit` bytes.
+    pub bytes: Bytes,
+    /// There was more than `limit` bytes; the rest was not read.
+    pub truncated: bool,
+}
+
+/// Reads at most `limit` bytes of `body` and stops there: what someone else sends (a function's
+/// answer, a callback receiver's, a Prometheus's) never grows this process beyond `limit`.
+pub async fn read_at_most<B>(body: B, limit: usize) -> Result<Read, B::Error>
+where
+    B: HttpBody<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        if out.len() + data.len() > limit {
+            out.extend_from_slice(&data[..limit - out.len()]);
+            return Ok(Read { bytes: out.freeze(), truncated: true });
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(Read { bytes: out.freeze(), truncated: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reading_stops_at_the_limit() {
+        // A body that never ends: 4 KiB frames forever.
+        let frames = std::iter::repeat_with(|| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'x'; 4096]))));
+        let endless = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+        let read = read_at_most(endless, 10_000).await.unwrap();
+        assert_eq!((read.bytes.len(), read.truncated), (10_000, true));
+        let small = read_at_most(Full::new(Bytes::from_static(b"hello")), 5).await.unwrap();
+        assert_eq!((&small.bytes[..], small.truncated), (&b"hello"[..], false));
+        let over = read_at_most(Full::new(Bytes::from_static(b"hello!")), 5).await.unwrap();
+        assert_eq!((&over.bytes[..], over.truncated), (&b"hello"[..], true));
+    }
+}

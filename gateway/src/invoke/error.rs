@@ -8,6 +8,10 @@ use flint_http::Body;
 use super::throttle::Refused;
 use crate::reply;
 
+/// On the gateway's own refusal of a paused or throttled function: the reason (`paused`,
+/// `rate`, `queue_full`, `queue_timeout`).
+pub const THROTTLED: hyper::header::HeaderName = hyper::header::HeaderName::from_static("x-flint-throttled");
+
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     #[error("request body of {0} bytes is over the limit of {1} bytes")]
@@ -74,7 +78,17 @@ impl InvokeError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        match (self.status(), &self) {
+        let mut response = self.response();
+        if let InvokeError::Throttled(_, why) = &self {
+            // Says the gateway held the call back (the function did not fail): a queue worker
+            // waits and tries again without counting an attempt.
+            response.headers_mut().insert(THROTTLED, hyper::header::HeaderValue::from_static(why.reason()));
+        }
+        response
+    }
+
+    fn response(&self) -> Response<Body> {
+        match (self.status(), self) {
             // A paused function stays paused until someone changes it: retrying soon is no use.
             (status, InvokeError::Throttled(_, Refused::Paused)) => reply::text(status, self.to_string()),
             (status, InvokeError::Throttled(_, Refused::Rate { retry_after, .. })) => {
@@ -110,6 +124,7 @@ mod tests {
     fn a_throttled_request_says_which_limit_and_when_to_retry() {
         let paused = InvokeError::Throttled("f.default".into(), Refused::Paused).into_response();
         assert_eq!(paused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(paused.headers()[THROTTLED], "paused");
         assert!(!paused.headers().contains_key("retry-after"));
         let rate = Refused::Rate { rate: 2, retry_after: std::time::Duration::from_millis(1500) };
         let e = InvokeError::Throttled("f.default".into(), rate);

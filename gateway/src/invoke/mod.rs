@@ -32,7 +32,10 @@ use self::{
     observe::Observation,
     payload::Payload,
 };
-pub use self::{error::InvokeError, forward::call_id};
+pub use self::{
+    error::{InvokeError, THROTTLED},
+    forward::call_id,
+};
 use crate::{
     endpoint::{Endpoint, Endpoints, Failure, Pool},
     metrics::{Metrics, VersionLabels},
@@ -56,6 +59,8 @@ pub struct Settings {
     pub unreachable_hint: Option<&'static str>,
     /// How a `.NAMESPACE` in the path is read.
     pub namespaces: crate::namespace::Namespaces,
+    /// The gateway replicas sharing each function's throttle.
+    pub peers: crate::peers::Peers,
 }
 
 pub struct Invoker {
@@ -77,7 +82,8 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
 impl Invoker {
     pub fn new(provider: Arc<dyn Provider>, metrics: Arc<Metrics>, settings: Settings) -> Self {
         let pool = Pool::new(settings.connect_timeout, settings.idle_timeout, metrics.replica_connections.clone());
-        Invoker { provider, metrics, pool, cold: ColdStarts::default(), throttles: Default::default(), settings }
+        let throttles = throttle::Throttles::new(settings.peers.clone());
+        Invoker { provider, metrics, pool, cold: ColdStarts::default(), throttles, settings }
     }
 
     /// Requests waiting for a replica of this version now.

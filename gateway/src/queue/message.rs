@@ -1,7 +1,8 @@
 //! An invocation as a JetStream message: the body is the payload, the caller's HTTP headers are
 //! the message's headers as they are, and what else the call needs rides in `Flint-*` headers
-//! (a caller's own `Flint-*` headers are not carried). A trigger's message is read the same
-//! way, with the trigger's path and `POST`.
+//! (a caller's own `Flint-*` headers are not carried). A trigger's message is someone else's:
+//! its headers are carried, but it is always a `POST` to the trigger's own path, with no
+//! callback, whatever `Flint-*` headers its publisher set.
 
 use async_nats::HeaderMap as NatsHeaders;
 use hyper::{HeaderMap, Method, header::HeaderName};
@@ -17,20 +18,6 @@ pub const LAST_STATUS: &str = "Flint-Last-Status";
 pub const LAST_ERROR: &str = "Flint-Last-Error";
 /// Dead letters: the subject the message came from.
 pub const SUBJECT: &str = "Flint-Subject";
-
-pub fn calls_subject(namespace: &str, name: &str) -> String {
-    format!("flint.async.{namespace}.{name}")
-}
-
-pub fn dead_subject(namespace: &str, name: &str) -> String {
-    format!("flint.dead.{namespace}.{name}")
-}
-
-/// `(namespace, name)` of a calls subject.
-pub fn function_of(subject: &str) -> Option<(&str, &str)> {
-    let rest = subject.strip_prefix("flint.async.")?;
-    rest.split_once('.').filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('.'))
-}
 
 /// What one attempt sends to the function.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,19 +70,32 @@ pub fn encode(call: &Call) -> NatsHeaders {
     out
 }
 
-/// The call a message holds; `path` and `POST` where the message does not say (a trigger's).
-pub fn decode(headers: Option<&NatsHeaders>, path: &str) -> Call {
+/// Whose message it is: the gateway's own stored call, or a trigger publisher's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// Stored by `/async-function/`: its `Flint-*` headers say what the call is.
+    Stored,
+    /// Published on a trigger's subject: a `POST` to this path, nothing else.
+    Trigger(&'a str),
+}
+
+/// The call a message holds.
+pub fn decode(headers: Option<&NatsHeaders>, origin: Origin) -> Call {
+    let path = match origin {
+        Origin::Stored => "/",
+        Origin::Trigger(path) => path,
+    };
     let mut call =
         Call { method: Method::POST, path: path.to_string(), headers: HeaderMap::new(), call_id: None, callback: None };
     let Some(headers) = headers else { return call };
     for (name, values) in headers.iter() {
         let name: &str = name.as_ref();
         let last = values.last().map(|v| v.as_str().to_string()).unwrap_or_default();
-        match name {
-            METHOD => call.method = last.parse().unwrap_or(Method::POST),
-            PATH => call.path = last,
-            CALL_ID => call.call_id = Some(last),
-            CALLBACK => call.callback = Some(last),
+        match (name, origin) {
+            (METHOD, Origin::Stored) => call.method = last.parse().unwrap_or(Method::POST),
+            (PATH, Origin::Stored) => call.path = last,
+            (CALL_ID, Origin::Stored) => call.call_id = Some(last),
+            (CALLBACK, Origin::Stored) => call.callback = Some(last),
             _ if carried(name) => {
                 let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else { continue };
                 for value in values {
@@ -129,7 +129,7 @@ mod tests {
             call_id: Some("c-1".into()),
             callback: Some("http://127.0.0.1:9/done".into()),
         };
-        let back = decode(Some(&encode(&call)), "/");
+        let back = decode(Some(&encode(&call)), Origin::Stored);
         assert_eq!(back.method, Method::PUT, "the caller's own Flint-Method header must not win");
         assert_eq!(back.path, "/items/7?force=1");
         assert_eq!(back.call_id.as_deref(), Some("c-1"));
@@ -142,22 +142,20 @@ mod tests {
     }
 
     #[test]
-    fn a_trigger_message_is_a_post_to_the_trigger_path_with_its_headers() {
+    fn a_trigger_message_is_a_post_to_the_trigger_path_whatever_its_publisher_says() {
         let mut headers = NatsHeaders::new();
         headers.insert("Order-Id", "42");
         headers.insert("Nats-Msg-Id", "m-1");
-        let call = decode(Some(&headers), "/orders");
+        headers.insert(METHOD, "DELETE");
+        headers.insert(PATH, "-prod/admin");
+        headers.insert(CALLBACK, "http://169.254.169.254/");
+        headers.insert(CALL_ID, "forged");
+        let call = decode(Some(&headers), Origin::Trigger("/orders"));
         assert_eq!((call.method, call.path.as_str()), (Method::POST, "/orders"));
+        assert_eq!((call.callback, call.call_id), (None, None));
         assert_eq!(call.headers.get("order-id").unwrap(), "42");
         assert!(call.headers.get("nats-msg-id").is_none());
-        assert_eq!(decode(None, "/").path, "/");
-    }
-
-    #[test]
-    fn only_calls_subjects_name_a_function() {
-        assert_eq!(function_of("flint.async.default.shout"), Some(("default", "shout")));
-        assert_eq!(function_of("flint.async.default"), None);
-        assert_eq!(function_of("flint.dead.default.shout"), None);
-        assert_eq!(function_of("flint.async.a.b.c"), None);
+        assert!(call.headers.keys().all(|k| !k.as_str().starts_with("flint-")), "{:?}", call.headers);
+        assert_eq!(decode(None, Origin::Trigger("/")).path, "/");
     }
 }

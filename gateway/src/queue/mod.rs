@@ -8,12 +8,19 @@
 //!   through the gateway, retries with back-off, dead-letters, calls back;
 //! - `triggers`: keeps the trigger stream's subjects and lanes in step with the Functions.
 //!
-//! Streams: `FLINT_CALLS` (`flint.async.NAMESPACE.NAME`, work queue: each call is taken once),
-//! `FLINT_DEAD` (`flint.dead.NAMESPACE.NAME`, kept 7 days), `FLINT_TRIGGERS` (the triggers'
-//! subjects, kept until every function bound to them has taken the message).
+//! - `names`: one installation's streams and subjects (`--nats-prefix`);
+//! - `callback`: where a caller's `X-Callback-Url` may point, and the sending of results.
+//!
+//! Streams (without a prefix): `FLINT_CALLS` (`flint.async.NAMESPACE.NAME`, work queue: each
+//! call is taken once), `FLINT_DEAD` (`flint.dead.NAMESPACE.NAME`, kept 7 days),
+//! `FLINT_TRIGGERS` (the triggers' subjects, kept until every function bound to them has taken
+//! the message). NATS credentials are used to connect and never shown: every URL in a log line
+//! or an answer is written without them.
 
 pub mod accept;
+pub mod callback;
 pub mod message;
+pub mod names;
 pub mod server;
 pub mod triggers;
 pub mod worker;
@@ -23,9 +30,8 @@ use std::{sync::Arc, time::Duration};
 use async_nats::jetstream::{self, stream};
 use tokio::sync::watch;
 
-pub const CALLS: &str = "FLINT_CALLS";
-pub const DEAD: &str = "FLINT_DEAD";
-pub const TRIGGERS: &str = "FLINT_TRIGGERS";
+pub use self::names::Names;
+
 const DEAD_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
@@ -36,37 +42,77 @@ pub enum QueueError {
     Stream { url: String, stream: String, why: String },
 }
 
+/// Where this installation's NATS is and how to log in to it.
+#[derive(Clone)]
+pub struct Nats {
+    /// As given, credentials included: used to connect, never shown.
+    url: String,
+    /// User and password given apart from the URL (`--nats-user`, `--nats-password`).
+    pub login: Option<(String, String)>,
+    pub names: Names,
+    /// Calls the calls stream holds at most (a call beyond is refused, not stored).
+    pub max_queued: i64,
+}
+
+impl Nats {
+    pub fn new(url: &str, login: Option<(String, String)>, names: Names, max_queued: i64) -> Nats {
+        Nats { url: url.to_string(), login, names, max_queued }
+    }
+
+    /// The URL as it may be shown: without the user and password it may hold.
+    pub fn shown(&self) -> String {
+        without_credentials(&self.url)
+    }
+}
+
+/// `url` without its `user:password@` part (every URL in a comma-separated list).
+pub fn without_credentials(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}{}", &one[..scheme + 3], &one[at + 1..]),
+            (None, Some(at)) => one[at + 1..].to_string(),
+            _ => one.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A connection to NATS with the streams Flint uses.
 pub struct Queue {
+    /// Where, as it may be shown (no credentials).
     pub url: String,
+    pub names: Names,
     pub client: async_nats::Client,
     pub js: jetstream::Context,
 }
 
 impl Queue {
-    /// Connects and makes sure the calls and dead-letter streams exist as configured;
-    /// `max_queued`: calls the stream holds at most (a call beyond is refused, not stored).
-    pub async fn connect(url: &str, max_queued: i64) -> Result<Queue, QueueError> {
-        let client = async_nats::ConnectOptions::new()
-            .name("flint")
-            .connection_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
-            .map_err(|e| QueueError::Connect { url: url.to_string(), why: flint_http::error_chain(&e) })?;
+    /// Connects and makes sure the calls and dead-letter streams exist as configured.
+    pub async fn connect(nats: &Nats) -> Result<Queue, QueueError> {
+        let url = nats.shown();
+        let mut options = async_nats::ConnectOptions::new().name("flint").connection_timeout(Duration::from_secs(5));
+        if let Some((user, password)) = &nats.login {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        let client = options.connect(nats.url.as_str()).await.map_err(|e| QueueError::Connect {
+            url: url.clone(),
+            // The client's errors may quote the address it was given.
+            why: flint_http::error_chain(&e).replace(&nats.url, &url),
+        })?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
-        let queue = Queue { url: url.to_string(), client, js };
+        let queue = Queue { url, names: nats.names.clone(), client, js };
         let calls = stream::Config {
-            name: CALLS.into(),
-            subjects: vec!["flint.async.>".into()],
+            name: queue.names.calls_stream(),
+            subjects: vec![queue.names.calls_subjects()],
             retention: stream::RetentionPolicy::WorkQueue,
-            max_messages: max_queued,
+            max_messages: nats.max_queued,
             discard: stream::DiscardPolicy::New,
             ..Default::default()
         };
         let dead = stream::Config {
-            name: DEAD.into(),
-            subjects: vec!["flint.dead.>".into()],
+            name: queue.names.dead_stream(),
+            subjects: vec![queue.names.dead_subjects()],
             retention: stream::RetentionPolicy::Limits,
             max_age: DEAD_KEPT,
             ..Default::default()
@@ -96,16 +142,12 @@ impl Queue {
 
 /// Connects, retrying until it works or `stop` (NATS may start after the gateway, as its pod
 /// or process comes up beside it).
-pub async fn connect_patiently(
-    url: &str,
-    max_queued: i64,
-    stop: &tokio_util::sync::CancellationToken,
-) -> Option<Queue> {
+pub async fn connect_patiently(nats: &Nats, stop: &tokio_util::sync::CancellationToken) -> Option<Queue> {
     let mut delay = Duration::from_millis(100);
     loop {
-        match Queue::connect(url, max_queued).await {
+        match Queue::connect(nats).await {
             Ok(q) => {
-                tracing::info!(%url, "NATS JetStream ready: asynchronous invocations and queue triggers on");
+                tracing::info!(url = %q.url, "NATS JetStream ready: asynchronous invocations and queue triggers on");
                 return Some(q);
             }
             Err(e) => tracing::warn!("{e}; trying again in {delay:?}"),
@@ -135,8 +177,9 @@ impl Link {
         Link(Arc::new(watch::Sender::new(State::Off(why.into()))))
     }
 
+    /// `url` as it may be shown.
     pub fn connecting(url: &str) -> Link {
-        Link(Arc::new(watch::Sender::new(State::Connecting(url.to_string()))))
+        Link(Arc::new(watch::Sender::new(State::Connecting(without_credentials(url)))))
     }
 
     pub fn set(&self, queue: Queue) {
@@ -162,5 +205,20 @@ impl Link {
             State::Ready(q) => Some(q),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_are_never_shown() {
+        let shown = super::without_credentials;
+        assert_eq!(shown("nats://flint:s3cret@nats:4222"), "nats://nats:4222");
+        assert_eq!(shown("nats://tok@nats:4222,nats://u:p@b:4222"), "nats://nats:4222,nats://b:4222");
+        assert_eq!(shown("nats://nats:4222"), "nats://nats:4222");
+        assert_eq!(shown("u:p@nats:4222"), "nats:4222");
+        let link = super::Link::connecting("nats://flint:s3cret@nats:4222");
+        let Err(why) = link.ready() else { panic!("not connected yet") };
+        assert!(why.contains("nats://nats:4222") && !why.contains("s3cret"), "{why}");
     }
 }

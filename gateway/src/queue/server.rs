@@ -13,6 +13,9 @@ use tokio::{
 pub struct NatsServer {
     child: Child,
     pub url: String,
+    /// The user and password it asks of clients: made up at each start, known to this gateway
+    /// only (not on a command line other users of the machine can read).
+    pub login: (String, String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +35,15 @@ impl NatsServer {
     pub async fn start(program: &str, store: &Path) -> Result<NatsServer, ServerError> {
         let spawn_error = |why: String| ServerError::Spawn { program: program.to_string(), why };
         std::fs::create_dir_all(store).map_err(|e| spawn_error(format!("{}: {e}", store.display())))?;
+        let login = ("flint".to_string(), secret().map_err(|e| spawn_error(format!("/dev/urandom: {e}")))?);
+        let config = store.join("flint-login.conf");
+        write_private(&config, &format!("authorization {{\n  user: {}\n  password: {}\n}}\n", login.0, login.1))
+            .map_err(|e| spawn_error(format!("{}: {e}", config.display())))?;
         let mut command = Command::new(program);
         // -p -1: a free port of its choosing, read back from its log (no race for a port).
         command
+            .arg("-c")
+            .arg(&config)
             .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
             .arg(store)
             .stdin(Stdio::null())
@@ -78,7 +87,7 @@ impl NatsServer {
             }
         });
         tracing::info!(%url, store = %store.display(), "started nats-server with JetStream");
-        Ok(NatsServer { child, url })
+        Ok(NatsServer { child, url, login })
     }
 
     /// Asks it to stop (it flushes its store), and kills it after `grace`.
@@ -90,4 +99,20 @@ impl NatsServer {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// Writes `text` to a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// 128 random bits from the kernel, in hex.
+fn secret() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -1,5 +1,5 @@
-//! Queue triggers (`spec.triggers[].nats`): the `FLINT_TRIGGERS` stream captures every subject
-//! a function listens on, and each trigger has a lane (a durable consumer filtered to its
+//! Queue triggers (`spec.triggers[].nats`): the installation's trigger stream (`FLINT_TRIGGERS`)
+//! captures every subject its functions listen on, and each trigger has a lane (a durable consumer filtered to its
 //! subject). Every gateway replica runs the same lanes on the same durable consumers, so each
 //! message is taken by one replica; two functions bound to one subject each get every message.
 //! The stream keeps a message until every trigger bound to its subject is done with it.
@@ -15,10 +15,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    TRIGGERS,
-    worker::{Lane, Source, Worker},
-};
+use super::worker::{Lane, Source, Worker};
 use crate::provider::Provider;
 
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -100,7 +97,7 @@ impl Triggers {
             for (i, trigger) in function.spec.triggers.iter().enumerate() {
                 let Some(t) = &trigger.nats else { continue };
                 out.push(Lane {
-                    stream: TRIGGERS,
+                    stream: self.worker.queue.names.triggers_stream(),
                     // What the trigger is goes in the name: a changed subject or path is a new
                     // consumer, starting at the messages published after it.
                     consumer: format!(
@@ -120,19 +117,33 @@ impl Triggers {
 
     async fn capture(&self, subjects: &BTreeSet<String>) -> Result<(), String> {
         let config = stream::Config {
-            name: TRIGGERS.into(),
+            name: self.worker.queue.names.triggers_stream(),
             subjects: subjects.iter().cloned().collect(),
             retention: stream::RetentionPolicy::Interest,
             max_age: KEPT,
             ..Default::default()
         };
-        self.worker.queue.ensure(config).await.map_err(|e| e.to_string())
+        self.worker.queue.ensure(config).await.map_err(|e| {
+            let e = e.to_string();
+            if e.contains("overlap") {
+                // JetStream lets one stream (per account) capture a subject.
+                format!(
+                    "{e}: another stream on this NATS captures one of these subjects (another installation of \
+                     Flint, with its own --nats-prefix?); bind each subject in one installation, or give each \
+                     installation a NATS account of its own"
+                )
+            } else {
+                e
+            }
+        })
     }
 
     /// Deletes trigger consumers no Function has asked for during `ORPHAN_GRACE` (a trigger
     /// removed while no gateway ran would otherwise hold its messages for a week).
     async fn sweep(&self, wanted: &[&str], unasked: &mut HashMap<String, Instant>) {
-        let Ok(stream) = self.worker.queue.js.get_stream(TRIGGERS).await else { return };
+        let Ok(stream) = self.worker.queue.js.get_stream(self.worker.queue.names.triggers_stream()).await else {
+            return;
+        };
         let mut names = stream.consumer_names();
         let mut seen = Vec::new();
         while let Some(Ok(name)) = names.next().await {

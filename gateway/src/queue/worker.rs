@@ -7,9 +7,16 @@
 //! `parallel` messages per lane in memory however long the queue is (back-pressure stays in
 //! the stream). A message is acknowledged only when it is done: answered 2xx, or written to the
 //! dead-letter stream. 429, 502, 503, 504 and no answer are tried again after an exponential
-//! back-off until `max_attempts`; any other status is final. A worker that dies mid-call leaves
-//! its messages unacknowledged, and they are delivered again after `ack_wait`: every call runs
-//! at least once.
+//! back-off (or the answer's `Retry-After`, if longer) until `max_attempts`; any other status
+//! is final. A worker that dies mid-call leaves its messages unacknowledged, and they are
+//! delivered again after `ack_wait`: every call runs at least once.
+//!
+//! A function the gateway itself holds back (paused, or over its throttle) has not failed: its
+//! message is kept taken and tried again after `Retry-After` (paused: every few seconds),
+//! without counting an attempt, so a paused function's calls wait in the stream (the lane
+//! pulls no more than it holds) and run when it is unpaused. The result goes to the callback
+//! after the lane's slot is given back (`callback`). A calls lane with nothing waiting for a
+//! while is stopped and its consumer deleted, so a deleted function leaves nothing behind.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -19,7 +26,7 @@ use async_nats::jetstream::{
 };
 use bytes::Bytes;
 use futures::StreamExt;
-use hyper::{HeaderMap, Method, StatusCode, header::HeaderValue};
+use hyper::{HeaderMap, StatusCode, header::HeaderValue};
 use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore},
     time::Instant,
@@ -27,12 +34,13 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CALLS, Queue,
-    message::{self, Call},
+    Queue,
+    callback::{Callbacks, Delivery},
+    message::{self, Origin},
 };
 use crate::{
     client::{Answer, CallError, SelfClient},
-    metrics::{CallbackLabels, FunctionLabels, Metrics, OutcomeLabels, QueueLabels},
+    metrics::{FunctionLabels, Metrics, OutcomeLabels, QueueLabels},
 };
 
 #[derive(Clone, Debug)]
@@ -48,6 +56,9 @@ pub struct Settings {
     pub ack_wait: Duration,
     /// Longest one attempt may take (the function's own timeout answers 504 first).
     pub call_timeout: Duration,
+    /// Most of a function's answer read (for its callback); `None`: what NATS takes in one
+    /// message, the most an asynchronous call's request may hold.
+    pub answer_limit: Option<usize>,
 }
 
 /// Where a lane's messages come from.
@@ -69,23 +80,22 @@ impl Source {
 /// A durable consumer and the function its messages invoke.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lane {
-    pub stream: &'static str,
+    pub stream: String,
     pub consumer: String,
     pub subject: String,
     pub namespace: String,
     pub name: String,
-    /// The path a message that names none is sent to.
+    /// The path a trigger's messages are sent to.
     pub path: String,
     pub source: Source,
 }
 
 impl Lane {
-    pub fn calls(namespace: &str, name: &str) -> Lane {
+    pub fn calls(queue: &Queue, namespace: &str, name: &str) -> Lane {
         Lane {
-            stream: CALLS,
-            // `_` is in no namespace or function name: the name cannot be another lane's.
-            consumer: format!("calls_{namespace}_{name}"),
-            subject: message::calls_subject(namespace, name),
+            stream: queue.names.calls_stream(),
+            consumer: calls_consumer(namespace, name),
+            subject: queue.names.calls_subject(namespace, name),
             namespace: namespace.to_string(),
             name: name.to_string(),
             path: "/".into(),
@@ -96,6 +106,18 @@ impl Lane {
     fn function(&self) -> String {
         format!("{}.{}", self.name, self.namespace)
     }
+
+    fn origin(&self) -> Origin<'_> {
+        match self.source {
+            Source::Async => Origin::Stored,
+            Source::Nats => Origin::Trigger(&self.path),
+        }
+    }
+}
+
+/// `_` is in no namespace or function name: the name cannot be another lane's.
+fn calls_consumer(namespace: &str, name: &str) -> String {
+    format!("calls_{namespace}_{name}")
 }
 
 pub struct Worker {
@@ -103,36 +125,56 @@ pub struct Worker {
     pub client: SelfClient,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    pub callbacks: Arc<Callbacks>,
 }
 
 /// How often a worker looks for functions with calls waiting.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
-const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A calls lane with nothing waiting this long is stopped and its consumer deleted.
+const LANE_IDLE: Duration = Duration::from_secs(15);
+/// How often the calls of a paused function are tried again.
+const PAUSED_RETRY: Duration = Duration::from_secs(2);
+/// The longest a throttled call waits before it is tried again, whatever `Retry-After` says.
+const THROTTLED_RETRY_MAX: Duration = Duration::from_secs(30);
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    /// Since when nothing has waited for it.
+    empty_since: Option<Instant>,
+}
 
 impl Worker {
     /// Takes asynchronous calls until `stop`: a lane for each function with calls in the stream,
     /// looked for every second and whenever `stored` says a call was stored here.
     pub async fn run_calls(self: Arc<Self>, stored: Arc<Notify>, stop: CancellationToken) {
-        let mut lanes: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        let mut shown: Vec<String> = Vec::new();
+        let mut lanes: HashMap<String, Running> = HashMap::new();
         loop {
             match self.waiting().await {
                 Ok(counts) => {
-                    for function in counts.keys() {
-                        if lanes.contains_key(function) {
+                    for (function, count) in &counts {
+                        self.pending(function).set(*count as i64);
+                        if let Some(lane) = lanes.get_mut(function) {
+                            lane.empty_since = None;
                             continue;
                         }
                         let Some((namespace, name)) = function.split_once('/') else { continue };
-                        let lane = Lane::calls(namespace, name);
-                        lanes.insert(function.clone(), tokio::spawn(self.clone().run_lane(lane, stop.clone())));
+                        let lane = Lane::calls(&self.queue, namespace, name);
+                        let token = stop.child_token();
+                        let task = tokio::spawn(self.clone().run_lane(lane, token.clone()));
+                        lanes.insert(function.clone(), Running { stop: token, task, empty_since: None });
                     }
-                    for gone in shown.iter().filter(|f| !counts.contains_key(*f)) {
-                        self.pending(gone).set(0);
+                    let now = Instant::now();
+                    let mut idle = Vec::new();
+                    for (function, lane) in lanes.iter_mut().filter(|(f, _)| !counts.contains_key(*f)) {
+                        if now.duration_since(*lane.empty_since.get_or_insert(now)) >= LANE_IDLE {
+                            idle.push(function.clone());
+                        }
                     }
-                    for (function, count) in &counts {
-                        self.pending(function).set(*count as i64);
+                    for function in idle {
+                        let lane = lanes.remove(&function).expect("listed");
+                        self.retire(&function, lane).await;
                     }
-                    shown = counts.into_keys().collect();
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read the calls stream; looking again"),
             }
@@ -143,18 +185,35 @@ impl Worker {
             }
         }
         for (_, lane) in lanes {
-            let _ = lane.await;
+            let _ = lane.task.await;
         }
+    }
+
+    /// Stops a calls lane nothing waits for and deletes its consumer (with nothing in the
+    /// stream for it, no worker holds one of its messages): a function called once, or deleted,
+    /// leaves no consumer and no task behind. The next call makes them again.
+    async fn retire(&self, function: &str, lane: Running) {
+        lane.stop.cancel();
+        let _ = lane.task.await;
+        let (namespace, name) = function.split_once('/').unwrap_or(("", function));
+        if let Ok(stream) = self.queue.js.get_stream(self.queue.names.calls_stream()).await {
+            let _ = stream.delete_consumer(&calls_consumer(namespace, name)).await;
+        }
+        let labels = FunctionLabels { function_name: format!("{name}.{namespace}") };
+        self.metrics.queue.pending.remove(&labels);
+        tracing::debug!(function = %labels.function_name, "asynchronous calls lane retired: nothing waiting");
     }
 
     /// Calls waiting, by `namespace/name`.
     async fn waiting(&self) -> Result<HashMap<String, usize>, String> {
-        let stream = self.queue.js.get_stream(CALLS).await.map_err(|e| flint_http::error_chain(&e))?;
-        let mut subjects = stream.info_with_subjects("flint.async.>").await.map_err(|e| flint_http::error_chain(&e))?;
+        let names = &self.queue.names;
+        let stream = self.queue.js.get_stream(names.calls_stream()).await.map_err(|e| flint_http::error_chain(&e))?;
+        let mut subjects =
+            stream.info_with_subjects(names.calls_subjects()).await.map_err(|e| flint_http::error_chain(&e))?;
         let mut out = HashMap::new();
         while let Some(entry) = subjects.next().await {
             let (subject, count) = entry.map_err(|e| flint_http::error_chain(&e))?;
-            if let Some((namespace, name)) = message::function_of(&subject) {
+            if let Some((namespace, name)) = names.function_of(&subject) {
                 out.insert(format!("{namespace}/{name}"), count);
             }
         }
@@ -183,7 +242,7 @@ impl Worker {
 
     async fn take(self: Arc<Self>, lane: &Lane, stop: &CancellationToken) -> Result<(), String> {
         let err = |e: &(dyn std::error::Error + 'static)| flint_http::error_chain(e);
-        let stream = self.queue.js.get_stream(lane.stream).await.map_err(|e| err(&e))?;
+        let stream = self.queue.js.get_stream(&lane.stream).await.map_err(|e| err(&e))?;
         let consumer: jetstream::consumer::PullConsumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(lane.consumer.clone()),
@@ -222,10 +281,10 @@ impl Worker {
     }
 
     /// One attempt at one message, and what follows from its outcome.
-    async fn deliver(self: Arc<Self>, msg: jetstream::Message, lane: Lane, _permit: OwnedSemaphorePermit) {
+    async fn deliver(self: Arc<Self>, msg: jetstream::Message, lane: Lane, permit: OwnedSemaphorePermit) {
         let (attempt, published_ns) =
             msg.info().map(|i| (i.delivered.max(1) as u32, i.published.unix_timestamp_nanos())).unwrap_or((1, 0));
-        let call = message::decode(msg.headers.as_ref(), &lane.path);
+        let call = message::decode(msg.headers.as_ref(), lane.origin());
         let function = lane.function();
         let labels = QueueLabels { function_name: function.clone(), source: lane.source.as_str() };
         if attempt == 1 {
@@ -248,15 +307,30 @@ impl Worker {
         if let Some(id) = call.call_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
             headers.insert("x-call-id", id);
         }
-        let invoked = self.client.invoke(
-            &lane.namespace,
-            &lane.name,
-            call.method.clone(),
-            &call.path,
-            headers,
-            msg.payload.clone(),
-            self.settings.call_timeout,
-        );
+        let limit = self.settings.answer_limit.unwrap_or_else(|| self.queue.max_payload());
+        let invoked = async {
+            let mut held = false;
+            loop {
+                let result = self
+                    .client
+                    .invoke(
+                        &lane.namespace,
+                        &lane.name,
+                        call.method.clone(),
+                        &call.path,
+                        headers.clone(),
+                        msg.payload.clone(),
+                        (self.settings.call_timeout, limit),
+                    )
+                    .await;
+                let Some(wait) = held_back(&result) else { return result };
+                if !held {
+                    held = true;
+                    tracing::info!(%function, source = lane.source.as_str(), call_id = ?call.call_id, ?wait, "function paused or throttled: its call waits, no attempt counted");
+                }
+                tokio::time::sleep(wait).await;
+            }
+        };
         let result = self.keep_taken(&msg, invoked).await;
         in_progress.dec();
         let took = started.elapsed();
@@ -275,7 +349,7 @@ impl Worker {
                 tracing::info!(%function, source = lane.source.as_str(), call_id = ?call.call_id, attempt, status, "queued call done");
             }
             Verdict::Again => {
-                let delay = backoff(&self.settings, attempt);
+                let delay = backoff(&self.settings, attempt).max(retry_after(&result).min(self.settings.backoff_max));
                 let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
                 self.metrics.queue.retried.get_or_create(&labels).inc();
                 tracing::info!(%function, source = lane.source.as_str(), call_id = ?call.call_id, attempt, status, error = %why, ?delay, "queued call failed; trying again");
@@ -293,8 +367,10 @@ impl Worker {
                 tracing::warn!(%function, source = lane.source.as_str(), call_id = ?call.call_id, attempt, status, error = %why, "queued call dead-lettered");
             }
         }
-        if let Some(url) = &call.callback {
-            self.call_back(url, &call, &function, result, took).await;
+        // The lane's slot is the function's, not the callback receiver's.
+        drop(permit);
+        if let Some(url) = call.callback {
+            self.callbacks.post(delivery(url, call.call_id.as_deref(), function, result, took, limit));
         }
     }
 
@@ -329,7 +405,7 @@ impl Worker {
         headers.insert(message::LAST_STATUS, status.to_string());
         headers.insert(message::LAST_ERROR, why);
         headers.insert(message::SUBJECT, msg.subject.as_str());
-        let subject = message::dead_subject(&lane.namespace, &lane.name);
+        let subject = self.queue.names.dead_subject(&lane.namespace, &lane.name);
         let ack = self
             .queue
             .js
@@ -338,48 +414,65 @@ impl Worker {
             .map_err(|e| flint_http::error_chain(&e))?;
         ack.await.map(|_| ()).map_err(|e| flint_http::error_chain(&e))
     }
+}
 
-    /// POSTs the final result to the caller's `X-Callback-Url`, once.
-    async fn call_back(
-        &self,
-        url: &str,
-        call: &Call,
-        function: &str,
-        result: Result<Answer, CallError>,
-        took: Duration,
-    ) {
-        let mut headers = HeaderMap::new();
-        let (status, body) = match result {
-            Ok(a) => {
-                if let Some(ct) = a.headers.get(hyper::header::CONTENT_TYPE) {
-                    headers.insert(hyper::header::CONTENT_TYPE, ct.clone());
-                }
-                (a.status.as_u16(), a.body)
+/// The final result as the callback receiver gets it: the function's body and `Content-Type`,
+/// `X-Call-Id`, `X-Function-Name`, `X-Function-Status` (504 when there was no answer) and
+/// `X-Duration-Seconds`; `X-Flint-Error` says why a body is missing.
+fn delivery(
+    url: String,
+    call_id: Option<&str>,
+    function: String,
+    result: Result<Answer, CallError>,
+    took: Duration,
+    limit: usize,
+) -> Delivery {
+    let mut headers = HeaderMap::new();
+    let (status, body) = match result {
+        Ok(a) => {
+            if let Some(ct) = a.headers.get(hyper::header::CONTENT_TYPE) {
+                headers.insert(hyper::header::CONTENT_TYPE, ct.clone());
             }
-            Err(e) => (StatusCode::GATEWAY_TIMEOUT.as_u16(), Bytes::from(e.to_string())),
-        };
-        if let Some(id) = call.call_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
-            headers.insert("x-call-id", id);
+            if a.over_limit {
+                let why = format!("the function's answer was over {limit} bytes, the most a callback carries");
+                headers.insert("x-flint-error", HeaderValue::from_str(&why).expect("text"));
+                headers.remove(hyper::header::CONTENT_TYPE);
+            }
+            (a.status.as_u16(), a.body)
         }
-        headers.insert("x-function-name", HeaderValue::from_str(function).expect("names are header-safe"));
-        headers.insert("x-function-status", HeaderValue::from(status));
-        headers.insert(
-            "x-duration-seconds",
-            HeaderValue::from_str(&format!("{:.6}", took.as_secs_f64())).expect("a number"),
-        );
-        let outcome = match self.client.send(Method::POST, url, headers, body, CALLBACK_TIMEOUT).await {
-            Ok(a) if a.status.is_success() => "delivered",
-            Ok(a) => {
-                tracing::warn!(%function, %url, status = a.status.as_u16(), "the callback URL refused the result");
-                "failed"
-            }
-            Err(e) => {
-                tracing::warn!(%function, %url, error = %e, "cannot deliver the result to the callback URL");
-                "failed"
-            }
-        };
-        self.metrics.queue.callbacks.get_or_create(&CallbackLabels { outcome }).inc();
+        Err(e) => (StatusCode::GATEWAY_TIMEOUT.as_u16(), Bytes::from(e.to_string())),
+    };
+    if let Some(id) = call_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        headers.insert("x-call-id", id);
     }
+    headers.insert("x-function-name", HeaderValue::from_str(&function).expect("names are header-safe"));
+    headers.insert("x-function-status", HeaderValue::from(status));
+    headers
+        .insert("x-duration-seconds", HeaderValue::from_str(&format!("{:.6}", took.as_secs_f64())).expect("a number"));
+    Delivery { url, headers, body, function }
+}
+
+/// How long to wait before trying a call again that the gateway held back (paused, or over
+/// the function's throttle: its answer says so in `X-Flint-Throttled`); `None` for any other
+/// outcome.
+fn held_back(result: &Result<Answer, CallError>) -> Option<Duration> {
+    let answer = result.as_ref().ok()?;
+    let reason = answer.headers.get(crate::invoke::THROTTLED)?;
+    let wait = if reason == "paused" { PAUSED_RETRY } else { retry_after(result).max(Duration::from_millis(100)) };
+    // Calls held back together do not all come back together.
+    Some(wait.min(THROTTLED_RETRY_MAX).mul_f64(1.0 + fastrand::f64() * 0.2))
+}
+
+/// The answer's `Retry-After` in seconds; zero when it has none.
+fn retry_after(result: &Result<Answer, CallError>) -> Duration {
+    let seconds = result
+        .as_ref()
+        .ok()
+        .and_then(|a| a.headers.get(hyper::header::RETRY_AFTER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_secs(seconds.min(3600))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -412,7 +505,12 @@ mod tests {
     use super::*;
 
     fn answer(code: u16) -> Result<Answer, CallError> {
-        Ok(Answer { status: StatusCode::from_u16(code).unwrap(), headers: HeaderMap::new(), body: Bytes::new() })
+        Ok(Answer {
+            status: StatusCode::from_u16(code).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            over_limit: false,
+        })
     }
 
     #[test]
@@ -439,10 +537,49 @@ mod tests {
             backoff_max: Duration::from_secs(10),
             ack_wait: Duration::from_secs(30),
             call_timeout: Duration::from_secs(60),
+            answer_limit: None,
         };
         for (attempt, full) in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (40, 10.0)] {
             let d = backoff(&s, attempt).as_secs_f64();
             assert!(d <= full && d >= full * 0.8, "attempt {attempt}: {d}s, expected {full}s less up to 20%");
         }
+    }
+
+    fn with(code: u16, headers: &[(&str, &str)]) -> Result<Answer, CallError> {
+        let mut a = answer(code).unwrap();
+        for (k, v) in headers {
+            a.headers.insert(hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        Ok(a)
+    }
+
+    #[test]
+    fn only_the_gateways_own_refusals_hold_a_call_back_and_retry_after_is_honoured() {
+        let paused = held_back(&with(503, &[("x-flint-throttled", "paused")])).unwrap();
+        assert!(paused >= PAUSED_RETRY && paused <= PAUSED_RETRY.mul_f64(1.2), "{paused:?}");
+        let rate = held_back(&with(429, &[("x-flint-throttled", "rate"), ("retry-after", "3")])).unwrap();
+        assert!(rate >= Duration::from_secs(3) && rate <= Duration::from_millis(3600), "{rate:?}");
+        let long = held_back(&with(429, &[("x-flint-throttled", "rate"), ("retry-after", "86400")])).unwrap();
+        assert!(long <= THROTTLED_RETRY_MAX.mul_f64(1.2), "{long:?}");
+        // The function's own 429 is an attempt like any other, with its Retry-After.
+        let own = with(429, &[("retry-after", "7")]);
+        assert_eq!(held_back(&own), None);
+        assert_eq!(retry_after(&own), Duration::from_secs(7));
+        assert_eq!(retry_after(&answer(503)), Duration::ZERO);
+        assert_eq!(held_back(&Err(CallError::Timeout(Duration::from_secs(1)))), None);
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_reaches_the_callback_without_its_body_and_says_why() {
+        let mut a = with(200, &[("content-type", "application/json")]).unwrap();
+        a.over_limit = true;
+        let d = delivery("http://h/x".into(), Some("c-1"), "f.default".into(), Ok(a), Duration::from_millis(5), 1024);
+        assert!(d.body.is_empty());
+        assert!(d.headers["x-flint-error"].to_str().unwrap().contains("over 1024 bytes"));
+        assert!(d.headers.get("content-type").is_none());
+        assert_eq!(
+            (&d.headers["x-function-status"], &d.headers["x-call-id"]),
+            (&"200".parse::<HeaderValue>().unwrap(), &"c-1".parse::<HeaderValue>().unwrap())
+        );
     }
 }
