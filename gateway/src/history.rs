@@ -86,6 +86,11 @@ impl History {
         before - all.len()
     }
 
+    /// The functions with a history.
+    pub fn functions(&self) -> Vec<String> {
+        self.0.read().unwrap().keys().cloned().collect()
+    }
+
     /// Functions with a history.
     pub fn len(&self) -> usize {
         self.0.read().unwrap().len()
@@ -241,6 +246,17 @@ pub struct Series {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_history_of_functions_no_longer_deployed_is_forgotten() {
+        let h = History::default();
+        for f in ["a.default", "b.default", "c.other"] {
+            h.of(f).answered(200, Duration::from_millis(3), false);
+        }
+        assert_eq!(h.retain(|f| f != "b.default"), 1);
+        assert_eq!(h.len(), 2);
+        assert!(h.get("b.default").is_none() && h.get("a.default").is_some());
+    }
 
     #[test]
     fn answers_count_by_class_and_give_percentiles() {

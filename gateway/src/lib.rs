@@ -17,6 +17,7 @@
 //! - `cron`: fires the Functions' cron triggers through the gateway itself (`client`);
 //! - `queue`: asynchronous invocations (`/async-function/*`) and queue triggers on NATS
 //!   JetStream, taken by a worker in the gateway or in a process of its own (`--mode queue-worker`);
+//! - `memory`: the allocator (jemalloc, which gives freed memory back by itself);
 //! - `metrics`: OpenFaaS's metric names plus Flint's per-version ones; `history`: each function's
 //!   last ten minutes, second by second, for the `portal` (`/ui/`, over the REST API's `ui/*` JSON).
 

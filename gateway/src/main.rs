@@ -228,9 +228,10 @@ async fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Every half minute: the portal's history of functions that are no longer deployed is
-/// dropped (and the memory it held given back), so deleted functions leave nothing behind.
+/// Every half minute: the metrics and the portal's history of functions that are no longer
+/// deployed are dropped, so deleted functions leave nothing behind.
 async fn forget_deleted(provider: Arc<dyn Provider>, metrics: Arc<metrics::Metrics>, stop: CancellationToken) {
+    let reasons = autoscale::algorithm::Reason::ALL.map(autoscale::algorithm::Reason::as_str);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
@@ -239,10 +240,9 @@ async fn forget_deleted(provider: Arc<dyn Provider>, metrics: Arc<metrics::Metri
         let deployed = |function: &str| {
             function.split_once('.').is_some_and(|(name, namespace)| provider.route(namespace, name).is_some())
         };
-        let forgotten = metrics.history.retain(deployed);
+        let forgotten = metrics.forget_absent(deployed, &reasons);
         if forgotten > 0 {
-            tracing::debug!(forgotten, "forgot the history of deleted functions");
-            flint_gateway::memory::release_freed();
+            tracing::debug!(forgotten, "forgot the metrics and history of deleted functions");
         }
     }
 }
@@ -284,7 +284,7 @@ async fn nats(args: &Args, stop: &CancellationToken) -> Option<(Link, Option<Nat
         }
     };
     let mut config = nats(&server.url)?;
-    config.login = Some(server.login.clone());
+    config.login = Some(queue::Login::Password(server.login.0.clone(), server.login.1.clone()));
     match queue::Queue::connect(&config).await {
         Ok(q) => {
             tracing::info!(url = %q.url, "NATS JetStream ready: asynchronous invocations and queue triggers on");

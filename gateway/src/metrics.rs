@@ -373,6 +373,71 @@ impl Metrics {
         versions.entry(function.to_string()).or_default()[slot].get_or_insert(made).clone()
     }
 
+    /// Drops every series, handle and second of history of the functions `deployed` says are
+    /// gone (a deleted function leaves nothing behind); how many it dropped. `scaling_reasons`:
+    /// every reason the autoscaler labels its scaling events with.
+    pub fn forget_absent(&self, deployed: impl Fn(&str) -> bool, scaling_reasons: &[&'static str]) -> usize {
+        let mut gone: std::collections::BTreeSet<String> =
+            self.versions.read().unwrap().keys().filter(|f| !deployed(f)).cloned().collect();
+        // Functions with a history (the autoscaler's or the portal's) but no invocation too.
+        gone.extend(self.history.functions().into_iter().filter(|f| !deployed(f)));
+        if gone.is_empty() {
+            return 0;
+        }
+        self.history.retain(|f| !gone.contains(f));
+        let removed: Vec<Arc<VersionMetrics>> = {
+            let mut versions = self.versions.write().unwrap();
+            gone.iter().filter_map(|f| versions.remove(f)).flatten().flatten().collect()
+        };
+        for v in removed {
+            for (code, _) in v.codes.read().unwrap().iter() {
+                let (function_name, code) = (v.function.clone(), code.to_string());
+                let labels = CodeLabels { function_name: function_name.clone(), code: code.clone() };
+                self.invocations.remove(&labels);
+                self.seconds.remove(&labels);
+                let labels = VersionCodeLabels { function_name, version: v.version.as_str(), code };
+                self.version_requests.remove(&labels);
+                self.version_seconds.remove(&labels);
+            }
+        }
+        for function in &gone {
+            let one = FunctionLabels { function_name: function.clone() };
+            for family in [&self.started, &self.service_count, &self.canary_weight, &self.queue.pending] {
+                family.remove(&one);
+            }
+            self.queue.queued.remove(&one);
+            for version in [Version::Stable, Version::Canary] {
+                let labels = VersionLabels { function_name: function.clone(), version: version.as_str() };
+                for family in [&self.in_flight, &self.waiting, &self.desired_replicas, &self.actual_replicas] {
+                    family.remove(&labels);
+                }
+                self.arrivals.remove(&labels);
+                self.cold_starts.remove(&labels);
+                self.cold_start_seconds.remove(&labels);
+                for reason in scaling_reasons {
+                    self.scaling.remove(&ScalingLabels {
+                        function_name: function.clone(),
+                        version: version.as_str(),
+                        reason,
+                    });
+                }
+            }
+            for reason in crate::invoke::throttle::REASONS {
+                self.throttled.remove(&ReasonLabels { function_name: function.clone(), reason });
+            }
+            for source in ["async", "nats"] {
+                let labels = QueueLabels { function_name: function.clone(), source };
+                self.queue.in_progress.remove(&labels);
+                self.queue.retried.remove(&labels);
+                self.queue.age.remove(&labels);
+                for outcome in ["succeeded", "dead_lettered"] {
+                    self.queue.finished.remove(&OutcomeLabels { function_name: function.clone(), source, outcome });
+                }
+            }
+        }
+        gone.len()
+    }
+
     /// Invocations of `function` (`name.namespace`) finished, all versions.
     pub fn invocation_count(&self, function: &str) -> u64 {
         let versions = self.versions.read().unwrap();
@@ -383,5 +448,46 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_functions_series_and_history_are_forgotten_and_the_others_kept() {
+        let m = Metrics::new();
+        for f in ["gone.default", "kept.default"] {
+            for version in [Version::Stable, Version::Canary] {
+                let v = m.version(f, version);
+                v.arrive();
+                v.finish(200, std::time::Duration::from_millis(3));
+                v.arrive();
+                v.finish(502, std::time::Duration::from_millis(3));
+                let labels = VersionLabels { function_name: f.to_string(), version: version.as_str() };
+                m.cold_starts.get_or_create(&labels).inc();
+                m.desired_replicas.get_or_create(&labels).set(2);
+                let scaled =
+                    ScalingLabels { function_name: f.to_string(), version: version.as_str(), reason: "scale_up" };
+                m.scaling.get_or_create(&scaled).inc();
+            }
+            m.throttled(f, "rate");
+            let one = FunctionLabels { function_name: f.to_string() };
+            m.queue.queued.get_or_create(&one).inc();
+            let q = OutcomeLabels { function_name: f.to_string(), source: "async", outcome: "succeeded" };
+            m.queue.finished.get_or_create(&q).inc();
+            m.history.of(f).answered(200, std::time::Duration::from_millis(3), false);
+        }
+        m.history.of("idle.default").replicas(0, 1, 1);
+
+        assert_eq!(m.forget_absent(|f| f == "kept.default", &["scale_up"]), 2);
+        let text = m.encode();
+        assert!(!text.contains("gone.default") && !text.contains("idle.default"), "{text}");
+        assert!(text.contains("kept.default"));
+        assert_eq!(m.history.functions(), ["kept.default"]);
+        assert_eq!(m.invocation_count("kept.default"), 4);
+        assert_eq!(m.invocation_count("gone.default"), 0);
+        assert_eq!(m.forget_absent(|f| f == "kept.default", &["scale_up"]), 0);
     }
 }

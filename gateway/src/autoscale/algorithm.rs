@@ -73,6 +73,9 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 6] =
+        [Reason::Steady, Reason::ScaleUp, Reason::ScaleDown, Reason::Panic, Reason::ToZero, Reason::NoData];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Steady => "steady",

@@ -50,6 +50,9 @@ impl Source for InProcess {
     fn read<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<HashMap<Key, Sample>, String>> {
         let now = Instant::now();
         let mut last = self.last.lock().unwrap();
+        // Versions no longer asked for (deleted) are not remembered.
+        let asked: std::collections::HashSet<&Key> = keys.iter().collect();
+        last.retain(|key, _| asked.contains(key));
         let samples = keys
             .iter()
             .map(|key| {

@@ -37,8 +37,6 @@ pub struct Endpoint {
     idle: Mutex<Vec<pool::Idle>>,
     /// Whether a task closes this endpoint's connections once idle too long.
     sweeping: AtomicBool,
-    /// Connections open to the replica, idle or busy.
-    connections: AtomicUsize,
     /// Set when its provider saw the replica's process end (local mode: the gateway is its
     /// parent); unlike leaving the set (which a draining replica does), nothing will answer.
     dead: AtomicBool,
@@ -57,7 +55,6 @@ impl Endpoint {
             unreachable_until: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             sweeping: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
             death: Notify::new(),
         })

@@ -120,7 +120,7 @@ impl Pool {
         let _ = stream.set_nodelay(true);
         let (sender, connection) =
             http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake with {addr}: {e}"))?;
-        let open = Open::new(endpoint.clone(), self.open.clone());
+        let open = Open::new(self.open.clone());
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%addr, error = %e, "replica connection ended");
@@ -161,25 +161,18 @@ impl Pool {
 
 /// Counts a connection as open until dropped, when its task ends and its buffers are freed.
 struct Open {
-    endpoint: Arc<Endpoint>,
     gauge: Gauge,
 }
 
 impl Open {
-    fn new(endpoint: Arc<Endpoint>, gauge: Gauge) -> Self {
-        endpoint.connections.fetch_add(1, Ordering::Relaxed);
+    fn new(gauge: Gauge) -> Self {
         gauge.inc();
-        Open { endpoint, gauge }
+        Open { gauge }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        // The replica's last connection closed (it left, or its connections went idle): what
-        // they held is free now, and this is when to give it back (`memory`).
-        if self.endpoint.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-            crate::memory::release_freed();
-        }
         self.gauge.dec();
     }
 }
@@ -314,7 +307,7 @@ mod tests {
         read_all(r).await;
         assert!(e.idle.lock().unwrap().is_empty());
         flint_testkit::wait_for("the connections to be counted closed", Duration::from_secs(10), || async {
-            (open.get() == 0 && e.connections.load(Ordering::Relaxed) == 0).then_some(())
+            (open.get() == 0).then_some(())
         })
         .await;
     }

@@ -45,6 +45,9 @@ pub enum Refused {
     },
 }
 
+/// Every `Refused::reason()`.
+pub const REASONS: [&str; 4] = ["paused", "rate", "queue_full", "queue_timeout"];
+
 impl Refused {
     pub fn reason(&self) -> &'static str {
         match self {

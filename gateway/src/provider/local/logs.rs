@@ -20,12 +20,17 @@ pub struct LogHub(Arc<Mutex<HashMap<(String, String), Channel>>>);
 
 struct Channel {
     recent: VecDeque<(Timestamp, LogMessage)>,
-    live: broadcast::Sender<LogMessage>,
+    /// Made when someone follows, dropped when nobody does: a broadcast holds all its slots
+    /// (a line each) from the start, which is most of a function's cost when 10,000 are deployed.
+    live: Option<broadcast::Sender<LogMessage>>,
 }
+
+/// Lines a follower may fall behind by before it skips some.
+const FOLLOW_BUFFER: usize = 1024;
 
 impl Channel {
     fn new() -> Self {
-        Channel { recent: VecDeque::with_capacity(64), live: broadcast::channel(1024).0 }
+        Channel { recent: VecDeque::new(), live: None }
     }
 }
 
@@ -45,8 +50,19 @@ impl LogHub {
         if channel.recent.len() == KEEP {
             channel.recent.pop_front();
         }
-        channel.recent.push_back((now, message.clone()));
-        let _ = channel.live.send(message);
+        match &channel.live {
+            Some(live) if live.receiver_count() > 0 => {
+                let _ = live.send(message.clone());
+            }
+            Some(_) => channel.live = None,
+            None => {}
+        }
+        channel.recent.push_back((now, message));
+    }
+
+    /// Drops what is kept of a function that was deleted.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.0.lock().unwrap().remove(&(namespace.to_string(), name.to_string()));
     }
 
     /// The lines matching `query`: the kept ones, then (with `follow`) new ones as they come.
@@ -67,7 +83,8 @@ impl LogHub {
             return past.boxed();
         }
         // A reader too slow to keep up skips what it missed rather than stall the replicas.
-        let live = BroadcastStream::new(channel.live.subscribe()).filter_map(|m| futures::future::ready(m.ok()));
+        let live = channel.live.get_or_insert_with(|| broadcast::channel(FOLLOW_BUFFER).0).subscribe();
+        let live = BroadcastStream::new(live).filter_map(|m| futures::future::ready(m.ok()));
         past.chain(live).boxed()
     }
 }
@@ -93,5 +110,12 @@ mod tests {
         let mut live = hub.query(&q);
         hub.line("default", "f", "f-2", "fresh");
         assert_eq!(live.next().await.unwrap().text, "fresh");
+        drop(live);
+        hub.line("default", "f", "f-2", "nobody follows");
+        assert!(hub.0.lock().unwrap()[&("default".to_string(), "f".to_string())].live.is_none());
+
+        hub.forget("default", "f");
+        let q = LogQuery { name: "f".into(), namespace: "default".into(), ..Default::default() };
+        assert_eq!(hub.query(&q).count().await, 0, "a deleted function's lines are gone");
     }
 }

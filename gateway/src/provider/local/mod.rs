@@ -408,7 +408,13 @@ impl Provider for Local {
         let removed = self.functions.write().unwrap().remove(&(namespace.to_string(), name.to_string()));
         async move {
             let entry = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
-            tokio::spawn(entry.stop());
+            let (logs, namespace, name) = (self.logs.clone(), namespace.to_string(), name.to_string());
+            logs.forget(&namespace, &name);
+            tokio::spawn(async move {
+                entry.stop().await;
+                // What its replicas wrote while they stopped.
+                logs.forget(&namespace, &name);
+            });
             Ok(())
         }
         .boxed()
