@@ -9,7 +9,7 @@ use flint_api::rbac::{GATEWAY, OPERATOR, Rule};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     core::v1::{ConfigMap, Secret, Service, ServiceAccount},
-    networking::v1::NetworkPolicy,
+    networking::v1::{Ingress, NetworkPolicy},
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use serde_json::Value;
@@ -31,6 +31,10 @@ const ALL_ON: &[&str] = &[
     "functionNamespaces={default,shop}",
     "--set",
     "queueWorker.replicas=2",
+    "--set",
+    "gateway.ingress.functionsHost=fn.example.com",
+    "--set",
+    "gateway.ingress.portalHost=flint.example.com",
 ];
 
 fn render(extra: &[&str]) -> Vec<Value> {
@@ -89,13 +93,15 @@ fn every_rendered_object_parses_into_its_kubernetes_type() {
                 "Secret" => drop(parse::<Secret>(doc)),
                 "ConfigMap" => drop(parse::<ConfigMap>(doc)),
                 "NetworkPolicy" => drop(parse::<NetworkPolicy>(doc)),
+                "Ingress" => drop(parse::<Ingress>(doc)),
                 "ServiceMonitor" => assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1"),
                 other => panic!("the chart renders a {other} this test does not know"),
             }
         }
     }
     let on = render(ALL_ON);
-    assert_eq!(on.iter().filter(|d| d["kind"] == "NetworkPolicy").count(), 2);
+    // One per function namespace, and NATS's.
+    assert_eq!(on.iter().filter(|d| d["kind"] == "NetworkPolicy").count(), 3);
     let args_of = |docs: &[Value], name: &str| {
         let d = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name).unwrap();
         d["spec"]["template"]["spec"]["containers"][0]["args"].to_string()
@@ -210,4 +216,96 @@ fn an_existing_basic_auth_secret_replaces_the_generated_one() {
     let gateway = docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "flint-gateway").unwrap();
     let volumes = gateway["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
     assert!(volumes.iter().any(|v| v["secret"]["secretName"] == "gitops-auth"), "{volumes:?}");
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn container(doc: &Value) -> &Value {
+    &doc["spec"]["template"]["spec"]["containers"][0]
+}
+
+#[test]
+fn nats_asks_for_a_login_that_only_flints_gateway_and_queue_workers_hold_and_only_they_reach_it() {
+    let docs = render(ALL_ON);
+    let secret = find(&docs, "Secret", "flint-nats-auth");
+    assert!(secret["data"]["password"].as_str().is_some_and(|p| p.len() >= 40), "{secret}");
+    let conf = find(&docs, "ConfigMap", "flint-nats")["data"]["nats.conf"].as_str().unwrap().to_string();
+    assert!(conf.contains("user: $NATS_USER") && conf.contains("password: $NATS_PASSWORD"), "{conf}");
+    let nats = container(find(&docs, "StatefulSet", "flint-nats"));
+    assert!(nats["args"].to_string().contains("--config=/etc/nats/nats.conf"));
+    assert!(nats["env"].to_string().contains("flint-nats-auth"));
+    // Who holds the login: the gateway and the queue workers, nothing else.
+    for doc in docs.iter().filter(|d| d["kind"] == "Deployment") {
+        let holds = container(doc)["env"].to_string().contains("flint-nats-auth");
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        assert_eq!(holds, matches!(name, "flint-gateway" | "flint-queue-worker"), "{name}");
+    }
+    let policy = find(&docs, "NetworkPolicy", "flint-nats");
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "flint-nats");
+    let from = policy["spec"]["ingress"][0]["from"].to_string();
+    assert!(
+        from.contains("flint-gateway") && from.contains("flint-queue-worker") && !from.contains("flint.dev/function"),
+        "{from}"
+    );
+    // An existing NATS's login comes from its own Secret.
+    let existing = render(&[
+        "--set",
+        "nats.enabled=false",
+        "--set",
+        "nats.url=nats://mq:4222",
+        "--set",
+        "nats.existingSecret=mq-login",
+    ]);
+    assert!(container(find(&existing, "Deployment", "flint-gateway"))["env"].to_string().contains("mq-login"));
+    assert!(!existing.iter().any(|d| d["metadata"]["name"] == "flint-nats-auth"));
+}
+
+#[test]
+fn the_gateway_is_told_its_installation_its_names_and_where_callbacks_may_go() {
+    let docs = render(
+        &ALL_ON
+            .iter()
+            .copied()
+            .chain([
+                "--set",
+                "gateway.callbackAllow={10.0.0.0/8,hooks.internal}",
+                "--set",
+                "gateway.allowedHosts={api.example.com}",
+            ])
+            .collect::<Vec<_>>(),
+    );
+    let args = container(find(&docs, "Deployment", "flint-gateway"))["args"].to_string();
+    for want in [
+        "--nats-prefix=flint-flint",
+        "--gateway-service=flint-gateway",
+        "--allowed-hosts=flint-gateway,flint-gateway.flint,flint-gateway.flint.svc,flint-gateway.flint.svc.cluster.local,fn.example.com,flint.example.com,api.example.com",
+        "--callback-allow=10.0.0.0/8,hooks.internal",
+    ] {
+        assert!(args.contains(want), "{want} not in {args}");
+    }
+    let worker = container(find(&docs, "Deployment", "flint-queue-worker"))["args"].to_string();
+    assert!(worker.contains("--nats-prefix=flint-flint") && worker.contains("--callback-allow=10.0.0.0/8"), "{worker}");
+    // Functions on one host name, the portal and the API on another.
+    let paths = |name: &str| {
+        let i = find(&docs, "Ingress", name);
+        let rule = &i["spec"]["rules"][0];
+        let paths: Vec<String> =
+            rule["http"]["paths"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap().to_string()).collect();
+        (rule["host"].as_str().unwrap().to_string(), paths)
+    };
+    assert_eq!(
+        paths("flint-functions"),
+        ("fn.example.com".to_string(), vec!["/function/".to_string(), "/async-function/".to_string()])
+    );
+    assert_eq!(
+        paths("flint-portal"),
+        ("flint.example.com".to_string(), vec!["/ui/".to_string(), "/system/".to_string()])
+    );
+    assert!(!render(&[]).iter().any(|d| d["kind"] == "Ingress"));
+    let out = helm(&["template", "flint", "charts/flint", "--set", "gateway.allowedHosts={bad host}"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("allowedHosts"));
 }

@@ -280,7 +280,7 @@ impl Args {
     pub fn nats(&self, url: &str) -> Result<crate::queue::Nats, String> {
         let names = crate::queue::Names::new(&self.nats_prefix).map_err(|e| e.to_string())?;
         let login = match (&self.nats_user, &self.nats_password) {
-            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            (Some(user), Some(password)) => Some(crate::queue::Login::Password(user.clone(), password.clone())),
             (None, None) => None,
             _ => return Err("--nats-user and --nats-password go together".into()),
         };

@@ -264,6 +264,12 @@ pub fn rss(pid: Pid) -> u64 {
     rss_field(pid, "VmRSS:")
 }
 
+/// Anonymous resident memory of a process now, in bytes (RssAnon): its heap and stacks, not
+/// the pages of its program file, which grow as code runs for the first time.
+pub fn rss_anon(pid: Pid) -> u64 {
+    rss_field(pid, "RssAnon:")
+}
+
 fn rss_field(pid: Pid, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
@@ -334,12 +340,19 @@ pub struct Nats {
 
 impl Nats {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The same with more of nats-server's flags (`--user`, `--pass`, ...).
+    pub async fn start_with(args: &[&str]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("flint-nats-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let port_s = port.to_string();
         let store = dir.to_str().unwrap().to_string();
-        let process = Spawned::start("nats-server", &["-js", "-a", "127.0.0.1", "-p", &port_s, "-sd", &store], &[]);
+        let mut all = vec!["-js", "-a", "127.0.0.1", "-p", &port_s, "-sd", &store];
+        all.extend_from_slice(args);
+        let process = Spawned::start("nats-server", &all, &[]);
         let n = Nats { process, port, dir };
         n.process.wait_log("Server is ready", Duration::from_secs(20)).await;
         n

@@ -45,24 +45,44 @@ pub enum QueueError {
 /// Where this installation's NATS is and how to log in to it.
 #[derive(Clone)]
 pub struct Nats {
-    /// As given, credentials included: used to connect, never shown.
+    /// Without credentials: what is connected to, and shown.
     url: String,
-    /// User and password given apart from the URL (`--nats-user`, `--nats-password`).
-    pub login: Option<(String, String)>,
+    pub login: Option<Login>,
     pub names: Names,
     /// Calls the calls stream holds at most (a call beyond is refused, not stored).
     pub max_queued: i64,
 }
 
+/// How the gateway proves who it is to NATS.
+#[derive(Clone)]
+pub enum Login {
+    Password(String, String),
+    Token(String),
+}
+
 impl Nats {
-    pub fn new(url: &str, login: Option<(String, String)>, names: Names, max_queued: i64) -> Nats {
-        Nats { url: url.to_string(), login, names, max_queued }
+    /// `url` may hold a login (`nats://USER:PASSWORD@host`, `nats://TOKEN@host`); `login`, given
+    /// apart (`--nats-user`, `--nats-password`), wins over it.
+    pub fn new(url: &str, login: Option<Login>, names: Names, max_queued: i64) -> Nats {
+        let login = login.or_else(|| url.split(',').find_map(login_in));
+        Nats { url: without_credentials(url), login, names, max_queued }
     }
 
     /// The URL as it may be shown: without the user and password it may hold.
     pub fn shown(&self) -> String {
-        without_credentials(&self.url)
+        self.url.clone()
     }
+}
+
+/// The login a URL holds, percent-decoded.
+fn login_in(url: &str) -> Option<Login> {
+    let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    Some(match userinfo.split_once(':') {
+        Some((user, password)) => Login::Password(decode(user), decode(password)),
+        None => Login::Token(decode(userinfo)),
+    })
 }
 
 /// `url` without its `user:password@` part (every URL in a comma-separated list).
@@ -91,14 +111,17 @@ impl Queue {
     pub async fn connect(nats: &Nats) -> Result<Queue, QueueError> {
         let url = nats.shown();
         let mut options = async_nats::ConnectOptions::new().name("flint").connection_timeout(Duration::from_secs(5));
-        if let Some((user, password)) = &nats.login {
-            options = options.user_and_password(user.clone(), password.clone());
+        match &nats.login {
+            Some(Login::Password(user, password)) => {
+                options = options.user_and_password(user.clone(), password.clone())
+            }
+            Some(Login::Token(token)) => options = options.token(token.clone()),
+            None => {}
         }
-        let client = options.connect(nats.url.as_str()).await.map_err(|e| QueueError::Connect {
-            url: url.clone(),
-            // The client's errors may quote the address it was given.
-            why: flint_http::error_chain(&e).replace(&nats.url, &url),
-        })?;
+        let client = options
+            .connect(nats.url.as_str())
+            .await
+            .map_err(|e| QueueError::Connect { url: url.clone(), why: flint_http::error_chain(&e) })?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
         let queue = Queue { url, names: nats.names.clone(), client, js };
@@ -217,6 +240,11 @@ mod tests {
         assert_eq!(shown("nats://tok@nats:4222,nats://u:p@b:4222"), "nats://nats:4222,nats://b:4222");
         assert_eq!(shown("nats://nats:4222"), "nats://nats:4222");
         assert_eq!(shown("u:p@nats:4222"), "nats:4222");
+        let nats = super::Nats::new("nats://fl%40nt:s3c%3Aret@nats:4222", None, super::Names::new("").unwrap(), 1);
+        assert_eq!(nats.shown(), "nats://nats:4222");
+        assert!(matches!(nats.login, Some(super::Login::Password(ref u, ref p)) if u == "fl@nt" && p == "s3c:ret"));
+        let token = super::Nats::new("nats://t0ken@nats:4222", None, super::Names::new("").unwrap(), 1);
+        assert!(matches!(token.login, Some(super::Login::Token(ref t)) if t == "t0ken"));
         let link = super::Link::connecting("nats://flint:s3cret@nats:4222");
         let Err(why) = link.ready() else { panic!("not connected yet") };
         assert!(why.contains("nats://nats:4222") && !why.contains("s3cret"), "{why}");

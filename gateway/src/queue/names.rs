@@ -12,13 +12,13 @@ pub struct Names {
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "--nats-prefix {0:?}: use up to 64 letters, digits, '-' and '_' (not \"async\" or \"dead\", whose subjects are taken)"
+    "--nats-prefix {0:?}: use up to 120 letters, digits, '-' and '_' (not \"async\" or \"dead\", whose subjects are taken)"
 )]
 pub struct BadPrefix(String);
 
 impl Names {
     pub fn new(prefix: &str) -> Result<Names, BadPrefix> {
-        let ok = prefix.len() <= 64
+        let ok = prefix.len() <= 120
             && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && !matches!(prefix, "async" | "dead");
         ok.then(|| Names { prefix: prefix.to_string() }).ok_or_else(|| BadPrefix(prefix.to_string()))
@@ -107,7 +107,7 @@ mod tests {
         assert_eq!(b.function_of(&a.calls_subject("ns", "f")), None);
         assert_eq!(plain.function_of(&a.calls_subject("ns", "f")), None);
         assert_eq!(a.function_of(&plain.calls_subject("ns", "f")), None);
-        for bad in ["a.b", "a b", "*", ">", "async", "dead", &"x".repeat(65)] {
+        for bad in ["a.b", "a b", "*", ">", "async", "dead", &"x".repeat(121)] {
             assert!(Names::new(bad).is_err(), "{bad}");
         }
     }

@@ -151,6 +151,11 @@ async function paint(page) {
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  // The portal's Content-Security-Policy allows no inline script or style: a violation is a
+  // console error that would otherwise go unseen.
+  page.on("console", (m) => {
+    if (m.type() === "error" && /Content Security Policy/i.test(m.text())) errors.push(m.text());
+  });
   try {
     const scenarios = { main, auth, zoom, paint };
     await scenarios[process.env.SCENARIO](page);
