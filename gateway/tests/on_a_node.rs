@@ -560,3 +560,70 @@ async fn queue_triggers_and_async_calls_on_kubernetes_run_each_message_once_with
     assert_eq!(took.iter().sum::<usize>(), 51, "taken by each gateway: {took:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_throttle_holds_across_two_gateways_that_share_it() {
+    use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+    let Some((c, node)) = on_node("throttle-shared").await else { return };
+    shell_image(node, "ghcr.io/acme/limited:1", "cat\n");
+    // The gateways' own Service with both replicas ready, as the controller-manager lists the
+    // endpoints of the chart's gateway pods (these gateways run as processes of the test).
+    let service = format!("{}-gateway", c.release);
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": service},
+        "spec": {"ports": [{"name": "http", "port": 8080}]}
+    }))
+    .unwrap();
+    c.namespaced::<Service>().create(&Default::default(), &svc).await.unwrap();
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": format!("{service}-x1"), "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": ["10.231.250.1"], "conditions": {"ready": true}},
+            {"addresses": ["10.231.250.2"], "conditions": {"ready": true}},
+            {"addresses": ["10.231.250.3"], "conditions": {"ready": false}}
+        ],
+        "ports": [{"name": "http", "port": 8080}]
+    }))
+    .unwrap();
+    c.namespaced::<EndpointSlice>().create(&Default::default(), &slice).await.unwrap();
+    let args = ["--gateway-service", service.as_str()];
+    let gateways = [c.gateway("gateway-0", &args).await, c.gateway("gateway-1", &args).await];
+    for g in &gateways {
+        g.process.wait_log("gateway replicas sharing the throttles replicas=2", MINUTE).await;
+    }
+    apply_function(
+        &c,
+        "limited",
+        "  image: ghcr.io/acme/limited:1\n  scale: {min: 1, max: 1}\n  throttle: {rate: 10, burst: 4}",
+    )
+    .await;
+    wait_for("the function to answer", MINUTE, || async {
+        let r = gateways[0].call(Method::POST, "/function/limited", json!("x")).await;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    // Both buckets full again (each refills at 5 a second, up to 2).
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    let loads: Vec<Load> = gateways.iter().map(|g| Load::start(g, Method::POST, "/function/limited", 4)).collect();
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let mut admitted = Vec::new();
+    for load in loads {
+        let answers = load.stop().await;
+        assert!(
+            answers.iter().all(|a| matches!(a, Ok((200 | 429, _)))),
+            "{:?}",
+            answers.iter().find(|a| !matches!(a, Ok((200 | 429, _))))
+        );
+        admitted.push(answers.iter().filter(|a| matches!(a, Ok((200, _)))).count());
+    }
+    // 10 a second for 10 s across both, plus the two halves of the burst.
+    let (total, expected) = (admitted.iter().sum::<usize>(), 10 * 10 + 4);
+    eprintln!("rate 10/s across two gateways for 10 s: {admitted:?} admitted ({total}; expected {expected})");
+    assert!(
+        (expected * 9 / 10..=expected * 11 / 10).contains(&total),
+        "{total} admitted by two gateways ({admitted:?}); the function's rate allows {expected} ± 10 %"
+    );
+    assert!(admitted.iter().all(|&n| n >= 40), "each gateway admitted its share: {admitted:?}");
+}
