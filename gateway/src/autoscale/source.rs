@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::time::Instant;
 
@@ -73,6 +73,9 @@ impl Source for InProcess {
     }
 }
 
+/// The largest answer read from Prometheus: ten thousand functions' series take a few MiB.
+const MAX_ANSWER: usize = 32 << 20;
+
 /// Prometheus' HTTP query API.
 pub struct Prometheus {
     base: String,
@@ -87,17 +90,26 @@ impl Prometheus {
         Prometheus { base: base.trim_end_matches('/').to_string(), window, client }
     }
 
-    /// One instant query's result series.
+    /// One instant query's result series; an answer larger than `MAX_ANSWER` is refused.
     async fn series(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
         let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("query", promql).finish();
         let url = format!("{}/api/v1/query?{query}", self.base);
         let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let response = tokio::time::timeout(Duration::from_secs(2), self.client.get(uri))
+        let answer = async {
+            let response =
+                self.client.get(uri).await.map_err(|e| format!("{}: {}", self.base, flint_http::error_chain(&e)))?;
+            let status = response.status();
+            let read = flint_http::body::read_at_most(response.into_body(), MAX_ANSWER)
+                .await
+                .map_err(|e| format!("{}: {}", self.base, flint_http::error_chain(&e)))?;
+            if read.truncated {
+                return Err(format!("{} answered more than {MAX_ANSWER} bytes", self.base));
+            }
+            Ok((status, read.bytes))
+        };
+        let (status, body) = tokio::time::timeout(Duration::from_secs(2), answer)
             .await
-            .map_err(|_| format!("{} did not answer in 2s", self.base))?
-            .map_err(|e| format!("{}: {}", self.base, flint_http::error_chain(&e)))?;
-        let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            .map_err(|_| format!("{} did not answer in 2s", self.base))??;
         if !status.is_success() {
             return Err(format!("{} answered {status}: {}", self.base, String::from_utf8_lossy(&body)));
         }
