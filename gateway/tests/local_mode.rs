@@ -413,6 +413,48 @@ async fn a_bad_manifest_stops_the_gateway_naming_file_and_field() {
 }
 
 #[tokio::test]
+async fn without_a_watchdog_a_gateway_with_functions_to_run_stops_saying_so_and_one_without_starts() {
+    let dir = Dir::new("nowatchdog");
+    dir.function("hello", "  image: x\n  command: [cat]", &[]);
+    let args = |dir: &Dir| {
+        let port = flint_testkit::free_port().to_string();
+        let dir = dir.0.to_str().unwrap().to_string();
+        vec![
+            "--functions-dir".to_string(),
+            dir,
+            "--port".into(),
+            port,
+            "--watchdog".into(),
+            "/nonexistent/watchdog".into(),
+        ]
+    };
+    let with = args(&dir);
+    let mut p =
+        flint_testkit::Spawned::start(common::GATEWAY, &with.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(p.exit(SECS_20).await.code(), Some(1));
+    let log = p.log();
+    assert!(log.contains("hello/function.yaml") && log.contains("there is none at /nonexistent/watchdog"), "{log}");
+
+    // A gateway image holds no watchdog: with no functions it serves, and refuses to deploy one.
+    let empty = Dir::new("nowatchdog-empty");
+    let without: Vec<String> = args(&empty).into_iter().chain(["--nats-url".into(), "off".into()]).collect();
+    let port = without[3].clone();
+    let _p =
+        flint_testkit::Spawned::start(common::GATEWAY, &without.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let url = format!("http://127.0.0.1:{port}");
+    flint_testkit::wait_for("the gateway to listen", SECS_20, || async {
+        flint_testkit::get(&format!("{url}/healthz")).await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+    let r =
+        flint_testkit::post(&format!("{url}/system/functions"), r#"{"service":"f","image":"x","envProcess":"cat"}"#)
+            .await
+            .unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("there is none at /nonexistent/watchdog"), "{}", r.text());
+}
+
+#[tokio::test]
 async fn cron_triggers_invoke_the_function_through_the_gateway() {
     let dir = Dir::new("cron");
     dir.function(

@@ -207,8 +207,20 @@ impl Local {
         }
     }
 
+    /// Whether functions can run here: local mode runs each replica as a watchdog process.
+    fn runnable(&self) -> Result<(), ProviderError> {
+        if self.watchdog.is_file() {
+            return Ok(());
+        }
+        Err(ProviderError::Backend(format!(
+            "local mode runs functions with the watchdog, and there is none at {}: build it (cargo build --bins) or pass --watchdog",
+            self.watchdog.display()
+        )))
+    }
+
     fn insert(&self, mut f: Function, workdir: PathBuf) -> Result<(), ProviderError> {
         f.validate()?;
+        self.runnable()?;
         let key = self.key(&f);
         f.metadata.namespace = Some(key.0.clone());
         let (stable, canary) = self.templates(&f, &workdir)?;
@@ -245,6 +257,7 @@ impl Local {
     }
 
     fn replace(&self, mut f: Function, how: Update) -> Result<(), ProviderError> {
+        self.runnable()?;
         let key = self.key(&f);
         f.metadata.namespace = Some(key.0.clone());
         if how == Update::OpenFaas {
