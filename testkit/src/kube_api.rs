@@ -13,7 +13,6 @@
 //! process is gone are removed.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
@@ -268,17 +267,7 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Records that the current test was skipped, and why.
-pub(crate) fn skip(reason: &str) {
-    let test = std::thread::current().name().unwrap_or("?").to_string();
-    eprintln!("SKIPPED {test}: {reason}");
-    if let Some(log) = std::env::var_os("FLINT_SKIP_LOG") {
-        let line = format!("{} {test}: {reason}\n", std::env::args().next().unwrap_or_default());
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
-            let _ = f.write_all(line.as_bytes());
-        }
-    }
-}
+pub(crate) use crate::skip;
 
 async fn start() -> Result<TestApi, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -1,9 +1,10 @@
 //! Test helpers shared by the end-to-end suites of the watchdog and the gateway: they start the
 //! real binaries as processes, talk to them over real sockets, and wait for conditions with a
 //! deadline instead of sleeping blindly. [`kube_api`] gives the Kubernetes suites a real API
-//! server (or says plainly that there is none).
+//! server (or says plainly that there is none); [`containers`] a registry and runc.
 
 pub mod cluster;
+pub mod containers;
 pub mod kube_api;
 pub mod netns;
 pub mod node;
@@ -75,6 +76,19 @@ pub fn spawn_for_life(mut cmd: std::process::Command, signal: Signal) -> Result<
     };
     job.map_err(|_| "the spawner thread is gone".to_string())?;
     result.recv().map_err(|_| "the spawner thread is gone".to_string())?
+}
+
+/// Reports the running test as skipped, with `reason`: on stderr, and in the file named by
+/// `FLINT_SKIP_LOG` (`scripts/test` lists them at the end): a skipped test never reads as passed.
+pub fn skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(log) = std::env::var_os("FLINT_SKIP_LOG") {
+        let line = format!("{} {test}: {reason}\n", std::env::args().next().unwrap_or_default());
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+        }
+    }
 }
 
 /// A port nobody listens on right now.

@@ -1,0 +1,196 @@
+//! The images Flint ships, described once, as Dockerfiles would describe them (the Dockerfiles
+//! in the repository describe the same images for people who build with Docker):
+//!
+//! - `flint-gateway`, `flint-operator`, `watchdog`: the release binary on the base layer
+//!   (glibc, libgcc, CA certificates, time zones, `/etc/services`; no shell, no package manager),
+//!   user 65532;
+//! - `examples/NAME`: the watchdog, the function's runtime from Debian (python3, node, a shell)
+//!   and its code, user 1000, as `examples/NAME/Dockerfile` says;
+//! - stand-ins for the chart's third-party images (`nats`, `prometheus`, from Debian's
+//!   packages), for clusters that cannot pull from public registries (the tests).
+
+use std::path::{Path, PathBuf};
+
+/// One image.
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    /// Its repository name below the registry (`flint-gateway`, `examples/hello-python`).
+    pub name: String,
+    /// Debian packages of its runtime layer, with what they need (the base layer's excepted).
+    pub runtime: Vec<&'static str>,
+    /// Files of its own layer: (from, to, mode).
+    pub files: Vec<(PathBuf, String, u32)>,
+    /// Directories of its own layer: (path, owner).
+    pub dirs: Vec<(String, u64)>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `uid:gid`.
+    pub user: String,
+    pub working_dir: String,
+    pub ports: Vec<u16>,
+    /// Built only when asked for (`--stand-ins`).
+    pub stand_in: bool,
+    /// Its tags, when not the build's (the greeter example's manifest names two versions).
+    pub tags: Vec<String>,
+}
+
+/// The base layer's packages, taken as they are (not what they need: `ca-certificates` would
+/// bring openssl and debconf, and only its certificates are wanted).
+pub const BASE: &[&str] = &["libc6", "libgcc-s1", "ca-certificates", "tzdata", "netbase"];
+
+/// Packages a runtime's dependencies bring that are only of use to install packages.
+pub const NOT_AT_RUN_TIME: &[&str] = &[
+    "dpkg",
+    "debconf",
+    "cdebconf",
+    "perl",
+    "perl-base",
+    "perl-modules-5.36",
+    "libperl5.36",
+    "install-info",
+    "tar",
+    "debianutils",
+    "readline-common",
+    "mailcap",
+    "libdebian-installer4",
+    "libnewt0.52",
+    "libslang2",
+    "libtextwrap1",
+    "sensible-utils",
+    "init-system-helpers",
+    "base-files",
+];
+
+/// Where the recipes find what they put in images.
+pub struct Inputs<'a> {
+    /// The release binaries (`flint-gateway`, `flint-operator`, `watchdog`).
+    pub binaries: &'a Path,
+    /// The workspace (for `examples/`).
+    pub workspace: &'a Path,
+    /// The hello-rust example's release binary.
+    pub hello_rust: Option<&'a Path>,
+}
+
+const FLINT_USER: &str = "65532:65532";
+const APP_USER: &str = "1000:1000";
+
+fn base(name: &str, user: &str) -> Recipe {
+    Recipe {
+        name: name.to_string(),
+        runtime: Vec::new(),
+        files: Vec::new(),
+        dirs: Vec::new(),
+        entrypoint: Vec::new(),
+        cmd: Vec::new(),
+        env: Vec::new(),
+        user: user.to_string(),
+        working_dir: "/home/nonroot".into(),
+        ports: Vec::new(),
+        stand_in: false,
+        tags: Vec::new(),
+    }
+}
+
+/// A Flint binary as the image's entrypoint.
+fn flint(inputs: &Inputs, binary: &str, cmd: &[&str], ports: &[u16]) -> Recipe {
+    let to = format!("/usr/local/bin/{binary}");
+    Recipe {
+        files: vec![(inputs.binaries.join(binary), to.clone(), 0o755)],
+        entrypoint: vec![to],
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        ports: ports.to_vec(),
+        ..base(binary, FLINT_USER)
+    }
+}
+
+/// An example function: the watchdog, a runtime, the files of `examples/NAME`, and the
+/// watchdog's settings its Dockerfile sets.
+fn example(inputs: &Inputs, name: &str, runtime: &[&'static str], code: &[&str], env: &[(&str, &str)]) -> Recipe {
+    let dir = inputs.workspace.join("examples").join(name);
+    let mut files = vec![(inputs.binaries.join("watchdog"), "/usr/local/bin/watchdog".to_string(), 0o755)];
+    for file in code {
+        files.push((dir.join(file), format!("/home/app/{file}"), 0o644));
+    }
+    Recipe {
+        name: format!("examples/{name}"),
+        runtime: runtime.to_vec(),
+        files,
+        dirs: vec![("/home/app".into(), 0)],
+        entrypoint: vec!["/usr/local/bin/watchdog".into()],
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        working_dir: "/home/app".into(),
+        ports: vec![8080],
+        ..base(name, APP_USER)
+    }
+}
+
+/// Every image, in the order they are built.
+pub fn all(inputs: &Inputs) -> Vec<Recipe> {
+    let shell = ["dash", "coreutils"];
+    let mut out = vec![
+        flint(inputs, "flint-gateway", &[], &[8080]),
+        flint(inputs, "flint-operator", &["run"], &[8080]),
+        flint(inputs, "watchdog", &[], &[8080]),
+        example(
+            inputs,
+            "hello-python",
+            &["python3-minimal", "libpython3.11-stdlib"],
+            &["handler.py"],
+            &[("fprocess", "python3 handler.py"), ("mode", "http"), ("upstream_url", "http://127.0.0.1:5000")],
+        ),
+        example(
+            inputs,
+            "hello-node",
+            &["nodejs"],
+            &["handler.js"],
+            &[("fprocess", "node handler.js"), ("mode", "http"), ("upstream_url", "http://127.0.0.1:3000")],
+        ),
+        example(inputs, "echo-shell", &shell, &["handler.sh"], &[("fprocess", "sh handler.sh"), ("mode", "streaming")]),
+        example(
+            inputs,
+            "cron-report",
+            &shell,
+            &["handler.sh"],
+            &[("fprocess", "sh handler.sh"), ("mode", "streaming")],
+        ),
+        Recipe {
+            name: "examples/greeter".into(),
+            tags: vec!["1.0.0".into(), "1.1.0".into()],
+            ..example(
+                inputs,
+                "greeter-canary",
+                &shell,
+                &[],
+                &[("fprocess", "sh -c 'echo \"$VERSION: $(cat)\"'"), ("mode", "streaming")],
+            )
+        },
+    ];
+    if let Some(binary) = inputs.hello_rust {
+        let mut rust = example(
+            inputs,
+            "hello-rust",
+            &["dash"],
+            &["run.sh"],
+            &[("fprocess", "sh run.sh"), ("mode", "http"), ("upstream_url", "http://127.0.0.1:8000")],
+        );
+        rust.files.push((binary.to_path_buf(), "/home/app/target/release/hello-rust".into(), 0o755));
+        out.push(rust);
+    }
+    // Stand-ins for the chart's third-party images, from Debian's packages.
+    out.push(Recipe {
+        runtime: vec!["nats-server"],
+        entrypoint: vec!["/usr/sbin/nats-server".into()],
+        ports: vec![4222, 8222],
+        stand_in: true,
+        ..base("stand-ins/nats", FLINT_USER)
+    });
+    out.push(Recipe {
+        runtime: vec!["prometheus"],
+        entrypoint: vec!["/usr/bin/prometheus".into()],
+        ports: vec![9090],
+        stand_in: true,
+        ..base("stand-ins/prometheus", FLINT_USER)
+    });
+    out
+}
