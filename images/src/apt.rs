@@ -50,7 +50,9 @@ impl Apt {
         let write = |path: PathBuf, text: &str| std::fs::write(&path, text).map_err(|e| Error::io(path, e));
         write(root.join("etc/apt/sources.list"), SOURCES)?;
         write(root.join("var/lib/dpkg/status"), "")?;
-        Ok(Apt { root: root.to_path_buf() })
+        // apt reads `Dir` from wherever it runs (downloads run in the cache folder).
+        let root = std::fs::canonicalize(root).map_err(|e| Error::io(root.to_path_buf(), e))?;
+        Ok(Apt { root })
     }
 
     fn command(&self, program: &str) -> Command {
