@@ -115,6 +115,9 @@ async fn run(config: Config, out: logs::Output) -> ExitCode {
         }
     });
 
+    if std::process::id() == 1 {
+        tokio::spawn(reap_orphans());
+    }
     let stop = CancellationToken::new();
     let serving = tokio::spawn(flint_http::server::serve(
         listener,
@@ -177,4 +180,20 @@ async fn stop_process(mut upstream: mode::http::Upstream) {
         tracing::warn!("the function's process ignored SIGTERM for 5s; killing it");
     }
     // Dropping the group kills whatever is left of it.
+}
+
+/// PID 1 of a container: reaps the orphans it adopts, at each SIGCHLD and every few seconds
+/// (signals that arrive together are delivered once).
+async fn reap_orphans() {
+    let mut children = signal(SignalKind::child()).expect("SIGCHLD handler");
+    loop {
+        tokio::select! {
+            _ = children.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let reaped = flint_watchdog::process::reap_orphans();
+        if reaped > 0 {
+            tracing::debug!(reaped, "reaped orphaned processes");
+        }
+    }
 }

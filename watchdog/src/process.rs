@@ -18,9 +18,16 @@ use crate::logs::Output;
 /// started must not outlive its invocation (streaming) or the watchdog (http).
 pub struct Group(Pid);
 
+/// The processes the watchdog started and waits for itself (their group leaders).
+static OWN: Mutex<std::collections::BTreeSet<i32>> = Mutex::new(std::collections::BTreeSet::new());
+
 impl Group {
+    /// Made right after the spawn (nothing else runs on the watchdog's one runtime thread in
+    /// between), it also marks the process as one the reaper leaves to its waiter.
     pub fn of(child: &tokio::process::Child) -> Option<Self> {
-        child.id().map(|pid| Group(Pid::from_raw(pid as i32)))
+        let pid = child.id()? as i32;
+        OWN.lock().unwrap().insert(pid);
+        Some(Group(Pid::from_raw(pid)))
     }
 
     pub fn signal(&self, signal: Signal) {
@@ -32,7 +39,32 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
+        OWN.lock().unwrap().remove(&self.0.as_raw());
     }
+}
+
+/// As a container's PID 1, the watchdog adopts every process of the container whose parent
+/// ended (a function's background child outliving its handler), and the kernel keeps each as a
+/// zombie until PID 1 waits for it: left alone, they fill the container's process table. This
+/// waits for the zombies among its children that it did not start itself (those are waited for
+/// by the invocation that started them); how many it reaped.
+pub fn reap_orphans() -> usize {
+    let mut reaped = 0;
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten();
+    for task in tasks {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+        for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'));
+            if zombie && !OWN.lock().unwrap().contains(&pid) {
+                let flags = nix::sys::wait::WaitPidFlag::WNOHANG;
+                if nix::sys::wait::waitpid(Pid::from_raw(pid), Some(flags)).is_ok() {
+                    reaped += 1;
+                }
+            }
+        }
+    }
+    reaped
 }
 
 /// A command for `argv` that starts its own process group, with piped stdio, and dies with
@@ -106,4 +138,26 @@ pub fn forward(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod reaper_tests {
+    /// What a container's PID 1 sees, here as a subreaper: an orphan of its child is its own
+    /// to wait for, and one it started itself is left to its waiter.
+    #[test]
+    fn orphans_are_reaped_and_own_children_are_not() {
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            // The shell leaves a short sleep behind, which this process adopts.
+            let mut sh = tokio::process::Command::new("sh").args(["-c", "sleep 0.1 &"]).spawn().unwrap();
+            sh.wait().await.unwrap();
+            let mut own = super::command(&["sleep".to_string(), "0.1".to_string()]).spawn().unwrap();
+            let group = super::Group::of(&own).unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            assert!(super::reap_orphans() >= 1, "the adopted sleep was left a zombie");
+            assert!(own.wait().await.unwrap().success(), "the watchdog's own child was taken from its waiter");
+            drop(group);
+        });
+    }
 }
