@@ -194,6 +194,9 @@ pub fn status(f: &Function, observed: &Observed, gateway: &str, now: Timestamp) 
                 "check spec.image (and spec.canary.image) and the registry's credentials"
             }
             "CrashLoopBackOff" => "the function's process keeps exiting: read its logs (kubectl logs) ",
+            "CreateContainerConfigError" if p.message.contains("runAsNonRoot") => {
+                "the image runs as root: give it a numeric non-root USER (a Function's pods run as non-root)"
+            }
             "CreateContainerConfigError" => "a Secret or key named in spec.env, envFrom or secrets is missing",
             _ => "see kubectl describe pod",
         };
@@ -295,6 +298,24 @@ mod tests {
         let d = get(&s, "Degraded");
         assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "ImagePullBackOff"));
         assert!(d.message.contains("check spec.image"), "{}", d.message);
+    }
+
+    #[test]
+    fn an_image_that_would_run_as_root_is_degraded_with_the_advice_that_fits() {
+        let problem = |message: &str| Observed {
+            deployments: vec![(Version::Stable, Some(deployment(1, 0)))],
+            pod_problems: vec![PodProblem {
+                pod: "f-abc".into(),
+                reason: "CreateContainerConfigError".into(),
+                message: message.into(),
+            }],
+        };
+        let root = "container has runAsNonRoot and image will run as root (pod: \"f-abc_ns(u)\", container: function)";
+        let d = get(&status(&function(), &problem(root), "http://gw", Timestamp::UNIX_EPOCH), "Degraded").clone();
+        assert!(d.message.contains("non-root USER") && !d.message.contains("Secret"), "{}", d.message);
+        let secret = "secret \"db\" not found";
+        let d = get(&status(&function(), &problem(secret), "http://gw", Timestamp::UNIX_EPOCH), "Degraded").clone();
+        assert!(d.message.contains("a Secret or key"), "{}", d.message);
     }
 
     #[test]
