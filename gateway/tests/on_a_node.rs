@@ -14,7 +14,7 @@ use std::{
     },
 };
 
-use common::cluster::{FAST_AUTOSCALER, functions};
+use common::cluster::{FAST_AUTOSCALER, apply_function, functions, on_node, pods, pods_of};
 use flint_testkit::cluster::{Cluster, Gateway, MINUTE};
 use flint_testkit::{
     Caller,
@@ -23,19 +23,8 @@ use flint_testkit::{
 };
 use hyper::Method;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
-};
+use kube::api::DeleteParams;
 use serde_json::json;
-
-/// A namespace served by the test node, with the operator running in it.
-async fn on_node(prefix: &str) -> Option<(Cluster, &'static TestNode)> {
-    let c = common::cluster::cluster(prefix).await?;
-    let node = TestNode::get(c.api, &common::watchdog()).await?;
-    node.serve(&c.ns.name);
-    Some((c, node))
-}
 
 /// An image whose process prints what `script` prints, in streaming mode (a process per request).
 fn shell_image(node: &TestNode, image: &str, script: &str) {
@@ -44,28 +33,6 @@ fn shell_image(node: &TestNode, image: &str, script: &str) {
     std::fs::write(dir.join("handler.sh"), script).unwrap();
     let env = [("fprocess", "sh handler.sh"), ("mode", "streaming")];
     node.image(image, Image { dir, env: env.map(|(k, v)| (k.to_string(), v.to_string())).to_vec() });
-}
-
-/// Applies a Function with this spec (YAML, indented by two).
-async fn apply_function(c: &Cluster, name: &str, spec: &str) {
-    let yaml = format!(
-        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n{spec}\n",
-        c.ns.name
-    );
-    let f = flint_api::manifest::from_yaml(&yaml).unwrap().remove(0);
-    functions(c)
-        .patch(name, &PatchParams::apply("flint-test").force(), &Patch::Apply(&f))
-        .await
-        .unwrap_or_else(|e| panic!("applying Function {name}: {e}"));
-}
-
-fn pods(c: &Cluster) -> Api<Pod> {
-    Api::namespaced(c.api.client(), &c.ns.name)
-}
-
-async fn pods_of(c: &Cluster, function: &str) -> Vec<Pod> {
-    let lp = ListParams::default().labels(&format!("flint.dev/function={function}"));
-    pods(c).list(&lp).await.map(|l| l.items).unwrap_or_default()
 }
 
 /// A call's status and body, or why it got none.

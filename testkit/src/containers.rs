@@ -29,9 +29,10 @@ fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
 }
 
-/// A registry on loopback, its storage in a scratch folder.
+/// A registry on loopback, its storage in a scratch folder; it dies with the test binary
+/// (it may live in a static), or when dropped.
 pub struct Registry {
-    pub process: Spawned,
+    pid: u32,
     pub port: u16,
     dir: PathBuf,
 }
@@ -46,8 +47,12 @@ impl Registry {
             dir.join("data").display()
         );
         std::fs::write(dir.join("config.yml"), config).unwrap();
-        let process = Spawned::start("docker-registry", &["serve", dir.join("config.yml").to_str().unwrap()], &[]);
-        let r = Registry { process, port, dir };
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve").arg(dir.join("config.yml"));
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        cmd.stdout(log.try_clone().unwrap()).stderr(log);
+        let pid = crate::spawn_for_life(cmd, nix::sys::signal::Signal::SIGKILL).expect("docker-registry starts");
+        let r = Registry { pid, port, dir };
         let url = format!("http://127.0.0.1:{port}/v2/");
         wait_for("the registry to answer", Duration::from_secs(20), || async {
             get(&url).await.ok().filter(|r| r.status == 200)
@@ -64,6 +69,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), nix::sys::signal::Signal::SIGKILL);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

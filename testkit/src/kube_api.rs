@@ -37,7 +37,14 @@ pub struct TestApi {
     kubectl: Option<PathBuf>,
     /// The control plane's folder (logs), when the tests started one.
     pub dir: Option<PathBuf>,
+    /// The API server's port on every address of this host (pods reach it through the
+    /// `kubernetes` Service's cluster IP), when the tests started it.
+    pub port: Option<u16>,
 }
+
+/// The `kubernetes` Service's cluster IP: the first of `--service-cluster-ip-range`, and one of
+/// the addresses the API server's certificate names.
+pub const KUBERNETES_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 1);
 
 static API: OnceCell<Result<TestApi, String>> = OnceCell::const_new();
 
@@ -52,6 +59,12 @@ fn absent() -> Option<String> {
 }
 
 impl TestApi {
+    /// The certificate (with its CA) the API server serves, which in-cluster clients trust
+    /// (their ServiceAccount volume's `ca.crt`), when the tests started it.
+    pub fn ca(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("certs/apiserver.crt"))
+    }
+
     /// The API for this test binary, started on first use. `None` when none is configured: the
     /// calling test is recorded as skipped and should return at once. A control plane that is
     /// configured but fails to start fails the test.
@@ -274,7 +287,7 @@ async fn start() -> Result<TestApi, String> {
     if let Some(path) = std::env::var_os("FLINT_TEST_KUBECONFIG").filter(|p| !p.is_empty()) {
         let kubeconfig = PathBuf::from(path);
         let config = load(&kubeconfig).await?;
-        return Ok(TestApi { kubeconfig, config, kubectl: which("kubectl"), dir: None });
+        return Ok(TestApi { kubeconfig, config, kubectl: which("kubectl"), dir: None, port: None });
     }
     let assets = PathBuf::from(std::env::var_os("KUBEBUILDER_ASSETS").expect("checked by absent()"));
     for bin in ["kube-apiserver", "kube-controller-manager"] {
@@ -297,7 +310,7 @@ async fn start() -> Result<TestApi, String> {
     wait_ready(&config, &dir).await?;
     plane.start_controller_manager()?;
     let kubectl = Some(assets.join("kubectl")).filter(|k| k.is_file());
-    Ok(TestApi { kubeconfig: plane.kubeconfig.clone(), config, kubectl, dir: Some(dir) })
+    Ok(TestApi { kubeconfig: plane.kubeconfig.clone(), config, kubectl, dir: Some(dir), port: Some(plane.api_port) })
 }
 
 async fn load(kubeconfig: &Path) -> Result<Config, String> {
@@ -408,7 +421,9 @@ impl Plane {
                 &format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
                 &format!("--cert-dir={}", self.path("certs")),
                 &format!("--secure-port={}", self.api_port),
-                "--bind-address=127.0.0.1",
+                // Every address of this host (it is in no network but the test's own), so that
+                // a test node's pods reach it, on the bridge, as in-cluster clients do.
+                "--bind-address=0.0.0.0",
                 "--advertise-address=127.0.0.1",
                 "--service-cluster-ip-range=10.0.0.0/16",
                 "--service-account-issuer=https://kubernetes.default.svc",
@@ -453,7 +468,7 @@ impl Plane {
         let log = std::fs::File::create(self.dir.join(format!("{bin}.log"))).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
-        crate::spawn_for_life(cmd, nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("{bin}: {e}"))
+        crate::spawn_for_life(cmd, nix::sys::signal::Signal::SIGKILL).map(drop).map_err(|e| format!("{bin}: {e}"))
     }
 }
 

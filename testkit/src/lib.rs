@@ -8,6 +8,7 @@ pub mod containers;
 pub mod kube_api;
 pub mod netns;
 pub mod node;
+pub mod runtime;
 
 use std::{
     future::Future,
@@ -45,8 +46,9 @@ pub fn helm() -> std::process::Command {
 /// Starts `cmd` so that it gets `signal` when the test binary ends, however it ends (also when
 /// killed). The parent-death signal fires when the *thread* that forked the child ends, so the
 /// children are forked by one thread that lives as long as the process.
-pub fn spawn_for_life(mut cmd: std::process::Command, signal: Signal) -> Result<(), String> {
-    type Job = (std::process::Command, Signal, std::sync::mpsc::Sender<Result<(), String>>);
+/// Its pid.
+pub fn spawn_for_life(mut cmd: std::process::Command, signal: Signal) -> Result<u32, String> {
+    type Job = (std::process::Command, Signal, std::sync::mpsc::Sender<Result<u32, String>>);
     static SPAWNER: Mutex<Option<std::sync::mpsc::Sender<Job>>> = Mutex::new(None);
     let (done, result) = std::sync::mpsc::channel();
     let job = {
@@ -62,7 +64,15 @@ pub fn spawn_for_life(mut cmd: std::process::Command, signal: Signal) -> Result<
                             nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)
                         });
                     }
-                    let _ = done.send(cmd.spawn().map(|c| children.push(c)).map_err(|e| e.to_string()));
+                    let _ = done.send(
+                        cmd.spawn()
+                            .map(|c| {
+                                let pid = c.id();
+                                children.push(c);
+                                pid
+                            })
+                            .map_err(|e| e.to_string()),
+                    );
                 }
                 // The sender lives in a static: this is reached only at exit.
                 loop {

@@ -1,34 +1,51 @@
 //! Network namespaces for a test node's pods. The API server refuses loopback addresses in
 //! EndpointSlices, so pods need addresses of their own; and pods of one function all listen on
 //! the same port (and their processes on the same loopback ports), so each pod gets a network
-//! namespace of its own, as a container runtime gives it: an `eth0` with the pod's address,
-//! paired (veth) with a host-side link that has a /32 route to it, the way Calico wires pods.
-//! Pod addresses come from a private /24 (10.231.N.0/24, N free on this host); `.1` is the
-//! node's address, the source of everything the host sends to a pod. Only the host reaches the
-//! pods; nothing is routed anywhere else.
+//! namespace of its own, as a container runtime gives it, wired the way the bridge CNI plugin
+//! wires pods: an `eth0` with the pod's address, paired (veth) with a link on a bridge that
+//! holds the node's address. Pod addresses come from a private /24 (10.231.N.0/24, N free on
+//! this host); `.1`, on the bridge, is the node's. Pods reach each other and the node on the
+//! bridge, and nothing else: the host forwards nothing, so no pod reaches any other address.
 //!
-//! Needs root. The namespaces are deleted when the test binary ends however it ends: a guardian
-//! process, whose parent-death signal fires when the binary exits, deletes them; namespaces of
-//! binaries that are gone (a guardian killed too) are deleted by the next one to start.
+//! What kube-proxy does for a pod (a Service's cluster IP and port to one of its endpoints) is
+//! a NAT table in the pod's namespace, replaced whole when the Services change
+//! ([`PodNetns::set_services`]).
+//!
+//! Needs root. The namespaces and the bridge are deleted when the test binary ends however it
+//! ends: a guardian process, whose parent-death signal fires when the binary exits, deletes
+//! them; those of binaries that are gone (a guardian killed too) are deleted by the next one.
 
 use std::{
+    io::Write,
     net::Ipv4Addr,
     path::PathBuf,
     process::{Command, Stdio},
 };
 
 const PREFIX: &str = "flint-pod-";
+/// Bridges are named `fbrPID` (link names have at most 15 characters).
+const BRIDGE: &str = "fbr";
 
 /// This test binary's pod network.
 pub struct PodNetwork {
-    /// The node's address: where the host's traffic to pods comes from.
+    /// The node's address, on the bridge: where the host's traffic to pods comes from, and
+    /// where pods reach the node.
     pub node_ip: Ipv4Addr,
     subnet: [u8; 3],
     pid: u32,
+    bridge: String,
+}
+
+/// A Service port as kube-proxy sees it: traffic to `cluster_ip:port` goes to one of `to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub cluster_ip: Ipv4Addr,
+    pub port: u16,
+    pub to: Vec<(Ipv4Addr, u16)>,
 }
 
 impl PodNetwork {
-    /// Claims a /24 for this binary's pods, or says why it cannot.
+    /// Claims a /24 and a bridge for this binary's pods, or says why it cannot.
     pub fn create() -> Result<PodNetwork, String> {
         if !nix::unistd::geteuid().is_root() {
             return Err("the test node needs root: it gives each pod a network namespace".into());
@@ -42,7 +59,13 @@ impl PodNetwork {
             .ok_or("every 10.231.N.0/24 is in use on this host")?;
         // From here on the guardian deletes whatever this binary creates.
         crate::spawn_for_life(guardian(pid), nix::sys::signal::Signal::SIGTERM)?;
-        Ok(PodNetwork { node_ip: Ipv4Addr::new(10, 231, n, 1), subnet: [10, 231, n], pid })
+        let node_ip = Ipv4Addr::new(10, 231, n, 1);
+        let bridge = format!("{BRIDGE}{pid}");
+        let _ = ip(&["link", "delete", &bridge]);
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("{node_ip}/24"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        Ok(PodNetwork { node_ip, subnet: [10, 231, n], pid, bridge })
     }
 
     /// How many pods can have an address at once.
@@ -56,21 +79,22 @@ impl PodNetwork {
         let host = format!("fp{}h{slot}", self.pid);
         // A namespace left by a pod of this binary whose clean-up failed.
         let _ = ip(&["netns", "delete", &name]);
+        let _ = ip(&["link", "delete", &host]);
         let ns = PodNetns { name, addr };
         ip(&["netns", "add", &ns.name])?;
         ip(&["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
-        ip(&["addr", "add", &format!("{}/32", self.node_ip), "dev", &host])?;
+        ip(&["link", "set", &host, "master", &self.bridge])?;
         ip(&["link", "set", &host, "up"])?;
-        ip(&["route", "add", &format!("{addr}/32"), "dev", &host, "src", &self.node_ip.to_string()])?;
         ns.ip(&["link", "set", "lo", "up"])?;
-        ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
-        ns.ip(&["route", "add", &format!("{}/32", self.node_ip), "dev", "eth0"])?;
+        // Cluster IPs are reached through the NAT table; the route only has to exist.
+        ns.ip(&["route", "add", "default", "via", &self.node_ip.to_string()])?;
         Ok(ns)
     }
 }
 
-/// One pod's network namespace; deleted (with its links and route) when dropped.
+/// One pod's network namespace; deleted (with its links) when dropped.
 pub struct PodNetns {
     pub name: String,
     pub addr: Ipv4Addr,
@@ -87,6 +111,49 @@ impl PodNetns {
         all.extend_from_slice(args);
         ip(&all)
     }
+
+    pub fn set_services(&self, services: &[ServicePort]) -> Result<(), String> {
+        set_services(&self.name, services)
+    }
+}
+
+/// Replaces the NAT table of the pod namespace `name` with one rule set per Service port: a
+/// connection to the cluster IP and port goes to one of its endpoints, picked at random (as
+/// kube-proxy's iptables mode does); a port with no endpoint is refused.
+pub fn set_services(name: &str, services: &[ServicePort]) -> Result<(), String> {
+    let mut table = String::from("*nat\n:OUTPUT ACCEPT [0:0]\n");
+    let mut filter = String::from("*filter\n:OUTPUT ACCEPT [0:0]\n");
+    for s in services {
+        let to = format!("-d {}/32 -p tcp --dport {}", s.cluster_ip, s.port);
+        if s.to.is_empty() {
+            filter.push_str(&format!("-A OUTPUT {to} -j REJECT --reject-with tcp-reset\n"));
+            continue;
+        }
+        for (i, (ip, port)) in s.to.iter().enumerate() {
+            let left = s.to.len() - i;
+            let pick = if left > 1 {
+                format!("-m statistic --mode random --probability {:.5} ", 1.0 / left as f64)
+            } else {
+                String::new()
+            };
+            table.push_str(&format!("-A OUTPUT {to} {pick}-j DNAT --to-destination {ip}:{port}\n"));
+        }
+    }
+    table.push_str("COMMIT\n");
+    filter.push_str("COMMIT\n");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", name, "iptables-restore"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    child.stdin.take().expect("piped").write_all(format!("{table}{filter}").as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("iptables-restore in {name}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
 }
 
 impl Drop for PodNetns {
@@ -95,24 +162,42 @@ impl Drop for PodNetns {
     }
 }
 
-/// `sh` that waits for SIGTERM (its parent-death signal), then deletes the binary's namespaces.
+/// `sh` that waits for SIGTERM (its parent-death signal), then deletes the binary's
+/// containers, namespaces and bridge.
 fn guardian(pid: u32) -> Command {
     let script = format!(
-        "trap 'kill $!; for n in $(ip netns list | grep -o \"^{PREFIX}{pid}-[0-9]*\"); do ip netns delete $n; done; exit 0' TERM; \
-         sleep infinity & wait"
+        "trap 'kill $!; for c in $(runc list -q 2>/dev/null | grep \"^flint-{pid}-\"); do runc delete -f $c; done; \
+         for n in $(ip netns list | grep -o \"^{PREFIX}{pid}-[0-9]*\"); do ip netns delete $n; done; \
+         ip link delete {BRIDGE}{pid} 2>/dev/null; exit 0' TERM; sleep infinity & wait"
     );
     let mut cmd = Command::new("sh");
     cmd.args(["-c", &script]).stdout(Stdio::null()).stderr(Stdio::null());
     cmd
 }
 
-/// Namespaces of test binaries that are gone.
+/// Containers, namespaces and bridges of test binaries that are gone.
 fn remove_stale() {
-    let Ok(list) = ip(&["netns", "list"]) else { return };
-    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        let pid = name.strip_prefix(PREFIX).and_then(|p| p.split('-').next()).and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
-            let _ = ip(&["netns", "delete", name]);
+    let gone = |pid: Option<u32>| pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+    if let Ok(out) = Command::new("runc").args(["list", "-q"]).output() {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let pid = id.strip_prefix("flint-").and_then(|p| p.split('-').next()).and_then(|p| p.parse().ok());
+            if gone(pid) {
+                let _ = Command::new("runc").args(["delete", "-f", id]).output();
+            }
+        }
+    }
+    if let Ok(list) = ip(&["netns", "list"]) {
+        for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+            if gone(name.strip_prefix(PREFIX).and_then(|p| p.split('-').next()).and_then(|p| p.parse().ok())) {
+                let _ = ip(&["netns", "delete", name]);
+            }
+        }
+    }
+    if let Ok(links) = ip(&["-o", "link", "show", "type", "bridge"]) {
+        for name in links.lines().filter_map(|l| l.split(": ").nth(1)) {
+            if gone(name.strip_prefix(BRIDGE).and_then(|p| p.parse().ok())) {
+                let _ = ip(&["link", "delete", name]);
+            }
         }
     }
 }

@@ -2,20 +2,30 @@
 //! that it really runs the pods. It registers a `Node` (Ready, with capacity) and keeps it
 //! alive (status heartbeat and its Lease in `kube-node-lease` every 10 s, or the node lifecycle
 //! controller would mark it Unknown and evict its pods), binds the Pending pods of the
-//! namespaces it serves, and runs each one: the first container's `command`/`args`, or the
-//! image's entrypoint (the `watchdog` binary), with the container's env and the env of the
-//! image (a test maps image names to a folder and env: [`TestNode::image`]), in the pod's own
-//! network namespace ([`crate::netns`]). It reports what a kubelet reports (`podIP`, phase,
-//! conditions, container state), runs the readiness and liveness probes, stops a deleted pod
-//! with SIGTERM, `terminationGracePeriodSeconds`, SIGKILL, and restarts a container that exits,
-//! with the kubelet's back-off (10 s doubling to 5 min, `CrashLoopBackOff`). The real
-//! kube-controller-manager does the rest (ReplicaSets, EndpointSlices).
+//! namespaces it serves, and runs each one in the pod's own network namespace
+//! ([`crate::netns`]), in one of two ways:
+//!
+//! - **as a container** ([`crate::runtime`]): the pod's image pulled from its registry,
+//!   unpacked, run by `runc` with the pod's security context, volumes (Secret, ConfigMap,
+//!   emptyDir, persistentVolumeClaim as a folder of the node, projected ServiceAccount token
+//!   with `ca.crt` and `namespace`), memory limit, `KUBERNETES_SERVICE_HOST`/`PORT` reaching the
+//!   test API server through the `kubernetes` Service, and the cluster's Services by name
+//!   (`/etc/hosts`) and cluster IP (what kube-proxy does, in the pod's NAT table);
+//! - **as a process**, for an image a test maps to a folder and env ([`TestNode::image`]): the
+//!   first container's `command`/`args`, or the `watchdog` binary, with the container's env.
+//!
+//! It reports what a kubelet reports (`podIP`, phase, conditions, container state, with the
+//! kubelet's reasons: `ErrImagePull`, `ImagePullBackOff`, `CreateContainerConfigError`,
+//! `CrashLoopBackOff`), runs the readiness and liveness probes, stops a deleted pod with SIGTERM
+//! to the container's PID 1, `terminationGracePeriodSeconds`, SIGKILL, and restarts a container
+//! that exits, with the kubelet's back-off (10 s doubling to 5 min). The real
+//! kube-controller-manager does the rest (ReplicaSets, StatefulSets, EndpointSlices).
 //!
 //! Each pod's output goes to `<logs>/<namespace>_<pod>.log` (`TestNode::logs`, in the temp
 //! folder, kept after the run for a look; a later run removes those of binaries that are gone).
 //!
-//! Not modelled: more than one container, volumes (Secrets are not mounted), resource limits,
-//! user and security settings; a pod whose container needs them still runs.
+//! Not modelled: more than one container, init containers, DNS (names are in `/etc/hosts`),
+//! seccomp profiles, CPU limits.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -43,7 +53,11 @@ use kube::{
 use serde_json::{Value, json};
 use tokio::{process::Command, sync::watch};
 
-use crate::{kube_api::TestApi, netns::PodNetwork};
+use crate::{
+    kube_api::{KUBERNETES_SERVICE_IP, TestApi},
+    netns::{PodNetwork, ServicePort},
+    runtime::{self, Runtime},
+};
 
 /// What a test says an image holds: the folder its process runs in (its WORKDIR) and its ENV.
 #[derive(Clone, Debug, Default)]
@@ -67,6 +81,23 @@ struct Shared {
     watchdog: PathBuf,
     logs: PathBuf,
     slots: Mutex<Slots>,
+    runtime: Runtime,
+    /// The node's own folder: pods' volumes and hosts files, claims' folders.
+    dir: PathBuf,
+    /// The API server's port (pods reach it at the node's address) and the CA they trust.
+    api: Option<(u16, PathBuf)>,
+    /// What every pod sees of the cluster's Services, and the pods that see it.
+    services: Mutex<Services>,
+}
+
+/// The cluster's Services as pods see them: kube-proxy's rules and the names in `/etc/hosts`.
+#[derive(Default)]
+struct Services {
+    ports: Vec<ServicePort>,
+    /// `IP name name.ns name.ns.svc name.ns.svc.cluster.local` lines.
+    hosts: String,
+    /// Running pods: their network namespace, hosts file and its own first lines.
+    pods: HashMap<String, (String, PathBuf, String)>,
 }
 
 /// Pod addresses in use, handed out round-robin as CNI's host-local IPAM does: an address
@@ -95,7 +126,8 @@ impl TestNode {
             crate::kube_api::skip("the test node needs root: it gives each pod a network namespace");
             return None;
         }
-        let node = NODE.get_or_init(|| start(api.config(), watchdog.to_path_buf())).await;
+        let api_server = api.port.zip(api.ca());
+        let node = NODE.get_or_init(|| start(api.config(), watchdog.to_path_buf(), api_server)).await;
         match node {
             Ok(node) => Some(node),
             Err(e) => panic!("the test node did not start: {e}"),
@@ -105,6 +137,11 @@ impl TestNode {
     /// Runs the pods of `namespace` from now on.
     pub fn serve(&self, namespace: &str) {
         self.state.served.lock().unwrap().insert(namespace.to_string());
+    }
+
+    /// Pulls images named `from…` from `to…` instead (a registry mirror, as containerd has).
+    pub fn mirror(&self, from: &str, to: &str) {
+        self.state.runtime.mirror(from, to);
     }
 
     /// What image `name` holds.
@@ -138,9 +175,10 @@ fn logs_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-async fn start(config: kube::Config, watchdog: PathBuf) -> Result<TestNode, String> {
+async fn start(config: kube::Config, watchdog: PathBuf, api: Option<(u16, PathBuf)>) -> Result<TestNode, String> {
     let network = PodNetwork::create()?;
     let logs = logs_dir()?;
+    let dir = logs.join("node");
     let name = format!("flint-test-node-{}", std::process::id());
     let state = Arc::new(Shared {
         served: Mutex::default(),
@@ -149,6 +187,10 @@ async fn start(config: kube::Config, watchdog: PathBuf) -> Result<TestNode, Stri
         watchdog,
         logs: logs.clone(),
         slots: Mutex::new(Slots { used: vec![false; PodNetwork::ADDRESSES as usize], last: 0 }),
+        runtime: Runtime::new(&dir.join("runtime"), Vec::new())?,
+        dir,
+        api,
+        services: Mutex::default(),
     });
     let (registered, result) = tokio::sync::oneshot::channel();
     let (node, shared) = (name.clone(), state.clone());
@@ -169,7 +211,7 @@ async fn start(config: kube::Config, watchdog: PathBuf) -> Result<TestNode, Stri
                     return drop(registered.send(Err(e)));
                 }
                 let _ = registered.send(Ok(()));
-                tokio::join!(kubelet.heartbeat(), kubelet.run_pods());
+                tokio::join!(kubelet.heartbeat(), kubelet.run_pods(), kubelet.follow_services());
             })
         })
         .map_err(|e| e.to_string())?;
@@ -346,6 +388,7 @@ impl Kubelet {
             Ok(netns) => {
                 let mut run = PodRun::new(self, &pod, api.clone(), netns);
                 run.supervise(stopped).await;
+                run.clean_up();
                 let netns = run.netns;
                 let _ = tokio::task::spawn_blocking(move || drop(netns)).await;
                 finish_deletion(&api, &pod).await;
@@ -353,6 +396,89 @@ impl Kubelet {
             Err(e) => eprintln!("test node: network for pod {ns}/{}: {e}", pod.metadata.name.as_deref().unwrap_or("")),
         }
         self.state.slots.lock().unwrap().used[slot as usize] = false;
+    }
+
+    /// What kube-proxy and cluster DNS give pods: every half second, the Services of the
+    /// served namespaces (and `kubernetes`, the API server) with their ready endpoints, into
+    /// every running pod's NAT table and hosts file when they change.
+    async fn follow_services(&self) {
+        let mut last: Option<(Vec<ServicePort>, String)> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = match self.services().await {
+                Ok(now) => now,
+                Err(e) => {
+                    eprintln!("test node: reading Services: {e}");
+                    continue;
+                }
+            };
+            if last.as_ref() == Some(&now) {
+                continue;
+            }
+            let mut services = self.state.services.lock().unwrap();
+            (services.ports, services.hosts) = now.clone();
+            for (netns, hosts, own) in services.pods.values() {
+                let _ = std::fs::write(hosts, format!("{own}{}", services.hosts));
+                if let Err(e) = crate::netns::set_services(netns, &services.ports) {
+                    eprintln!("test node: services in {netns}: {e}");
+                }
+            }
+            last = Some(now);
+        }
+    }
+
+    async fn services(&self) -> Result<(Vec<ServicePort>, String), kube::Error> {
+        use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+        let mut ports = Vec::new();
+        let mut hosts = String::new();
+        if let Some((port, _)) = &self.state.api {
+            ports.push(ServicePort {
+                cluster_ip: KUBERNETES_SERVICE_IP,
+                port: 443,
+                to: vec![(self.state.network.node_ip, *port)],
+            });
+            hosts.push_str(&format!(
+                "{KUBERNETES_SERVICE_IP} kubernetes kubernetes.default kubernetes.default.svc kubernetes.default.svc.cluster.local\n"
+            ));
+        }
+        let served: Vec<String> = self.state.served.lock().unwrap().iter().cloned().collect();
+        for ns in served {
+            let lp = kube::api::ListParams::default();
+            let services = Api::<Service>::namespaced(self.client.clone(), &ns).list(&lp).await?;
+            let slices = Api::<EndpointSlice>::namespaced(self.client.clone(), &ns).list(&lp).await?;
+            for svc in services {
+                let name = svc.metadata.name.clone().unwrap_or_default();
+                let spec = svc.spec.unwrap_or_default();
+                let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) else { continue };
+                hosts.push_str(&format!("{ip} {name} {name}.{ns} {name}.{ns}.svc {name}.{ns}.svc.cluster.local\n"));
+                let mine: Vec<&EndpointSlice> = slices
+                    .items
+                    .iter()
+                    .filter(|s| {
+                        s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")) == Some(&name)
+                    })
+                    .collect();
+                for p in spec.ports.iter().flatten() {
+                    let mut to = Vec::new();
+                    for slice in &mine {
+                        let port = slice.ports.iter().flatten().find(|sp| sp.name == p.name).and_then(|sp| sp.port);
+                        let Some(port) = port else { continue };
+                        for e in &slice.endpoints {
+                            if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                                continue;
+                            }
+                            if let Some(addr) = e.addresses.first().and_then(|a| a.parse().ok()) {
+                                to.push((addr, port as u16));
+                            }
+                        }
+                    }
+                    to.sort();
+                    ports.push(ServicePort { cluster_ip: ip, port: p.port as u16, to });
+                }
+            }
+        }
+        ports.sort_by_key(|p| (p.cluster_ip, p.port));
+        Ok((ports, hosts))
     }
 
     fn claim_slot(&self) -> Option<u8> {
@@ -414,6 +540,12 @@ struct PodRun {
     ready: bool,
     ready_since: Value,
     pid: Option<u32>,
+    state_shared: Arc<Shared>,
+    /// The pod's volumes on the node (their folder, and whether they are read-only), made at
+    /// its first container start.
+    volumes: Option<BTreeMap<String, (PathBuf, bool)>>,
+    /// The container runc runs now, when the pod runs as a container.
+    bundle: Option<runtime::Bundle>,
 }
 
 /// Why a container stopped running.
@@ -445,6 +577,9 @@ impl PodRun {
             ready: false,
             ready_since: now(),
             pid: None,
+            state_shared: k.state.clone(),
+            volumes: None,
+            bundle: None,
         }
     }
 
@@ -491,6 +626,14 @@ impl PodRun {
                 self.state["waiting"]["message"] =
                     format!("back-off {backoff:?} restarting failed container {}", self.container.name).into();
             }
+            if self.state["waiting"]["reason"] == "ErrImagePull" {
+                // Said as it happened, then as the kubelet says it while it waits to try again.
+                self.report().await;
+                let why = self.state["waiting"]["message"].as_str().unwrap_or_default().to_string();
+                let image = self.container.image.clone().unwrap_or_default();
+                self.state = json!({"waiting": {"reason": "ImagePullBackOff",
+                    "message": format!("Back-off pulling image \"{image}\": {why}")}});
+            }
             self.report().await;
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
@@ -499,26 +642,29 @@ impl PodRun {
         }
     }
 
+    /// The container: from its image in a container, or as a process for an image the test
+    /// mapped to a folder.
+    async fn spawn(&mut self) -> Result<tokio::process::Child, (&'static str, String)> {
+        match self.image.clone() {
+            Some(image) => self.spawn_process(&image).await,
+            None => self.spawn_container().await,
+        }
+    }
+
     /// The image's entrypoint (or the container's command) in the pod's network namespace.
-    async fn spawn(&self) -> Result<tokio::process::Child, (&'static str, String)> {
-        let image_name = self.container.image.clone().unwrap_or_default();
-        let image = self.image.clone().ok_or_else(|| {
-            ("ErrImagePull", format!("the test node has no image {image_name:?} (TestNode::image maps it)"))
-        })?;
-        let env = self.env(&image).await.map_err(|e| ("CreateContainerConfigError", e))?;
+    async fn spawn_process(&self, image: &Image) -> Result<tokio::process::Child, (&'static str, String)> {
+        let mut base = BTreeMap::new();
+        base.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+        base.insert("HOME".into(), image.dir.display().to_string());
+        base.insert("HOSTNAME".into(), self.name());
+        base.extend(image.env.iter().cloned());
+        let env = self.env(base).await.map_err(|e| ("CreateContainerConfigError", e))?;
         let mut argv: Vec<String> = self.container.command.clone().unwrap_or_default();
         argv.extend(self.container.args.clone().unwrap_or_default());
         let program = if argv.is_empty() { self.watchdog.display().to_string() } else { argv.remove(0) };
         let mut cmd = Command::new(&program);
         cmd.args(&argv).env_clear().envs(env).current_dir(&image.dir);
-        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path(&self.logs, &ns, &self.name()))
-            .map_err(|e| ("RunContainerError", format!("opening the pod's log: {e}")))?;
-        let log_too = log.try_clone().map_err(|e| ("RunContainerError", e.to_string()))?;
-        cmd.stdin(Stdio::null()).stdout(log).stderr(log_too);
+        self.output_to_log(&mut cmd)?;
         let netns = std::fs::File::open(self.netns.path()).map_err(|e| ("RunContainerError", e.to_string()))?;
         // SAFETY: setns and prctl are plain system calls on the child being set up.
         unsafe {
@@ -530,14 +676,269 @@ impl PodRun {
         cmd.spawn().map_err(|e| ("RunContainerError", format!("starting {program}: {e}")))
     }
 
-    /// The container's environment: the image's, then the container's (values, Secret keys,
-    /// the pod's own fields), as a container runtime builds it.
-    async fn env(&self, image: &Image) -> Result<BTreeMap<String, String>, String> {
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        env.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
-        env.insert("HOME".into(), image.dir.display().to_string());
-        env.insert("HOSTNAME".into(), self.name());
-        env.extend(image.env.iter().cloned());
+    fn output_to_log(&self, cmd: &mut Command) -> Result<(), (&'static str, String)> {
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path(&self.logs, &ns, &self.name()))
+            .map_err(|e| ("RunContainerError", format!("opening the pod's log: {e}")))?;
+        let log_too = log.try_clone().map_err(|e| ("RunContainerError", e.to_string()))?;
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log_too);
+        Ok(())
+    }
+
+    /// The pod's image, pulled and run by runc with what the pod's spec says.
+    async fn spawn_container(&mut self) -> Result<tokio::process::Child, (&'static str, String)> {
+        let image = self.container.image.clone().unwrap_or_default();
+        let policy = self.container.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
+        let pulled = self.state_shared.runtime.pull(&image, &policy).await?;
+        let config = |e: String| ("CreateContainerConfigError", e);
+        let volumes = self.volumes().await.map_err(config)?;
+        let (uid, gid) = self.user(&pulled.config).map_err(config)?;
+        let mut base = runtime::image_env(&pulled.config);
+        base.insert("HOSTNAME".into(), self.name());
+        if self.state_shared.api.is_some() {
+            let ip = KUBERNETES_SERVICE_IP.to_string();
+            base.insert("KUBERNETES_SERVICE_HOST".into(), ip.clone());
+            base.insert("KUBERNETES_SERVICE_PORT".into(), "443".into());
+            base.insert("KUBERNETES_SERVICE_PORT_HTTPS".into(), "443".into());
+            base.insert("KUBERNETES_PORT".into(), format!("tcp://{ip}:443"));
+        }
+        let env = self.env(base).await.map_err(config)?;
+        let security = self.container.security_context.clone().unwrap_or_default();
+        let mut mounts = Vec::new();
+        for m in self.container.volume_mounts.iter().flatten() {
+            let (source, read_only) = volumes
+                .get(&m.name)
+                .cloned()
+                .ok_or_else(|| config(format!("volumeMount {} names no volume of the pod", m.name)))?;
+            let source = match m.sub_path.as_deref().filter(|p| !p.is_empty()) {
+                Some(sub) => source.join(sub),
+                None => source,
+            };
+            mounts.push(runtime::Mount {
+                source,
+                destination: m.mount_path.clone(),
+                read_only: read_only || m.read_only == Some(true),
+            });
+        }
+        let hosts = self.hosts_file();
+        mounts.push(runtime::Mount { source: hosts, destination: "/etc/hosts".into(), read_only: true });
+        let memory_limit = self
+            .container
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .and_then(|q| memory_bytes(&q.0));
+        let spec = runtime::Spec {
+            args: runtime::argv(
+                &pulled.config,
+                self.container.command.as_deref().unwrap_or_default(),
+                self.container.args.as_deref().unwrap_or_default(),
+            ),
+            env: env.into_iter().collect(),
+            cwd: self
+                .container
+                .working_dir
+                .clone()
+                .or_else(|| Some(pulled.config.config.working_dir.clone()).filter(|d| !d.is_empty()))
+                .unwrap_or_else(|| "/".into()),
+            uid,
+            gid,
+            read_only_root: security.read_only_root_filesystem == Some(true),
+            drop_all_capabilities: security
+                .capabilities
+                .and_then(|c| c.drop)
+                .is_some_and(|d| d.iter().any(|c| c == "ALL")),
+            no_new_privileges: security.allow_privilege_escalation == Some(false),
+            memory_limit,
+            mounts,
+            netns: self.netns.path(),
+            hostname: self.name(),
+        };
+        let id = format!("flint-{}-{}-{}", std::process::id(), self.name(), self.restarts);
+        let bundle =
+            self.state_shared.runtime.create(&id, &pulled, &spec).await.map_err(|e| ("CreateContainerError", e))?;
+        let mut cmd = Command::new("runc");
+        cmd.args(["run", "--bundle"]).arg(&bundle.dir).arg(&id);
+        self.output_to_log(&mut cmd)?;
+        // SAFETY: prctl is a plain system call on the child being set up.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd.spawn().map_err(|e| ("RunContainerError", format!("runc: {e}")))?;
+        self.bundle = Some(bundle);
+        Ok(child)
+    }
+
+    /// The container's user: the pod's `runAsUser`/`runAsGroup`, else the image's; refused,
+    /// in the kubelet's words, under `runAsNonRoot` when it is root or cannot be told.
+    fn user(&self, image: &flint_images::oci::ImageConfig) -> Result<(u32, u32), String> {
+        let pod = self.pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+        let own = self.container.security_context.clone().unwrap_or_default();
+        let run_as_user = own.run_as_user.or(pod.run_as_user);
+        let run_as_group = own.run_as_group.or(pod.run_as_group);
+        let non_root = own.run_as_non_root.or(pod.run_as_non_root) == Some(true);
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let who = format!("pod: \"{}_{ns}({})\", container: {}", self.name(), uid(&self.pod), self.container.name);
+        let (uid, gid) = match (run_as_user, runtime::image_user(image)) {
+            (Some(u), image) => {
+                (u as u32, run_as_group.map(|g| g as u32).unwrap_or_else(|| image.map_or(0, |(_, g)| g)))
+            }
+            (None, Ok((u, g))) => (u, run_as_group.map(|g| g as u32).unwrap_or(g)),
+            (None, Err(name)) if non_root => {
+                return Err(format!(
+                    "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root ({who})"
+                ));
+            }
+            (None, Err(name)) => {
+                return Err(format!(
+                    "the test node cannot run an image whose user is a name ({name}); give it a number"
+                ));
+            }
+        };
+        if non_root && uid == 0 {
+            return Err(format!("container has runAsNonRoot and image will run as root ({who})"));
+        }
+        Ok((uid, gid))
+    }
+
+    /// The pod's volumes, made on the node once (a kubelet's volume manager): Secrets and
+    /// ConfigMaps as files, projected ServiceAccount tokens (a TokenRequest bound to the pod),
+    /// the CA and the namespace, emptyDirs, and claims as folders of the node that outlive the
+    /// pod. Writable ones belong to the pod's `fsGroup`, as the kubelet makes them.
+    async fn volumes(&mut self) -> Result<BTreeMap<String, (PathBuf, bool)>, String> {
+        if let Some(v) = &self.volumes {
+            return Ok(v.clone());
+        }
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group).map(|g| g as u32);
+        let root = self.state_shared.dir.join("pods").join(uid(&self.pod)).join("volumes");
+        let mut out = BTreeMap::new();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+        for v in spec.volumes.iter().flatten() {
+            let dir = root.join(&v.name);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let mode = |m: Option<i32>| m.map(|m| m as u32).unwrap_or(0o644);
+            if let Some(secret) = &v.secret {
+                let name = secret.secret_name.clone().unwrap_or_default();
+                let data = match secrets.get_opt(&name).await.map_err(|e| e.to_string())? {
+                    Some(s) => s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
+                    None if secret.optional == Some(true) => BTreeMap::new(),
+                    None => return Err(format!("secret \"{name}\" not found")),
+                };
+                let items: Vec<(String, String)> =
+                    secret.items.iter().flatten().map(|i| (i.key.clone(), i.path.clone())).collect();
+                write_keys(&dir, &data, &items, mode(secret.default_mode))?;
+                out.insert(v.name.clone(), (dir, true));
+            } else if let Some(map) = &v.config_map {
+                let data = match maps.get_opt(&map.name).await.map_err(|e| e.to_string())? {
+                    Some(m) => config_map_data(m),
+                    None if map.optional == Some(true) => BTreeMap::new(),
+                    None => return Err(format!("configmap \"{}\" not found", map.name)),
+                };
+                let items: Vec<(String, String)> =
+                    map.items.iter().flatten().map(|i| (i.key.clone(), i.path.clone())).collect();
+                write_keys(&dir, &data, &items, mode(map.default_mode))?;
+                out.insert(v.name.clone(), (dir, true));
+            } else if let Some(projected) = &v.projected {
+                for source in projected.sources.iter().flatten() {
+                    if let Some(token) = &source.service_account_token {
+                        let account = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
+                        let t = self
+                            .token(&ns, &account, token.expiration_seconds.unwrap_or(3607), token.audience.clone())
+                            .await?;
+                        write_file(&dir.join(&token.path), t.as_bytes(), 0o644)?;
+                    }
+                    if let Some(map) = &source.config_map {
+                        let data = maps
+                            .get(&map.name)
+                            .await
+                            .map(config_map_data)
+                            .map_err(|e| format!("configmap {}: {e}", map.name))?;
+                        let items: Vec<(String, String)> =
+                            map.items.iter().flatten().map(|i| (i.key.clone(), i.path.clone())).collect();
+                        write_keys(&dir, &data, &items, mode(projected.default_mode))?;
+                    }
+                    if let Some(secret) = &source.secret {
+                        let data =
+                            secrets.get(&secret.name).await.map_err(|e| format!("secret {}: {e}", secret.name))?;
+                        let data = data.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                        let items: Vec<(String, String)> =
+                            secret.items.iter().flatten().map(|i| (i.key.clone(), i.path.clone())).collect();
+                        write_keys(&dir, &data, &items, mode(projected.default_mode))?;
+                    }
+                    for item in source.downward_api.iter().flat_map(|d| d.items.iter().flatten()) {
+                        let value = match item.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                            Some("metadata.namespace") => ns.clone(),
+                            Some("metadata.name") => self.name(),
+                            other => return Err(format!("the test node cannot project {other:?}")),
+                        };
+                        write_file(&dir.join(&item.path), value.as_bytes(), 0o644)?;
+                    }
+                }
+                out.insert(v.name.clone(), (dir, true));
+            } else if v.empty_dir.is_some() {
+                owned_by(&dir, fs_group)?;
+                out.insert(v.name.clone(), (dir, false));
+            } else if let Some(claim) = &v.persistent_volume_claim {
+                let _ = std::fs::remove_dir_all(&dir);
+                let dir = self.state_shared.dir.join("claims").join(&ns).join(&claim.claim_name);
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                owned_by(&dir, fs_group)?;
+                out.insert(v.name.clone(), (dir, claim.read_only == Some(true)));
+            } else {
+                return Err(format!(
+                    "volume {}: the test node mounts Secrets, ConfigMaps, projected, emptyDir and claims only",
+                    v.name
+                ));
+            }
+        }
+        self.volumes = Some(out.clone());
+        Ok(out)
+    }
+
+    /// A ServiceAccount token bound to the pod (what the kubelet asks the API server for).
+    async fn token(&self, ns: &str, account: &str, seconds: i64, audience: Option<String>) -> Result<String, String> {
+        let mut spec = json!({"expirationSeconds": seconds.max(600),
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": self.name(), "uid": uid(&self.pod)}});
+        if let Some(a) = audience {
+            spec["audiences"] = json!([a]);
+        }
+        let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+        let request = http::Request::post(format!("/api/v1/namespaces/{ns}/serviceaccounts/{account}/token"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        let answer: Value =
+            self.client.request(request).await.map_err(|e| format!("a token for {ns}/{account}: {e}"))?;
+        answer["status"]["token"].as_str().map(str::to_string).ok_or_else(|| format!("no token for {ns}/{account}"))
+    }
+
+    /// The pod's `/etc/hosts`: its own name, and the cluster's Services (kept current).
+    fn hosts_file(&self) -> PathBuf {
+        let path = self.state_shared.dir.join("pods").join(uid(&self.pod)).join("hosts");
+        let _ = std::fs::create_dir_all(path.parent().expect("a folder"));
+        let own = format!("127.0.0.1 localhost\n::1 localhost\n{} {}\n", self.netns.addr, self.name());
+        let mut services = self.state_shared.services.lock().unwrap();
+        let _ = std::fs::write(&path, format!("{own}{}", services.hosts));
+        if let Err(e) = crate::netns::set_services(&self.netns.name, &services.ports) {
+            eprintln!("test node: services for pod {}: {e}", self.name());
+        }
+        services.pods.insert(uid(&self.pod), (self.netns.name.clone(), path.clone(), own));
+        path
+    }
+
+    /// The container's environment: `env` (the image's, and what the node adds), then the
+    /// container's (values, Secret keys, the pod's own fields), as a container runtime builds it.
+    async fn env(&self, mut env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String> {
         let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
         let secret = |name: String| {
@@ -653,20 +1054,40 @@ impl PodRun {
         matches!(tokio::time::timeout(timeout, crate::get(&url)).await, Ok(Ok(r)) if (200..400).contains(&r.status))
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; its exit code (128 + signal when killed).
-    async fn terminate(&self, child: &mut tokio::process::Child, grace: Duration) -> i32 {
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-        }
+    /// SIGTERM to the container's first process (runc passes it on), then SIGKILL after
+    /// `grace`; its exit code (128 + signal when killed). A container's bundle goes with it.
+    async fn terminate(&mut self, child: &mut tokio::process::Child, grace: Duration) -> i32 {
+        let (container, pid) = (self.bundle.as_ref().map(|b| b.id.clone()), child.id());
+        let signal = |signal: nix::sys::signal::Signal| match (&container, pid) {
+            (Some(id), _) => {
+                let _ = std::process::Command::new("runc").args(["kill", id, signal.as_str()]).output();
+            }
+            (None, Some(pid)) => {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+            }
+            (None, None) => {}
+        };
+        signal(nix::sys::signal::Signal::SIGTERM);
         let status = match tokio::time::timeout(grace, child.wait()).await {
             Ok(status) => status,
             Err(_) => {
+                signal(nix::sys::signal::Signal::SIGKILL);
                 let _ = child.start_kill();
                 child.wait().await
             }
         };
+        if let Some(bundle) = self.bundle.take() {
+            self.state_shared.runtime.remove(&bundle);
+        }
         use std::os::unix::process::ExitStatusExt;
         status.map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9))).unwrap_or(137)
+    }
+
+    /// What the pod leaves on the node once it is gone: its volumes and its place in the
+    /// Services' followers (claims stay).
+    fn clean_up(&mut self) {
+        self.state_shared.services.lock().unwrap().pods.remove(&uid(&self.pod));
+        let _ = std::fs::remove_dir_all(self.state_shared.dir.join("pods").join(uid(&self.pod)));
     }
 
     fn grace(&self) -> Duration {
@@ -725,4 +1146,70 @@ fn period(probe: Option<&Probe>) -> Duration {
 
 fn delay(probe: Option<&Probe>) -> Duration {
     Duration::from_secs(probe.and_then(|p| p.initial_delay_seconds).unwrap_or(0).max(0) as u64)
+}
+
+/// A quantity of memory (`512Mi`, `1G`, `2000000`) in bytes.
+fn memory_bytes(q: &str) -> Option<i64> {
+    let split = q.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let factor = match unit {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        _ => return None,
+    };
+    Some((n * factor) as i64)
+}
+
+fn config_map_data(m: k8s_openapi::api::core::v1::ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> =
+        m.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+    out.extend(m.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+    out
+}
+
+/// Every key (or the `items` asked for, key to path) as a file of `dir`.
+fn write_keys(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: &[(String, String)],
+    mode: u32,
+) -> Result<(), String> {
+    if items.is_empty() {
+        for (key, value) in data {
+            write_file(&dir.join(key), value, mode)?;
+        }
+    }
+    for (key, path) in items {
+        let value = data.get(key).ok_or_else(|| format!("key {key} is not there"))?;
+        write_file(&dir.join(path), value, mode)?;
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
+}
+
+/// A writable volume: the pod's `fsGroup` owns it (setgid, group-writable), or anyone may write.
+fn owned_by(dir: &Path, group: Option<u32>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match group {
+        Some(g) => {
+            std::os::unix::fs::chown(dir, None, Some(g)).map_err(|e| e.to_string())?;
+            0o2775
+        }
+        None => 0o777,
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
 }

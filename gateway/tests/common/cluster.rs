@@ -4,8 +4,15 @@
 use std::{path::PathBuf, sync::OnceLock};
 
 use flint_api::Function;
-use flint_testkit::cluster::{Binaries, Cluster};
-use kube::Api;
+use flint_testkit::{
+    cluster::{Binaries, Cluster},
+    node::TestNode,
+};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams},
+};
 
 /// An autoscaler that decides every 200 ms over windows of seconds, for tests of its decisions.
 pub const FAST_AUTOSCALER: [&str; 8] =
@@ -48,4 +55,34 @@ pub async fn create_function(c: &Cluster, name: &str, scale: &str) {
     );
     let f = flint_api::manifest::from_yaml(&yaml).unwrap().remove(0);
     functions(c).create(&Default::default(), &f).await.unwrap();
+}
+
+/// A namespace served by the test node, with the operator running in it.
+pub async fn on_node(prefix: &str) -> Option<(Cluster, &'static TestNode)> {
+    let c = cluster(prefix).await?;
+    let node = TestNode::get(c.api, &super::watchdog()).await?;
+    node.serve(&c.ns.name);
+    Some((c, node))
+}
+
+/// Applies a Function with this spec (YAML, indented by two).
+pub async fn apply_function(c: &Cluster, name: &str, spec: &str) {
+    let yaml = format!(
+        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n{spec}\n",
+        c.ns.name
+    );
+    let f = flint_api::manifest::from_yaml(&yaml).unwrap().remove(0);
+    functions(c)
+        .patch(name, &PatchParams::apply("flint-test").force(), &Patch::Apply(&f))
+        .await
+        .unwrap_or_else(|e| panic!("applying Function {name}: {e}"));
+}
+
+pub fn pods(c: &Cluster) -> Api<Pod> {
+    Api::namespaced(c.api.client(), &c.ns.name)
+}
+
+pub async fn pods_of(c: &Cluster, function: &str) -> Vec<Pod> {
+    let lp = ListParams::default().labels(&format!("flint.dev/function={function}"));
+    pods(c).list(&lp).await.map(|l| l.items).unwrap_or_default()
 }
