@@ -141,6 +141,12 @@ pub struct Args {
     #[arg(long, env = "FLINT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// On SIGTERM, how long to keep accepting requests (answering /healthz 503) before
+    /// stopping: the time a Service's other clients take to learn this replica is leaving, so
+    /// that none is refused on the way out (Kubernetes: a few seconds; the chart sets 5s).
+    #[arg(long, env = "FLINT_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration)]
+    pub shutdown_delay: Duration,
+
     /// How long accepted requests may take to finish when the gateway stops.
     #[arg(long, env = "FLINT_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub drain_timeout: Duration,

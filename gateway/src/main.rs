@@ -190,6 +190,7 @@ async fn run(args: Args) -> ExitCode {
         callbacks,
         stored,
     };
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let gateway = Arc::new(routes::Gateway {
         accept,
         api: rest::Api { provider: provider.clone(), metrics: metrics.clone(), namespaces, invoker: invoker.clone() },
@@ -199,6 +200,7 @@ async fn run(args: Args) -> ExitCode {
         auth,
         auth_functions: args.auth_functions,
         hosts: flint_gateway::origin::Hosts::new(&args.allowed_hosts),
+        draining: draining.clone(),
     });
     print_banner(&*provider, addr).await;
 
@@ -215,6 +217,11 @@ async fn run(args: Args) -> ExitCode {
     let serving =
         tokio::spawn(flint_http::server::serve(listener, make, stop.clone(), limits(&args), args.drain_timeout));
     until_stopped(|| reload(local.as_deref(), &args.functions_dir)).await;
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    if !args.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?args.shutdown_delay, "stopping: still serving while clients learn this replica is leaving");
+        tokio::time::sleep(args.shutdown_delay).await;
+    }
     tracing::info!("stopping: finishing accepted requests");
     stop.cancel();
     if !serving.await.unwrap_or(false) {

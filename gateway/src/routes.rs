@@ -24,6 +24,8 @@ pub struct Gateway {
     pub auth: Option<Credentials>,
     pub auth_functions: bool,
     pub hosts: origin::Hosts,
+    /// Set on SIGTERM: /healthz says so, so that whatever balances to this replica stops.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Gateway {
@@ -77,6 +79,9 @@ impl Gateway {
             return crate::portal::serve(file);
         }
         match path.as_str() {
+            "/healthz" if self.draining.load(std::sync::atomic::Ordering::Relaxed) => {
+                reply::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down: finishing accepted requests")
+            }
             "/healthz" => match self.provider.health() {
                 Ok(()) => reply::text(StatusCode::OK, "OK"),
                 Err(why) => reply::text(StatusCode::SERVICE_UNAVAILABLE, why),

@@ -455,6 +455,27 @@ async fn without_a_watchdog_a_gateway_with_functions_to_run_stops_saying_so_and_
 }
 
 #[tokio::test]
+async fn on_sigterm_a_shutdown_delay_keeps_serving_while_health_says_it_is_leaving() {
+    let dir = Dir::new("shutdown-delay");
+    let mut g = Gateway::start(&dir.0, &["--shutdown-delay", "2s"]).await;
+    g.process.signal(Signal::SIGTERM);
+    let leaving = wait_for("/healthz to say the gateway is leaving", SECS_20, || async {
+        flint_testkit::get(&g.url("/healthz")).await.ok().filter(|r| r.status == 503)
+    })
+    .await;
+    assert!(leaving.text().contains("shutting down"), "{}", leaving.text());
+    let r = flint_testkit::get(&g.url("/system/functions")).await.unwrap();
+    assert_eq!(r.status, 200, "still serving during the delay");
+    let started = std::time::Instant::now();
+    assert_eq!(g.process.exit(SECS_20).await.code(), Some(0));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "stopped before the delay: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn cron_triggers_invoke_the_function_through_the_gateway() {
     let dir = Dir::new("cron");
     dir.function(
