@@ -109,7 +109,12 @@ pub struct Hooks(pub Arc<Mutex<Vec<(String, HeaderMap, String)>>>);
 impl Hooks {
     /// Listens on a loopback port; answers every request 200.
     pub async fn start() -> (Hooks, SocketAddr) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// The same on `addr` (the test node's address, for pods to reach).
+    pub async fn start_on(addr: &str) -> (Hooks, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hooks = Hooks::default();
         let seen = hooks.clone();
@@ -152,7 +157,10 @@ pub async fn local_nats(g: &Gateway, dir: &Dir) -> async_nats::Client {
     let url = line.split("url=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     assert!(async_nats::connect(&url).await.is_err(), "local mode's NATS lets anyone in");
     let conf = std::fs::read_to_string(dir.0.join(".flint/nats/flint-login.conf")).unwrap();
-    let value = |key: &str| conf.lines().find_map(|l| l.trim().strip_prefix(key)).unwrap().trim().to_string();
+    let value = |key: &str| {
+        let value = conf.lines().find_map(|l| l.trim().strip_prefix(key)).unwrap().trim();
+        value.trim_matches('"').to_string()
+    };
     let (user, password) = (value("user:"), value("password:"));
     async_nats::ConnectOptions::with_user_and_password(user, password).connect(&url).await.unwrap()
 }
