@@ -2,7 +2,8 @@
 #   docker build --target watchdog -t ghcr.io/flint-dev/watchdog .
 #   docker build --target flint-gateway -t ghcr.io/flint-dev/flint-gateway .
 #   docker build --target flint-operator -t ghcr.io/flint-dev/flint-operator .
-# Runtime images are distroless (glibc, no shell) and run as an unprivileged user.
+# Runtime images are distroless (glibc, libgcc, CA certificates, time zones; no shell) and run
+# as user 65532. `scripts/images` builds the same images without Docker (see README, "Images").
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

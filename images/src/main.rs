@@ -47,7 +47,7 @@ struct BuildArgs {
     /// Build only these images (`flint-gateway`, `examples/hello-python`, …).
     #[arg(long)]
     only: Vec<String>,
-    /// Also build the stand-ins for the chart's third-party images (stand-ins/nats, …).
+    /// Also build the stand-in for the chart's NATS image (stand-ins/nats).
     #[arg(long)]
     stand_ins: bool,
     /// Debian package versions to build with (a previous build's packages.lock).

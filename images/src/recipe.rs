@@ -6,8 +6,9 @@
 //!   user 65532;
 //! - `examples/NAME`: the watchdog, the function's runtime from Debian (python3, node, a shell)
 //!   and its code, user 1000, as `examples/NAME/Dockerfile` says;
-//! - stand-ins for the chart's third-party images (`nats`, `prometheus`, from Debian's
-//!   packages), for clusters that cannot pull from public registries (the tests).
+//! - a stand-in for the chart's NATS image (Debian's `nats-server`), for clusters that cannot
+//!   pull from public registries (the tests). Debian's Prometheus cannot stand in for the
+//!   chart's: it is built without Kubernetes service discovery.
 
 use std::path::{Path, PathBuf};
 
@@ -177,20 +178,13 @@ pub fn all(inputs: &Inputs) -> Vec<Recipe> {
         rust.files.push((binary.to_path_buf(), "/home/app/target/release/hello-rust".into(), 0o755));
         out.push(rust);
     }
-    // Stand-ins for the chart's third-party images, from Debian's packages.
+    // A stand-in for the chart's NATS image, from Debian's package.
     out.push(Recipe {
         runtime: vec!["nats-server"],
         entrypoint: vec!["/usr/sbin/nats-server".into()],
         ports: vec![4222, 8222],
         stand_in: true,
         ..base("stand-ins/nats", FLINT_USER)
-    });
-    out.push(Recipe {
-        runtime: vec!["prometheus"],
-        entrypoint: vec!["/usr/bin/prometheus".into()],
-        ports: vec![9090],
-        stand_in: true,
-        ..base("stand-ins/prometheus", FLINT_USER)
     });
     out
 }

@@ -313,10 +313,16 @@ pub struct Prometheus {
     pub process: Spawned,
     pub port: u16,
     dir: std::path::PathBuf,
+    ip: std::net::Ipv4Addr,
 }
 
 impl Prometheus {
     pub async fn start(targets: &[String]) -> Self {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST, targets).await
+    }
+
+    /// The same listening on `ip` (a test node's address, for pods to reach).
+    pub async fn start_on(ip: std::net::Ipv4Addr, targets: &[String]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("flint-prometheus-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -330,11 +336,11 @@ impl Prometheus {
             &[
                 &format!("--config.file={}", dir.join("prometheus.yml").display()),
                 &format!("--storage.tsdb.path={}", dir.join("data").display()),
-                &format!("--web.listen-address=127.0.0.1:{port}"),
+                &format!("--web.listen-address={ip}:{port}"),
             ],
             &[],
         );
-        let p = Prometheus { process, port, dir };
+        let p = Prometheus { process, port, dir, ip };
         let ready = format!("{}/-/ready", p.url());
         wait_for("Prometheus to be ready", Duration::from_secs(30), || async {
             get(&ready).await.ok().filter(|r| r.status == 200)
@@ -344,7 +350,7 @@ impl Prometheus {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.ip, self.port)
     }
 }
 

@@ -156,6 +156,61 @@ pub fn set_services(name: &str, services: &[ServicePort]) -> Result<(), String> 
     Ok(())
 }
 
+/// The same Service rules for the host (what kube-proxy gives a node's own processes): a
+/// chain of this binary's own in the host's NAT table, reached only for the service range, so
+/// that a test reaches a Service by its cluster IP as a client in the cluster does.
+pub fn set_host_services(services: &[ServicePort]) -> Result<(), String> {
+    let chain = host_chain(std::process::id());
+    let mut table = format!("*nat\n:{chain} - [0:0]\n");
+    for s in services {
+        let to = format!("-d {}/32 -p tcp --dport {}", s.cluster_ip, s.port);
+        for (i, (ip, port)) in s.to.iter().enumerate() {
+            let left = s.to.len() - i;
+            let pick = if left > 1 {
+                format!("-m statistic --mode random --probability {:.5} ", 1.0 / left as f64)
+            } else {
+                String::new()
+            };
+            table.push_str(&format!("-A {chain} {to} {pick}-j DNAT --to-destination {ip}:{port}\n"));
+        }
+    }
+    table.push_str("COMMIT\n");
+    let mut child = Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    child.stdin.take().expect("piped").write_all(table.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("iptables-restore on the host: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let jump = ["-t", "nat", "-C", "OUTPUT", "-d", "10.0.0.0/16", "-j", &chain];
+    if !Command::new("iptables").args(jump).output().is_ok_and(|o| o.status.success()) {
+        let mut add = jump;
+        add[2] = "-A";
+        let out = Command::new("iptables").args(add).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("iptables: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    Ok(())
+}
+
+fn host_chain(pid: u32) -> String {
+    format!("FLINT-SVC-{pid}")
+}
+
+/// Removes a binary's host chain (and the jump to it).
+fn remove_host_chain(pid: u32) {
+    let chain = host_chain(pid);
+    let _ = Command::new("iptables").args(["-t", "nat", "-D", "OUTPUT", "-d", "10.0.0.0/16", "-j", &chain]).output();
+    let _ = Command::new("iptables").args(["-t", "nat", "-F", &chain]).output();
+    let _ = Command::new("iptables").args(["-t", "nat", "-X", &chain]).output();
+}
+
 impl Drop for PodNetns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "delete", &self.name]);
@@ -163,12 +218,16 @@ impl Drop for PodNetns {
 }
 
 /// `sh` that waits for SIGTERM (its parent-death signal), then deletes the binary's
-/// containers, namespaces and bridge.
+/// containers (and unmounts their root filesystems), namespaces, bridge and host chain.
 fn guardian(pid: u32) -> Command {
+    let node = crate::node::node_dir(pid).display().to_string();
     let script = format!(
         "trap 'kill $!; for c in $(runc list -q 2>/dev/null | grep \"^flint-{pid}-\"); do runc delete -f $c; done; \
+         for m in $(cut -d\" \" -f2 /proc/mounts | grep \"^{node}/\"); do umount -l $m; done; \
          for n in $(ip netns list | grep -o \"^{PREFIX}{pid}-[0-9]*\"); do ip netns delete $n; done; \
-         ip link delete {BRIDGE}{pid} 2>/dev/null; exit 0' TERM; sleep infinity & wait"
+         ip link delete {BRIDGE}{pid} 2>/dev/null; iptables -t nat -D OUTPUT -d 10.0.0.0/16 -j FLINT-SVC-{pid} 2>/dev/null; \
+         iptables -t nat -F FLINT-SVC-{pid} 2>/dev/null; iptables -t nat -X FLINT-SVC-{pid} 2>/dev/null; exit 0' TERM; \
+         sleep infinity & wait"
     );
     let mut cmd = Command::new("sh");
     cmd.args(["-c", &script]).stdout(Stdio::null()).stderr(Stdio::null());
@@ -190,6 +249,15 @@ fn remove_stale() {
         for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
             if gone(name.strip_prefix(PREFIX).and_then(|p| p.split('-').next()).and_then(|p| p.parse().ok())) {
                 let _ = ip(&["netns", "delete", name]);
+            }
+        }
+    }
+    if let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(pid) = line.strip_prefix("-N FLINT-SVC-").and_then(|p| p.parse().ok())
+                && gone(Some(pid))
+            {
+                remove_host_chain(pid);
             }
         }
     }

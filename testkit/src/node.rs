@@ -139,6 +139,11 @@ impl TestNode {
         self.state.served.lock().unwrap().insert(namespace.to_string());
     }
 
+    /// The node's address: where pods reach what runs on the host.
+    pub fn ip(&self) -> std::net::Ipv4Addr {
+        self.state.network.node_ip
+    }
+
     /// Pulls images named `from…` from `to…` instead (a registry mirror, as containerd has).
     pub fn mirror(&self, from: &str, to: &str) {
         self.state.runtime.mirror(from, to);
@@ -159,18 +164,25 @@ fn log_path(logs: &Path, namespace: &str, pod: &str) -> PathBuf {
     logs.join(format!("{namespace}_{pod}.log"))
 }
 
-/// The pods' log folder of this binary, after removing those of binaries that are gone.
+/// The folder of test binary `pid`'s node: its pods' logs, volumes and container bundles.
+pub(crate) fn node_dir(pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("{NODE_DIR_PREFIX}{pid}"))
+}
+
+const NODE_DIR_PREFIX: &str = "flint-test-node-";
+
+/// The pods' log folder of this binary, after removing those of binaries that are gone
+/// (their containers' root filesystems unmounted first: a binary killed outright leaves them).
 fn logs_dir() -> Result<PathBuf, String> {
-    const PREFIX: &str = "flint-test-node-";
-    let tmp = std::env::temp_dir();
-    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name.strip_prefix(PREFIX).and_then(|p| p.parse::<u32>().ok());
+        let pid = name.strip_prefix(NODE_DIR_PREFIX).and_then(|p| p.parse::<u32>().ok());
         if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            crate::runtime::unmount_under(&entry.path());
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    let dir = tmp.join(format!("{PREFIX}{}", std::process::id()));
+    let dir = node_dir(std::process::id());
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     Ok(dir)
 }
@@ -414,6 +426,9 @@ impl Kubelet {
             };
             if last.as_ref() == Some(&now) {
                 continue;
+            }
+            if let Err(e) = crate::netns::set_host_services(&now.0) {
+                eprintln!("test node: services on the host: {e}");
             }
             let mut services = self.state.services.lock().unwrap();
             (services.ports, services.hosts) = now.clone();

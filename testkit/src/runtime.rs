@@ -223,6 +223,16 @@ fn config(mut c: Value, root: &Path, id: &str, spec: &Spec) -> Value {
     c
 }
 
+/// Lazily unmounts every mount below `dir`.
+pub(crate) fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for point in mounts.lines().filter_map(|l| l.split(' ').nth(1)).map(Path::new) {
+        if point.starts_with(dir) {
+            let _ = run(Command::new("umount").arg("-l").arg(point));
+        }
+    }
+}
+
 fn umount(path: &Path) -> Result<(), String> {
     run(Command::new("umount").arg(path))
 }
