@@ -190,11 +190,13 @@ fn helm(api: &flint_testkit::kube_api::TestApi, namespace: &str, args: &[&str]) 
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Calls `url` from `callers` tasks until stopped; each answer's status, or why there was none,
-/// and how long it took.
+/// One call's status, or why there was none, and how long it took.
+type Answer = (Result<u16, String>, Duration);
+
+/// Calls `url` from `callers` tasks until stopped.
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    callers: Vec<tokio::task::JoinHandle<Vec<(Result<u16, String>, Duration)>>>,
+    callers: Vec<tokio::task::JoinHandle<Vec<Answer>>>,
 }
 
 impl Load {
@@ -225,7 +227,7 @@ impl Load {
         Load { stop, callers }
     }
 
-    async fn stop(self) -> Vec<(Result<u16, String>, Duration)> {
+    async fn stop(self) -> Vec<Answer> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut all = Vec::new();
         for c in self.callers {
