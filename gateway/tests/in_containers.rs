@@ -129,14 +129,15 @@ async fn an_image_that_cannot_be_pulled_or_would_run_as_root_is_reported_on_the_
 }
 
 #[tokio::test]
-async fn the_watchdog_as_pid_1_reaps_what_a_function_leaves_behind_and_limits_hold() {
+async fn the_watchdog_as_pid_1_reaps_what_a_function_leaves_behind_drains_on_sigterm_and_limits_hold() {
     let Some((c, _node)) = in_containers("pid-one").await else { return };
     let g = c.gateway("gateway-0", &[]).await;
     // Each call starts a child that outlives the handler: it becomes PID 1's, and a zombie
     // when it ends unless PID 1 reaps it.
     let yaml = format!(
         "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: forks, namespace: {}}}\nspec:\n  \
-         image: ghcr.io/flint-dev/examples/echo-shell:0.1.0\n  command: [sh, -c, 'sleep 0.2 & cat']\n  \
+         image: ghcr.io/flint-dev/examples/echo-shell:0.1.0\n  \
+         command: [sh, -c, 'sleep 0.2 & case \"$Http_Query\" in slow) sleep 2;; esac; cat']\n  \
          env: [{{name: mode, value: streaming}}]\n  scale: {{min: 1, max: 1}}\n  resources: {{limits: {{memory: 96Mi}}}}\n",
         c.ns.name
     );
@@ -172,6 +173,19 @@ async fn the_watchdog_as_pid_1_reaps_what_a_function_leaves_behind_and_limits_ho
         cgroup.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string())).expect("a memory cgroup");
     let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes")).unwrap();
     assert_eq!(limit.trim(), (96u64 << 20).to_string());
+    // SIGTERM to PID 1 (what the node sends first on deletion): the call under way is answered.
+    let slow = tokio::spawn({
+        let url = g.url("/function/forks?slow");
+        async move { flint_testkit::post(&url, "last").await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let last = slow.await.unwrap().expect("an answer");
+    assert_eq!((last.status, last.text()), (200, "last".to_string()));
+    wait_for("PID 1 to exit after draining", MINUTE, || async {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .await;
 }
 
 /// `helm` on the test API server, in `namespace`; its output.

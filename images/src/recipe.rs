@@ -105,30 +105,104 @@ fn flint(inputs: &Inputs, binary: &str, cmd: &[&str], ports: &[u16]) -> Recipe {
     }
 }
 
-/// An example function: the watchdog, a runtime, the files of `examples/NAME`, and the
-/// watchdog's settings its Dockerfile sets.
-fn example(inputs: &Inputs, name: &str, runtime: &[&'static str], code: &[&str], env: &[(&str, &str)]) -> Recipe {
-    let dir = inputs.workspace.join("examples").join(name);
-    let mut files = vec![(inputs.binaries.join("watchdog"), "/usr/local/bin/watchdog".to_string(), 0o755)];
-    for file in code {
-        files.push((dir.join(file), format!("/home/app/{file}"), 0o644));
+/// A function's language runtime: the Debian packages its image holds besides the base layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    Python,
+    Node,
+    /// A POSIX shell (`dash` as `sh`) with coreutils.
+    Shell,
+    /// Nothing beyond glibc and libgcc: a compiled program.
+    Binary,
+}
+
+impl Runtime {
+    pub const NAMES: &str = "python, node, shell or binary";
+
+    pub fn packages(self) -> &'static [&'static str] {
+        match self {
+            Runtime::Python => &["python3-minimal", "libpython3.11-stdlib"],
+            Runtime::Node => &["nodejs"],
+            Runtime::Shell => &["dash", "coreutils"],
+            Runtime::Binary => &[],
+        }
     }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "python" | "python3" => Ok(Runtime::Python),
+            "node" | "nodejs" => Ok(Runtime::Node),
+            "shell" | "sh" => Ok(Runtime::Shell),
+            "binary" => Ok(Runtime::Binary),
+            other => Err(format!("unknown runtime {other:?}: {}", Runtime::NAMES)),
+        }
+    }
+}
+
+/// A function image: the watchdog as entrypoint, a runtime, the function's files in
+/// `/home/app` (its working directory), the watchdog's settings as env, user 1000.
+pub fn function(
+    name: &str,
+    watchdog: &Path,
+    runtime: &[&'static str],
+    code: Vec<(PathBuf, String, u32)>,
+    env: Vec<(String, String)>,
+) -> Recipe {
+    let mut files = vec![(watchdog.to_path_buf(), "/usr/local/bin/watchdog".to_string(), 0o755)];
+    files.extend(code);
     Recipe {
-        name: format!("examples/{name}"),
         runtime: runtime.to_vec(),
         files,
         dirs: vec![("/home/app".into(), 0)],
         entrypoint: vec!["/usr/local/bin/watchdog".into()],
-        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        env,
         working_dir: "/home/app".into(),
         ports: vec![8080],
         ..base(name, APP_USER)
     }
 }
 
+/// Every file below `dir` (`.git` aside), as it goes into `/home/app`: executable files stay
+/// executable, the rest is read-only to the function.
+pub fn folder(dir: &Path) -> std::io::Result<Vec<(PathBuf, String, u32)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at)? {
+            let entry = entry?;
+            let path = entry.path();
+            let meta = std::fs::metadata(&path)?;
+            if meta.is_dir() {
+                if entry.file_name() != ".git" {
+                    pending.push(path);
+                }
+                continue;
+            }
+            let relative = path.strip_prefix(dir).expect("below dir").to_string_lossy().into_owned();
+            let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            out.push((path, format!("/home/app/{relative}"), mode));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+/// An example function: its files of `examples/NAME` and the settings its Dockerfile sets.
+fn example(inputs: &Inputs, name: &str, runtime: &[&'static str], code: &[&str], env: &[(&str, &str)]) -> Recipe {
+    let dir = inputs.workspace.join("examples").join(name);
+    let code = code.iter().map(|file| (dir.join(file), format!("/home/app/{file}"), 0o644)).collect();
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    function(&format!("examples/{name}"), &inputs.binaries.join("watchdog"), runtime, code, env)
+}
+
 /// Every image, in the order they are built.
 pub fn all(inputs: &Inputs) -> Vec<Recipe> {
-    let shell = ["dash", "coreutils"];
+    let shell = Runtime::Shell.packages();
     let mut out = vec![
         flint(inputs, "flint-gateway", &[], &[8080]),
         flint(inputs, "flint-operator", &["run"], &[8080]),
@@ -136,32 +210,26 @@ pub fn all(inputs: &Inputs) -> Vec<Recipe> {
         example(
             inputs,
             "hello-python",
-            &["python3-minimal", "libpython3.11-stdlib"],
+            Runtime::Python.packages(),
             &["handler.py"],
             &[("fprocess", "python3 handler.py"), ("mode", "http"), ("upstream_url", "http://127.0.0.1:5000")],
         ),
         example(
             inputs,
             "hello-node",
-            &["nodejs"],
+            Runtime::Node.packages(),
             &["handler.js"],
             &[("fprocess", "node handler.js"), ("mode", "http"), ("upstream_url", "http://127.0.0.1:3000")],
         ),
-        example(inputs, "echo-shell", &shell, &["handler.sh"], &[("fprocess", "sh handler.sh"), ("mode", "streaming")]),
-        example(
-            inputs,
-            "cron-report",
-            &shell,
-            &["handler.sh"],
-            &[("fprocess", "sh handler.sh"), ("mode", "streaming")],
-        ),
+        example(inputs, "echo-shell", shell, &["handler.sh"], &[("fprocess", "sh handler.sh"), ("mode", "streaming")]),
+        example(inputs, "cron-report", shell, &["handler.sh"], &[("fprocess", "sh handler.sh"), ("mode", "streaming")]),
         Recipe {
             name: "examples/greeter".into(),
             tags: vec!["1.0.0".into(), "1.1.0".into()],
             ..example(
                 inputs,
                 "greeter-canary",
-                &shell,
+                shell,
                 &[],
                 &[("fprocess", "sh -c 'echo \"$VERSION: $(cat)\"'"), ("mode", "streaming")],
             )

@@ -2,7 +2,8 @@
 //! twice in a row; every example manifest names an image that is built; images go to a real
 //! registry (Debian's docker-registry on loopback) and come back by tag and by digest; and they
 //! run under runc as a cluster would run them: the hello-python function image answers an
-//! invocation, the gateway image starts in local mode on a read-only root as user 65532.
+//! invocation, the gateway image starts in local mode on a read-only root as user 65532, and
+//! `flint-images function` makes a folder of code into a function image that answers.
 //!
 //! The images are built from this workspace's debug binaries (the release ones are
 //! `scripts/images`'s); Debian packages come through the builder's private apt, cached in
@@ -62,11 +63,13 @@ fn inputs() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// Held by whoever uses the private apt in `target/images-test/apt`.
+static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Builds every image (stand-ins included) into a fresh layout under `out`; name → digest.
 /// One build at a time: they share the private apt's lists and package cache.
 fn build_all(out: &Path) -> BTreeMap<String, String> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = APT.lock().unwrap_or_else(|e| e.into_inner());
     let (binaries, hello_rust) = inputs();
     let root = workspace();
     let apt = Apt::new(&root.join("target/images-test/apt")).unwrap();
@@ -215,6 +218,52 @@ async fn the_gateway_image_starts_in_local_mode_on_a_read_only_root_as_65532() {
     container.signal("TERM");
     // PID 1 of its container, it takes SIGTERM and stops as it does anywhere else.
     container.process.wait_log("INFO flint_gateway: stopped", Duration::from_secs(30)).await;
+    wait_for("the container to end", Duration::from_secs(30), || async { container.pid().is_none().then_some(()) })
+        .await;
+}
+
+#[tokio::test]
+async fn a_folder_of_code_becomes_a_function_image_that_answers_under_runc() {
+    if let Some(why) = unavailable() {
+        return skip(&why);
+    }
+    let code = scratch("shout-code");
+    let _ = std::fs::remove_dir_all(&code);
+    std::fs::create_dir_all(code.join("words")).unwrap();
+    std::fs::write(code.join("words/greeting"), "hello").unwrap();
+    std::fs::write(
+        code.join("handler.py"),
+        "import sys\nprint(open('words/greeting').read(), sys.stdin.read().upper(), end='')\n",
+    )
+    .unwrap();
+    let flint_images = |args: &[&str]| {
+        let _turn = APT.lock().unwrap_or_else(|e| e.into_inner());
+        Command::new(env!("CARGO_BIN_EXE_flint-images")).current_dir(workspace()).args(args).output().unwrap()
+    };
+    let watchdog = inputs().0.join("watchdog");
+    let mut args = vec!["function", "team/shout", "--code", code.to_str().unwrap(), "--fprocess", "python3 handler.py"];
+    args.extend(["--watchdog", watchdog.to_str().unwrap(), "--out", "target/images-test", "--tag", "1.2.3"]);
+    // A runtime it does not know is refused, naming the ones it does.
+    let wrong = flint_images(&[&args[..], &["--runtime", "cobol"]].concat());
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("python, node, shell or binary"));
+    let built = flint_images(&[&args[..], &["--runtime", "python", "--epoch", "1700000000"]].concat());
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(String::from_utf8_lossy(&built.stdout).contains("team/shout:1.2.3"));
+
+    let mut bundle = Bundle::unpack(&scratch("oci"), "team/shout:1.2.3").unwrap();
+    assert_eq!(bundle.config["process"]["user"]["uid"], 1000);
+    let port = free_port();
+    bundle.host_network().env("port", &port.to_string());
+    bundle.config["root"]["readonly"] = true.into();
+    let container = bundle.run(&format!("flint-test-fn-{}", std::process::id()));
+    let url = format!("http://127.0.0.1:{port}/");
+    let answer = wait_for("the function to answer", Duration::from_secs(30), || async {
+        post(&url, "from a folder").await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+    assert_eq!(answer.text(), "hello FROM A FOLDER");
+    container.signal("TERM");
     wait_for("the container to end", Duration::from_secs(30), || async { container.pid().is_none().then_some(()) })
         .await;
 }
