@@ -309,3 +309,27 @@ fn the_gateway_is_told_its_installation_its_names_and_where_callbacks_may_go() {
     let out = helm(&["template", "flint", "charts/flint", "--set", "gateway.allowedHosts={bad host}"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("allowedHosts"));
 }
+
+#[test]
+fn images_come_from_the_registry_and_tag_given_or_are_pinned_by_digest() {
+    let docs = render(&["--set", "image.registry=registry.example.com/team", "--set", "image.tag=1.2.3"]);
+    assert_eq!(
+        container(find(&docs, "Deployment", "flint-gateway"))["image"],
+        "registry.example.com/team/flint-gateway:1.2.3"
+    );
+    assert_eq!(
+        container(find(&docs, "Deployment", "flint-operator"))["image"],
+        "registry.example.com/team/flint-operator:1.2.3"
+    );
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let docs = render(&["--set", &format!("image.digests.flint-gateway={digest}")]);
+    assert_eq!(
+        container(find(&docs, "Deployment", "flint-gateway"))["image"],
+        format!("ghcr.io/flint-dev/flint-gateway@{digest}")
+    );
+    let operator = container(find(&docs, "Deployment", "flint-operator"))["image"].as_str().unwrap().to_string();
+    assert!(operator.starts_with("ghcr.io/flint-dev/flint-operator:"), "{operator}");
+    let out = helm(&["template", "flint", "charts/flint", "--set", "image.digests.flint-gateway=latest"]);
+    assert!(!out.status.success(), "a digest that is not one passed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("digests"), "{}", String::from_utf8_lossy(&out.stderr));
+}
