@@ -1,8 +1,8 @@
 //! Flint on Kubernetes, on the test node (`flint_testkit::node`: pods run as processes in
 //! network namespaces, on the tests' own control plane; needs `KUBEBUILDER_ASSETS` and root):
 //! - a request at zero replicas until its answer, split by what the API server shows: the
-//!   gateway's scale call (Deployment at 1), the pod created, its process started (podIP),
-//!   ready, and the answer;
+//!   gateway's scale call (Deployment at 1), the pod created, its container started (the node's
+//!   `Started` Event), ready, and the answer;
 //! - requests per second through the gateway's kubernetes provider against local mode and
 //!   against the pod's watchdog called directly, the same function in the same run.
 
@@ -12,13 +12,16 @@ use std::{
 };
 
 use flint_testkit::{
-    cluster::{Binaries, Cluster, MINUTE},
+    cluster::{Binaries, Cluster, Gateway, MINUTE},
     node::{Image, TestNode},
     post, wait_for,
 };
 use futures::StreamExt;
 use hyper::Method;
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Event, Pod},
+};
 use kube::{api::ListParams, runtime::watcher};
 use serde_json::json;
 use tokio::time::Instant;
@@ -51,7 +54,11 @@ pub async fn run(duration: Duration, rounds: usize, cold_rounds: usize) {
     apply(&c, "cold", json!({"min": 0, "max": 1})).await;
     apply(&c, "hello", json!({"min": 1, "max": 1})).await;
 
-    cold_starts(&c, &g, cold_rounds).await;
+    println!(
+        "# cold start on Kubernetes (test node, pods as processes), {cold_rounds} rounds: ms from the request, as the API server showed each step"
+    );
+    print_steps(&cold_starts(&c, &g, "cold", cold_rounds).await);
+    println!("same request warm: {:.1} ms", warm(&g, "cold").await);
 
     let pod = wait_for("hello's pod to be ready", MINUTE, || async { ready_pods(&c, "hello").await.pop() }).await;
     let pod_ip = pod.status.and_then(|s| s.pod_ip).unwrap();
@@ -74,10 +81,14 @@ pub async fn run(duration: Duration, rounds: usize, cold_rounds: usize) {
 }
 
 async fn apply(c: &Cluster, name: &str, scale: serde_json::Value) {
+    apply_image(c, name, "bench/hello:1", scale).await;
+}
+
+pub async fn apply_image(c: &Cluster, name: &str, image: &str, scale: serde_json::Value) {
     c.api
         .apply(&[json!({"apiVersion": "flint.dev/v1alpha1", "kind": "Function",
                         "metadata": {"name": name, "namespace": c.ns.name},
-                        "spec": {"image": "bench/hello:1", "scale": scale}})])
+                        "spec": {"image": image, "scale": scale}})])
         .await;
 }
 
@@ -97,21 +108,24 @@ fn is_ready(p: &Pod) -> bool {
 struct Steps {
     scaled: Option<Duration>,
     created: Option<Duration>,
+    pulled: Option<Duration>,
     started: Option<Duration>,
     ready: Option<Duration>,
 }
 
-/// Watches the function's Deployment and pods from `t0`, noting each step when first seen.
-/// Returns once both watches have listed what exists (so nothing later is missed), with the
-/// watching tasks to abort when done.
-async fn observe(c: &Cluster, function: &str, t0: Instant) -> (Arc<Mutex<Steps>>, [tokio::task::JoinHandle<()>; 2]) {
+/// Watches the function's Deployment, pods and their Events from `t0`, noting each step when
+/// first seen. Returns once the watches have listed what exists (so nothing later is missed),
+/// with the watching tasks to abort when done.
+async fn observe(c: &Cluster, function: &str, t0: Instant) -> (Arc<Mutex<Steps>>, [tokio::task::JoinHandle<()>; 3]) {
     let steps = Arc::new(Mutex::new(Steps::default()));
     let fields = format!("metadata.name={function}");
     let labels = format!("flint.dev/function={function}");
     let deployments = watcher(c.namespaced::<Deployment>(), watcher::Config::default().fields(&fields));
     let pods = watcher(c.namespaced::<Pod>(), watcher::Config::default().labels(&labels));
+    let events = watcher(c.namespaced::<Event>(), watcher::Config::default());
     let (synced_d, synced_d_rx) = tokio::sync::oneshot::channel();
     let (synced_p, synced_p_rx) = tokio::sync::oneshot::channel();
+    let (synced_e, synced_e_rx) = tokio::sync::oneshot::channel();
     let d = tokio::spawn(follow(deployments, synced_d, steps.clone(), move |d: &Deployment, s: &mut Steps| {
         if d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0 {
             s.scaled.get_or_insert(t0.elapsed());
@@ -119,16 +133,33 @@ async fn observe(c: &Cluster, function: &str, t0: Instant) -> (Arc<Mutex<Steps>>
     }));
     let p = tokio::spawn(follow(pods, synced_p, steps.clone(), move |p: &Pod, s: &mut Steps| {
         s.created.get_or_insert(t0.elapsed());
-        if p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some() {
-            s.started.get_or_insert(t0.elapsed());
-        }
         if is_ready(p) {
             s.ready.get_or_insert(t0.elapsed());
         }
     }));
+    // Only Events that arrive after the listing: those listed are earlier rounds'.
+    let pod_prefix = format!("{function}-");
+    let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let e = tokio::spawn(follow(events, synced_e, steps.clone(), {
+        let listed = listed.clone();
+        move |e: &Event, s: &mut Steps| {
+            if !listed.load(std::sync::atomic::Ordering::Relaxed)
+                || !e.involved_object.name.as_deref().is_some_and(|n| n.starts_with(&pod_prefix))
+            {
+                return;
+            }
+            match e.reason.as_deref() {
+                Some("Pulled") => s.pulled.get_or_insert(t0.elapsed()),
+                Some("Started") => s.started.get_or_insert(t0.elapsed()),
+                _ => return,
+            };
+        }
+    }));
     let _ = synced_d_rx.await;
     let _ = synced_p_rx.await;
-    (steps, [d, p])
+    let _ = synced_e_rx.await;
+    listed.store(true, std::sync::atomic::Ordering::Relaxed);
+    (steps, [d, p, e])
 }
 
 async fn follow<K>(
@@ -152,21 +183,29 @@ async fn follow<K>(
     }
 }
 
-async fn cold_starts(c: &Cluster, g: &flint_testkit::cluster::Gateway, rounds: usize) {
-    let url = g.url("/function/cold");
+/// The steps of a cold start, in ms from the request: scaled, pod created, image pulled or
+/// present (NaN when the pod runs as a process), container started, ready, answered.
+pub type Split = [f64; 6];
+
+pub const STEPS: [&str; 6] =
+    ["Deployment scaled to 1", "pod created", "image present", "container started", "pod ready", "answer (first byte)"];
+
+/// `rounds` cold starts of `function`: scaled to zero, then one request.
+pub async fn cold_starts(c: &Cluster, g: &Gateway, function: &str, rounds: usize) -> Vec<Split> {
+    let url = g.url(&format!("/function/{function}"));
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
     let mut rows = Vec::new();
     for _ in 0..rounds {
-        let r = g.call(Method::POST, "/system/scale-function/cold", json!({"replicas": 0})).await;
+        let r = g.call(Method::POST, &format!("/system/scale-function/{function}"), json!({"replicas": 0})).await;
         assert_eq!(r.status, 202, "{}", r.text());
-        wait_for("no pod of cold", MINUTE, || async {
-            let lp = ListParams::default().labels("flint.dev/function=cold");
+        wait_for(&format!("no pod of {function}"), MINUTE, || async {
+            let lp = ListParams::default().labels(&format!("flint.dev/function={function}"));
             let pods = c.namespaced::<Pod>().list(&lp).await.ok()?;
-            (pods.items.is_empty() && c.replicas("cold").await == Some(0)).then_some(())
+            (pods.items.is_empty() && c.replicas(function).await == Some(0)).then_some(())
         })
         .await;
         let t0 = Instant::now();
-        let (steps, watching) = observe(c, "cold", t0).await;
+        let (steps, watching) = observe(c, function, t0).await;
         let t0_request = t0.elapsed();
         let r = post(&url, "").await.unwrap();
         let answered = t0.elapsed() - t0_request;
@@ -183,25 +222,31 @@ async fn cold_starts(c: &Cluster, g: &flint_testkit::cluster::Gateway, rounds: u
         rows.push([
             ms(since(s.scaled)),
             ms(since(s.created)),
+            ms(since(s.pulled)),
             ms(since(s.started)),
             ms(since(s.ready)),
             ms(Some(answered)),
         ]);
     }
-    let warm = {
-        let t = Instant::now();
-        assert_eq!(post(&url, "").await.unwrap().status, 200);
-        t.elapsed().as_secs_f64() * 1e3
-    };
-    println!(
-        "# cold start on Kubernetes (test node), {rounds} rounds: ms from the request, as the API server showed each step"
-    );
+    rows
+}
+
+/// Median and max of each step.
+pub fn print_steps(rows: &[Split]) {
     println!("{:>22} {:>8} {:>8}", "step", "median", "max");
-    let names = ["Deployment scaled to 1", "pod created", "process started", "pod ready", "answer (first byte)"];
-    for (i, name) in names.iter().enumerate() {
-        let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+    for (i, name) in STEPS.iter().enumerate() {
+        let mut v: Vec<f64> = rows.iter().map(|r| r[i]).filter(|v| !v.is_nan()).collect();
+        if v.is_empty() {
+            continue;
+        }
         v.sort_by(f64::total_cmp);
         println!("{name:>22} {:>8.0} {:>8.0}", v[v.len() / 2], v[v.len() - 1]);
     }
-    println!("same request warm: {warm:.1} ms");
+}
+
+/// One request to a warm `function`, in ms.
+pub async fn warm(g: &Gateway, function: &str) -> f64 {
+    let t = Instant::now();
+    assert_eq!(post(&g.url(&format!("/function/{function}")), "").await.unwrap().status, 200);
+    t.elapsed().as_secs_f64() * 1e3
 }

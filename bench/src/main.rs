@@ -12,6 +12,8 @@
 //!   requests, writes once settled);
 //! - `kubernetes`: on the test node (real control plane, pods as processes): cold start split
 //!   by step, and requests per second through the kubernetes provider vs. local mode;
+//! - `images`: every image built from the release binaries (time, compressed sizes, layers),
+//!   and on the test node a cold start as a container against the same function as a process;
 //! - `soak`: minutes of mixed traffic in local mode (steady load, bursts, idle gaps to zero,
 //!   a canary forward and back, SIGHUP reloads, replicas killed): errors by status, latency per
 //!   phase, the gateway's memory over time;
@@ -22,6 +24,7 @@
 
 mod cold;
 mod idle;
+mod images;
 mod kubernetes;
 mod nginx;
 mod operator;
@@ -81,6 +84,13 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         cold: usize,
     },
+    /// Images built from the release binaries (time, sizes, layers); on the test node
+    /// (KUBEBUILDER_ASSETS, root), a cold start as a container against one as a process.
+    Images {
+        /// Cold starts of each kind to measure.
+        #[arg(long, default_value_t = 5)]
+        cold: usize,
+    },
     /// Minutes of mixed traffic in local mode; errors, latency per phase, memory over time.
     Soak {
         #[arg(long, default_value_t = 10)]
@@ -130,6 +140,7 @@ async fn main() {
         Command::Kubernetes { seconds, rounds, cold } => {
             kubernetes::run(Duration::from_secs(seconds), rounds, cold).await
         }
+        Command::Images { cold } => images::run(cold).await,
         Command::Soak { minutes } => soak::run(Duration::from_secs(minutes * 60)).await,
         Command::Portal { functions, loads } => portal::run(functions, loads).await,
         Command::Async { seconds, rounds } => queue::run(Duration::from_secs(seconds), rounds).await,

@@ -94,6 +94,18 @@ async fn the_examples_run_from_their_images_in_containers_and_answer_through_the
     // No capabilities, no new privileges (the operator's pod security).
     assert_eq!(field("CapEff:").split_whitespace().nth(1), Some("0000000000000000"), "{status}");
     assert_eq!(field("NoNewPrivs:").split_whitespace().nth(1), Some("1"), "{status}");
+    // The node recorded what a kubelet records, as `kubectl describe pod` shows it.
+    let pod = pods_of(&c, "hello-python").await.into_iter().find(running).unwrap().metadata.name.unwrap();
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> = kube::Api::namespaced(c.api.client(), &c.ns.name);
+    let reasons = wait_for("the pod's events", MINUTE, || async {
+        let lp = kube::api::ListParams::default().fields(&format!("involvedObject.name={pod}"));
+        let reasons: Vec<String> = events.list(&lp).await.ok()?.items.into_iter().filter_map(|e| e.reason).collect();
+        (reasons.len() >= 3).then_some(reasons)
+    })
+    .await;
+    for reason in ["Pulled", "Created", "Started"] {
+        assert!(reasons.iter().any(|r| r == reason), "no {reason} in {reasons:?}");
+    }
 }
 
 #[tokio::test]

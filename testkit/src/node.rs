@@ -16,7 +16,7 @@
 //!
 //! It reports what a kubelet reports (`podIP`, phase, conditions, container state, with the
 //! kubelet's reasons: `ErrImagePull`, `ImagePullBackOff`, `CreateContainerConfigError`,
-//! `CrashLoopBackOff`), runs the readiness and liveness probes, stops a deleted pod with SIGTERM
+//! `CrashLoopBackOff`) and its Events (`Pulled`, `Failed`, `Created`, `Started`), runs the readiness and liveness probes, stops a deleted pod with SIGTERM
 //! to the container's PID 1, `terminationGracePeriodSeconds`, SIGKILL, and restarts a container
 //! that exits, with the kubelet's back-off (10 s doubling to 5 min). The real
 //! kube-controller-manager does the rest (ReplicaSets, StatefulSets, EndpointSlices).
@@ -539,6 +539,8 @@ fn now() -> Value {
 /// One pod on the node: its container's life, as its status shows it.
 struct PodRun {
     api: Api<Pod>,
+    /// The node's name (the source of its Events).
+    node: String,
     pod: Pod,
     container: Container,
     netns: crate::netns::PodNetns,
@@ -577,6 +579,7 @@ impl PodRun {
         let image = k.state.images.lock().unwrap().get(container.image.as_deref().unwrap_or("")).cloned();
         PodRun {
             api,
+            node: k.node.clone(),
             pod: pod.clone(),
             container,
             netns,
@@ -609,6 +612,7 @@ impl PodRun {
             match self.spawn().await {
                 Ok(mut child) => {
                     self.pid = child.id();
+                    self.event("Normal", "Started", &format!("Started container {}", self.container.name));
                     self.state = json!({"running": {"startedAt": now()}});
                     self.report().await;
                     let ended = self.watch(&mut child, &mut stopped).await;
@@ -707,7 +711,21 @@ impl PodRun {
     async fn spawn_container(&mut self) -> Result<tokio::process::Child, (&'static str, String)> {
         let image = self.container.image.clone().unwrap_or_default();
         let policy = self.container.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
-        let pulled = self.state_shared.runtime.pull(&image, &policy).await?;
+        let pulling = std::time::Instant::now();
+        let pulled = match self.state_shared.runtime.pull(&image, &policy).await {
+            Ok(p) => p,
+            Err((reason, why)) => {
+                self.event("Warning", "Failed", &format!("Failed to pull image \"{image}\": {why}"));
+                return Err((reason, why));
+            }
+        };
+        let took = pulling.elapsed();
+        let pulled_message = if took < Duration::from_millis(50) {
+            format!("Container image \"{image}\" already present on machine")
+        } else {
+            format!("Successfully pulled image \"{image}\" in {:.3}s", took.as_secs_f64())
+        };
+        self.event("Normal", "Pulled", &pulled_message);
         let config = |e: String| ("CreateContainerConfigError", e);
         let volumes = self.volumes().await.map_err(config)?;
         let (uid, gid) = self.user(&pulled.config).map_err(config)?;
@@ -787,6 +805,7 @@ impl PodRun {
         }
         let child = cmd.spawn().map_err(|e| ("RunContainerError", format!("runc: {e}")))?;
         self.bundle = Some(bundle);
+        self.event("Normal", "Created", &format!("Created container {}", self.container.name));
         Ok(child)
     }
 
@@ -1115,6 +1134,34 @@ impl PodRun {
             self.ready = ready;
             self.ready_since = now();
         }
+    }
+
+    /// An Event about the pod's container, as the kubelet records them (`Pulled`, `Created`,
+    /// `Started`, `Failed`), sent without waiting: as the kubelet's event broadcaster does,
+    /// the container does not wait for the API server.
+    fn event(&self, type_: &str, reason: &str, message: &str) {
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let now = now();
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{}.{:016x}", self.name(), fastrand::u64(..)), "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": self.name(),
+                "uid": self.pod.metadata.uid, "fieldPath": format!("spec.containers{{{}}}", self.container.name)},
+            "type": type_, "reason": reason, "message": message, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": "kubelet", "host": self.node},
+            "reportingComponent": "kubelet", "reportingInstance": self.node,
+        });
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &ns);
+        tokio::spawn(async move {
+            let event = serde_json::from_value(event).expect("an Event");
+            match events.create(&Default::default(), &event).await {
+                // The pod's namespace going away at the end of a test takes its events along.
+                Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("being terminated") => {}
+                Err(e) => eprintln!("test node: an event: {e}"),
+                Ok(_) => {}
+            }
+        });
     }
 
     /// Writes the pod's status as the kubelet does.
