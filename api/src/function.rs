@@ -258,6 +258,32 @@ pub struct Scale {
     #[serde(default = "default_zero_after")]
     #[x_kube(validation = Rule::new(POSITIVE_DURATION_RULE).message("spec.scale.zeroAfter: must be greater than 0s"))]
     pub zero_after: Duration,
+    /// How an idle function (`min: 0`) goes to zero and comes back: `fixed` (the default) after
+    /// `zeroAfter`; `learned` from its own idle times, with a replica brought back ahead of
+    /// the call they predict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Idle>,
+}
+
+/// The idle policy of a function that scales to zero.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Idle {
+    pub policy: IdlePolicy,
+    /// With `learned`: the longest a replica is kept up around one predicted call (pre-warmed
+    /// ahead of it, kept after it), e.g. `1h`. Default `4h`.
+    #[serde(default = "default_max_keep_alive")]
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION_RULE).message("spec.scale.idle.maxKeepAlive: must be greater than 0s"))]
+    pub max_keep_alive: Duration,
+}
+
+/// `fixed`: to zero after `zeroAfter`. `learned`: from the function's idle times.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IdlePolicy {
+    #[default]
+    Fixed,
+    Learned,
 }
 
 /// The signal the autoscaler follows.
@@ -483,6 +509,9 @@ fn default_target() -> i32 {
 fn default_zero_after() -> Duration {
     Duration::from_secs(300)
 }
+fn default_max_keep_alive() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
 fn default_interval() -> Duration {
     Duration::from_secs(60)
 }
@@ -519,6 +548,7 @@ impl Default for Scale {
             metric: ScaleMetric::default(),
             target: default_target(),
             zero_after: default_zero_after(),
+            idle: None,
         }
     }
 }

@@ -177,6 +177,9 @@ fn check_spec(p: &mut Problems, s: &FunctionSpec) {
     );
     p.range("spec.scale.target", s.scale.target, 1, MAX_TARGET);
     p.positive("spec.scale.zeroAfter", s.scale.zero_after);
+    if let Some(idle) = &s.scale.idle {
+        p.positive("spec.scale.idle.maxKeepAlive", idle.max_keep_alive);
+    }
     if let Some(t) = &s.throttle {
         check_throttle(p, t);
     }

@@ -7,6 +7,8 @@
 //!   (local mode) at 1, 16 and 64 connections; the gateway's idle RSS; 10,000 idle keep-alive
 //!   connections held;
 //! - `coldstart`: platform overhead of a request at zero replicas; load step to scale-up;
+//! - `coldstarts`: idle policies (fixed idle times, the learned one) on a synthetic trace of
+//!   1,000 functions over two weeks, through the autoscaler's decision code on a simulated clock;
 //! - `operator`: desired state for 1,000 Functions, and the memory of caching them; then, on a
 //!   real API server when there is one, the operator reconciling them (times, memory, API
 //!   requests, writes once settled);
@@ -23,6 +25,7 @@
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
 mod cold;
+mod coldstarts;
 mod idle;
 mod images;
 mod kubernetes;
@@ -58,6 +61,15 @@ enum Command {
         /// Rounds per connection count (the targets alternate within a round).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Idle policies on a synthetic trace: cold starts against wasted replica-hours.
+    Coldstarts {
+        #[arg(long, default_value_t = 1000)]
+        functions: usize,
+        #[arg(long, default_value_t = 14)]
+        days: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Cold-start overhead and load-step-to-scale-up time (local mode).
     Coldstart {
@@ -137,6 +149,7 @@ async fn main() {
             operator_api::run(functions, Duration::from_secs(idle)).await;
         }
         Command::Coldstart { rounds } => cold::run(rounds).await,
+        Command::Coldstarts { functions, days, seed } => coldstarts::run(functions, days, seed),
         Command::Kubernetes { seconds, rounds, cold } => {
             kubernetes::run(Duration::from_secs(seconds), rounds, cold).await
         }

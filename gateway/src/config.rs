@@ -177,6 +177,18 @@ pub struct Args {
     #[arg(long, env = "FLINT_SCALE_DOWN_DELAY", default_value = "30s", value_parser = duration)]
     pub scale_down_delay: Duration,
 
+    /// The learned idle policy trusts a function's histogram of idle times only when the
+    /// coefficient of variation of its bin counts is at least this (a flat one predicts
+    /// nothing). Lower trusts more histograms: fewer cold starts, more idle replicas
+    /// (`scripts/bench coldstarts` shows the trade).
+    #[arg(long, env = "FLINT_IDLE_CV_THRESHOLD", default_value_t = 5.0)]
+    pub idle_cv_threshold: f64,
+
+    /// Width of a bin of the learned idle policy's histograms (240 bins). A minute in
+    /// production; tests and demos shrink it to watch the policy work in seconds.
+    #[arg(long, env = "FLINT_IDLE_BIN", default_value = "1m", value_parser = duration)]
+    pub idle_bin: Duration,
+
     /// Log format.
     #[arg(long, env = "FLINT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -142,9 +142,13 @@ async fn run(args: Args) -> ExitCode {
                 stable_window: args.stable_window,
                 panic_window: args.panic_window,
                 scale_down_delay: args.scale_down_delay,
+                idle_cv_threshold: args.idle_cv_threshold,
+                idle_bin: args.idle_bin,
                 ..Default::default()
             },
             tick: args.autoscale_tick,
+            idle_store: matches!(args.provider, ProviderKind::Local)
+                .then(|| autoscale::remember::IdleStore::new(args.functions_dir.join(".flint").join("idle"))),
         })
     });
     let own_ip = if args.bind.is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { args.bind };

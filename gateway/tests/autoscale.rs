@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::{Dir, Gateway};
-use flint_testkit::{Prometheus, free_port, post, wait_for};
+use flint_testkit::{Prometheus, free_port, get, post, wait_for};
 use hyper::Method;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -213,4 +213,76 @@ async fn a_count_set_by_hand_holds_for_the_scale_down_delay_then_follows_the_loa
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_for("back to what the load asks for", MINUTE, || async { (replicas(&g).await == 1).then_some(()) }).await;
+}
+
+/// With the learned idle policy (its histogram's bins shrunk to half a second, so that what
+/// takes hours in production takes a minute here), a function called every 4 s learns its
+/// gaps: after ten of them it sits at zero between calls, yet every call finds a replica
+/// pre-warmed for it. The same function with a fixed idle time of about the same budget
+/// cold-starts on every call. What was learned survives a restart of the gateway.
+#[tokio::test]
+async fn a_function_called_on_a_rhythm_is_pre_warmed_for_each_call_and_sits_at_zero_between() {
+    let dir = Dir::new("as-learned");
+    let spec = |idle: &str| format!("  image: x\n  command: [cat]\n  scale: {{min: 0, max: 1, zeroAfter: 2s{idle}}}");
+    dir.function("learned", &spec(", idle: {policy: learned}"), &[]);
+    dir.function("fixed", &spec(""), &[]);
+    let args = [
+        "--stable-window",
+        "6s",
+        "--panic-window",
+        "2s",
+        "--scale-down-delay",
+        "2s",
+        "--autoscale-tick",
+        "250ms",
+        "--idle-bin",
+        "500ms",
+    ];
+    let g = Gateway::start(&dir.0, &args).await;
+    let replicas = |name: &'static str| {
+        let url = g.url(&format!("/system/function/{name}"));
+        async move {
+            let r = get(&url).await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["replicas"].as_u64().unwrap()
+        }
+    };
+    let cold = |name: &'static str| {
+        let url = g.url(&format!("/function/{name}"));
+        async move {
+            let r = post(&url, "x").await.unwrap();
+            assert_eq!((r.status, r.text()), (200, "x".to_string()));
+            r.headers.get("x-flint-cold-start").is_some()
+        }
+    };
+    let (mut learned_cold, mut fixed_cold, mut at_zero_between) = (Vec::new(), Vec::new(), 0);
+    for round in 0..18 {
+        let started = tokio::time::Instant::now();
+        let (l, f) = tokio::join!(cold("learned"), cold("fixed"));
+        learned_cold.push(l);
+        fixed_cold.push(f);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if round >= 11 && replicas("learned").await == 0 {
+            at_zero_between += 1;
+        }
+        tokio::time::sleep_until(started + Duration::from_secs(4)).await;
+    }
+    // Ten gaps learned (calls 1-11), then each call finds the replica brought up for it.
+    assert_eq!(learned_cold[12..], [false; 6], "learned: cold starts per call {learned_cold:?}");
+    assert!(at_zero_between >= 5, "learned: at zero between calls in {at_zero_between} of 7 rounds");
+    assert_eq!(fixed_cold[1..], [true; 17], "fixed: cold starts per call {fixed_cold:?}");
+    let m = g.metrics().await;
+    assert!(m.contains(r#"flint_autoscaler_scaling_events_total{function_name="learned.default",version="stable",reason="pre_warm"}"#), "{m}");
+    let kept = dir.0.join(".flint/idle/default_learned_stable.json");
+    assert!(kept.is_file(), "the learned idle times are kept");
+    drop(g);
+
+    // A new gateway starts from what was learned: the second call after a restart is warm.
+    let g = Gateway::start(&dir.0, &args).await;
+    let call = |name: &'static str| {
+        let url = g.url(&format!("/function/{name}"));
+        async move { post(&url, "x").await.unwrap().headers.get("x-flint-cold-start").is_some() }
+    };
+    call("learned").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!call("learned").await, "the restarted gateway forgot what it had learned");
 }

@@ -10,11 +10,15 @@
 //! (not from what is in flight at the tick, which a trickle of short calls never shows), and a
 //! rise in replicas this autoscaler did not cause (set by hand, or another gateway scaled from
 //! zero for requests waiting there) counts as activity too, and is held for the scale-down
-//! delay. Without data it keeps its count.
+//! delay. Without data it keeps its count. With the learned idle policy (`idle`), each quiet
+//! spell's length is learned when the next call comes, and the plan it gives says when to go
+//! to zero and when to bring one replica back ahead of the next call.
 
 use std::{collections::VecDeque, time::Duration};
 
 use tokio::time::Instant;
+
+use super::idle::{self, IdleTimes, Plan, Want};
 
 #[derive(Clone, Debug)]
 pub struct Params {
@@ -24,6 +28,9 @@ pub struct Params {
     pub scale_down_delay: Duration,
     /// At most this many times the current replicas (at least +1) per decision.
     pub max_scale_up: f64,
+    /// The learned idle policy's test of a representative histogram, and its bin width.
+    pub idle_cv_threshold: f64,
+    pub idle_bin: Duration,
 }
 
 impl Default for Params {
@@ -34,6 +41,8 @@ impl Default for Params {
             panic_threshold: 2.0,
             scale_down_delay: Duration::from_secs(30),
             max_scale_up: 10.0,
+            idle_cv_threshold: idle::Settings::default().cv_threshold,
+            idle_bin: idle::BIN,
         }
     }
 }
@@ -45,6 +54,8 @@ pub struct Bounds {
     pub max: u32,
     pub target: f64,
     pub zero_after: Duration,
+    /// The learned idle policy's settings; `None`: the fixed `zeroAfter`.
+    pub learned: Option<idle::Settings>,
 }
 
 /// What was seen at one tick.
@@ -69,12 +80,20 @@ pub enum Reason {
     ScaleDown,
     Panic,
     ToZero,
+    PreWarm,
     NoData,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] =
-        [Reason::Steady, Reason::ScaleUp, Reason::ScaleDown, Reason::Panic, Reason::ToZero, Reason::NoData];
+    pub const ALL: [Reason; 7] = [
+        Reason::Steady,
+        Reason::ScaleUp,
+        Reason::ScaleDown,
+        Reason::Panic,
+        Reason::ToZero,
+        Reason::PreWarm,
+        Reason::NoData,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +102,7 @@ impl Reason {
             Reason::ScaleDown => "scale_down",
             Reason::Panic => "panic",
             Reason::ToZero => "to_zero",
+            Reason::PreWarm => "pre_warm",
             Reason::NoData => "no_data",
         }
     }
@@ -107,6 +127,12 @@ pub struct State {
     /// A count this autoscaler asked for that its view of the replicas does not show yet, and
     /// since when.
     pending: Option<(u32, Instant)>,
+    /// Its idle times; the last tick that saw a call, and whether a quiet one came after it.
+    pub idle_times: IdleTimes,
+    last_call: Option<Instant>,
+    quiet_after_call: bool,
+    /// The plan from `idle_times` under these settings, until either changes.
+    plan: Option<(idle::Settings, Plan)>,
 }
 
 /// How long a scale write of its own may take to show in the autoscaler's view. Until then a
@@ -125,10 +151,35 @@ impl State {
             last_active: now,
             last_replicas: None,
             pending: None,
+            idle_times: IdleTimes::default(),
+            last_call: None,
+            quiet_after_call: false,
+            plan: None,
+        }
+    }
+
+    /// A state that starts from idle times learned before (kept across restarts).
+    pub fn with_idle_times(now: Instant, idle_times: IdleTimes) -> Self {
+        State { idle_times, ..State::new(now) }
+    }
+
+    /// The plan for this version's quiet spells.
+    pub fn plan(&mut self, b: &Bounds) -> Plan {
+        match b.learned {
+            None => Plan::Fixed { after: b.zero_after },
+            Some(settings) => match self.plan {
+                Some((made_for, plan)) if made_for == settings => plan,
+                _ => {
+                    let plan = Plan::decide(&self.idle_times, &settings, b.zero_after);
+                    self.plan = Some((settings, plan));
+                    plan
+                }
+            },
         }
     }
 
     pub fn decide(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
+        self.note_calls(&b, &o);
         // Whose count is this? A count this autoscaler did not ask for is someone else's (another
         // gateway scaled from zero for its own request), and counts as activity.
         let previous = self.last_replicas.replace(o.replicas);
@@ -161,6 +212,32 @@ impl State {
             self.pending = Some((decision.desired, o.now));
         }
         decision
+    }
+
+    /// Learns the length of each quiet spell, from the last tick that saw a call to the next
+    /// one (whatever else this tick decides: a call seen while a write of its own is pending
+    /// is still a call).
+    fn note_calls(&mut self, b: &Bounds, o: &Observation) {
+        let Some(value) = o.value else {
+            // Without data, nothing is known about calls: no spell begins or ends.
+            return;
+        };
+        let called = value > 0.0 || o.arrivals > 0.0 || o.in_flight > 0.0 || o.waiting > 0;
+        if !called {
+            self.quiet_after_call = self.last_call.is_some();
+            return;
+        }
+        if let (Some(last), true) = (self.last_call, self.quiet_after_call) {
+            // In the bins now asked for.
+            let bin = b.learned.map_or(idle::BIN, |s| s.bin);
+            if self.idle_times.bin() != bin {
+                self.idle_times = IdleTimes::with_bin(bin);
+            }
+            self.idle_times.record(o.now.duration_since(last));
+            self.plan = None;
+        }
+        self.last_call = Some(o.now);
+        self.quiet_after_call = false;
     }
 
     /// A count this autoscaler did not ask for: set by hand (`/system/scale-function`,
@@ -200,16 +277,29 @@ impl State {
             self.last_active = now;
         }
         let idle_for = now.duration_since(self.last_active);
+        let want = if quiet && !panicking && b.min == 0 {
+            match self.plan(&b) {
+                fixed @ Plan::Fixed { .. } => fixed.want(idle_for),
+                // Learned windows run from the last call, whoever scaled since.
+                learned => learned.want(self.last_call.map_or(idle_for, |c| now.duration_since(c))),
+            }
+        } else {
+            Want::Hold
+        };
 
         let mut desired = if panicking { want_panic.max(want_stable).max(current) } else { want_stable };
         let mut reason = if panicking && desired > current { Reason::Panic } else { Reason::Steady };
-        let to_zero = b.min == 0 && quiet && !panicking && (idle_for >= b.zero_after || current == 0);
-        if to_zero && current == 0 {
+        let stay_at_zero = quiet && !panicking && b.min == 0 && current == 0 && want == Want::Hold;
+        if want == Want::Warm && current == 0 {
+            // Ahead of the call the plan expects, so that it finds a replica ready.
+            desired = 1;
+            reason = Reason::PreWarm;
+        } else if want == Want::Zero || stay_at_zero {
             // At zero and nobody asking: stay there (a request scales from zero itself).
             desired = 0;
-        } else if to_zero {
-            desired = 0;
-            reason = Reason::ToZero;
+            if current > 0 {
+                reason = Reason::ToZero;
+            }
         } else {
             // Recently used: keep a replica until zeroAfter says otherwise.
             desired = desired.max(1);
@@ -242,7 +332,7 @@ impl State {
 mod tests {
     use super::*;
 
-    const B: Bounds = Bounds { min: 0, max: 20, target: 10.0, zero_after: Duration::from_secs(30) };
+    const B: Bounds = Bounds { min: 0, max: 20, target: 10.0, zero_after: Duration::from_secs(30), learned: None };
 
     fn params() -> Params {
         Params {
@@ -251,6 +341,7 @@ mod tests {
             panic_threshold: 2.0,
             scale_down_delay: Duration::from_secs(30),
             max_scale_up: 10.0,
+            ..Params::default()
         }
     }
 

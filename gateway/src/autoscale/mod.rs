@@ -5,6 +5,8 @@
 //! line per change with its inputs.
 
 pub mod algorithm;
+pub mod idle;
+pub mod remember;
 pub mod source;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -32,6 +34,8 @@ pub struct Autoscaler {
     pub canary_numbers: Box<dyn crate::canary::Numbers>,
     pub params: Params,
     pub tick: Duration,
+    /// Where learned idle times are kept across restarts (local mode).
+    pub idle_store: Option<remember::IdleStore>,
 }
 
 impl Autoscaler {
@@ -121,8 +125,12 @@ impl Autoscaler {
             self.judge_canaries(&mut checked, now).await;
             states.retain(|k, _| targets.iter().any(|t| (&t.namespace, &t.name, t.version) == (&k.0, &k.1, k.2)));
             for (t, key) in targets.iter().zip(&keys) {
-                let state =
-                    states.entry((t.namespace.clone(), t.name.clone(), t.version)).or_insert_with(|| State::new(now));
+                let state = states.entry((t.namespace.clone(), t.name.clone(), t.version)).or_insert_with(|| {
+                    let learned =
+                        self.idle_store.as_ref().and_then(|s| s.load(&t.namespace, &t.name, t.version, &t.image));
+                    State::with_idle_times(now, learned.unwrap_or_default())
+                });
+                let gaps_before = state.idle_times.count();
                 let sample = samples.as_ref().and_then(|s| s.get(key)).copied();
                 let value = sample.map(|s| match t.scale.metric {
                     ScaleMetric::Concurrency => s.in_flight,
@@ -144,8 +152,22 @@ impl Autoscaler {
                     max: t.scale.max.max(1) as u32,
                     target: t.scale.target.max(1) as f64,
                     zero_after: t.scale.zero_after.get(),
+                    learned: t.scale.idle.as_ref().filter(|i| i.policy == flint_api::IdlePolicy::Learned).map(|i| {
+                        idle::Settings {
+                            max_keep_alive: i.max_keep_alive.get(),
+                            cv_threshold: self.params.idle_cv_threshold,
+                            bin: self.params.idle_bin,
+                            ..Default::default()
+                        }
+                    }),
                 };
                 let decision = state.decide(&self.params, bounds, observation);
+                if state.idle_times.count() != gaps_before {
+                    tracing::debug!(function = %key.0, version = key.1, gaps = state.idle_times.count(), plan = ?state.plan(&bounds), "idle time learned");
+                    if let Some(store) = &self.idle_store {
+                        store.save(&t.namespace, &t.name, t.version, &t.image, &state.idle_times);
+                    }
+                }
                 let labels = VersionLabels { function_name: key.0.clone(), version: key.1 };
                 self.metrics.desired_replicas.get_or_create(&labels).set(decision.desired as i64);
                 self.metrics.actual_replicas.get_or_create(&labels).set(t.replicas as i64);

@@ -40,8 +40,18 @@ pub struct ScaleTarget {
     pub name: String,
     pub version: Version,
     pub scale: flint_api::Scale,
+    /// The version's image: what its learned idle times are about.
+    pub image: String,
     pub replicas: u32,
     pub ready: u32,
+}
+
+/// The image a version runs.
+pub fn image_of(spec: &flint_api::FunctionSpec, version: Version) -> String {
+    match (version, &spec.canary) {
+        (Version::Canary, Some(c)) => c.image.clone(),
+        _ => spec.image.clone(),
+    }
 }
 
 /// A canary the analysis judges.

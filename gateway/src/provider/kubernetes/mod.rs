@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use super::{
     CanaryTarget, Deployed, Endpoint, Endpoints, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget,
-    Version,
+    Version, image_of,
 };
 
 pub const FIELD_MANAGER: &str = "flint-gateway";
@@ -450,6 +450,7 @@ impl Provider for Kubernetes {
                         name: name.clone(),
                         version,
                         scale: f.spec.scale.clone(),
+                        image: image_of(&f.spec, version),
                         replicas,
                         ready,
                     });

@@ -479,6 +479,7 @@ impl Provider for Local {
                         name: name.clone(),
                         version,
                         scale: entry.function.spec.scale.clone(),
+                        image: super::image_of(&entry.function.spec, version),
                         replicas: set.replicas(),
                         ready: set.available(),
                     });
