@@ -32,8 +32,9 @@ const TICK: f64 = 10.0;
 /// One function's trace: calls (arrival, duration) in seconds from the start, sorted.
 struct Trace {
     calls: Vec<(f64, f64)>,
-    /// A timer's period: its schedule is known to its author (for scheduled minimums).
-    period: Option<f64>,
+    /// A timer's period and first firing: its schedule is known to its author (for scheduled
+    /// minimums).
+    period: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -77,8 +78,8 @@ fn trace(rng: &mut fastrand::Rng, seconds: f64) -> Trace {
                 .into_iter()
                 .min_by(|a, b| (a - mean).abs().total_cmp(&(b - mean).abs()))
                 .unwrap();
-            period = Some(p);
             let mut t = rng.f64() * p;
+            period = Some((p, t));
             while t < seconds {
                 calls.push((t + rng.f64() * 0.02 * p, duration(rng)));
                 t += p;
@@ -195,8 +196,8 @@ fn simulate(trace: &Trace, policy: Policy, seconds: f64) -> Outcome {
         let min = match (scheduled, trace.period) {
             // A timer's author schedules one replica from a minute before each firing to a
             // minute after (`scale.schedule: [{cron, min: 1, for: 2m}]`).
-            (true, Some(p)) if p >= 600.0 => {
-                let into = end % p;
+            (true, Some((p, first))) if p >= 600.0 => {
+                let into = (end - first).rem_euclid(p);
                 u32::from(into > p - 60.0 || into < 60.0)
             }
             _ => 0,

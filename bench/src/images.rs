@@ -25,7 +25,7 @@ const GOALS: &[(&str, f64)] = &[("flint-gateway", 20.0), ("flint-operator", 20.0
 pub async fn run(cold_rounds: usize) {
     let root = workspace();
     let out = root.join("target/bench-images");
-    let cached = out.join("apt/cache").exists();
+    let cached = out.join("apt/debs").read_dir().is_ok_and(|mut d| d.next().is_some());
     let mut args = vec!["build", "--binaries", "target/release", "--stand-ins", "--out", "target/bench-images"];
     let hello_rust = root.join("examples/hello-rust/target/release/hello-rust");
     if hello_rust.exists() {

@@ -153,7 +153,10 @@ pub fn deployment(f: &Function, version: Version) -> Deployment {
             ContainerPort { name: Some("http".into()), container_port: HTTP_PORT, ..Default::default() },
             ContainerPort { name: Some("metrics".into()), container_port: METRICS_PORT, ..Default::default() },
         ]),
-        readiness_probe: Some(probe("/_/ready", 2, 1)),
+        // Probed every second (the kubelet's least): a pod at zero is cold-started, and its
+        // first probe usually comes before the watchdog listens, so the period is what the
+        // caller waits beyond the start.
+        readiness_probe: Some(probe("/_/ready", 1, 1)),
         liveness_probe: Some(probe("/_/health", 10, 3)),
         resources: spec.resources.as_ref().map(|r| ResourceRequirements {
             requests: r.requests.as_ref().map(quantities),
