@@ -333,13 +333,18 @@ fn svg(rows: &[Row], seed: u64, functions: usize, days: u64) -> String {
     let points: Vec<String> =
         fixed.iter().map(|r| format!("{:.1},{:.1}", x(r.wasted_hours), y(r.p75 * 100.0))).collect();
     out.push_str(&format!("<polyline fill=\"none\" stroke=\"#888\" points=\"{}\"/>\n", points.join(" ")));
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let (cx, cy) = (x(r.wasted_hours), y(r.p75 * 100.0));
-        let colour = if r.label.starts_with("fixed") { "#888" } else { "#c0392b" };
+        // Fixed idle times labelled below the line, alternately lower; learned ones above it.
+        let (colour, dy) = if r.label.starts_with("fixed") {
+            ("#888", if i % 2 == 0 { 16.0 } else { 30.0 })
+        } else {
+            ("#c0392b", -8.0 - 14.0 * (i % 2) as f64)
+        };
         out.push_str(&format!(
             "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"4\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{colour}\">{}</text>\n",
             cx + 6.0,
-            cy - 6.0,
+            cy + dy,
             r.label.replace('≥', "&#8805;")
         ));
     }
