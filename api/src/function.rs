@@ -465,6 +465,33 @@ pub struct FunctionStatus {
     /// Where to invoke the function through the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// What the gateway learned of each version's idle times (`scale.idle.policy: learned`),
+    /// kept here so that it outlives a gateway's restart and a change of the autoscaling
+    /// gateway. Written by the gateway, one field manager per version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["version"]))]
+    pub idle: Vec<LearnedIdle>,
+}
+
+/// A version's learned idle times: a histogram of quiet spells between calls.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LearnedIdle {
+    /// `stable` or `canary`.
+    pub version: String,
+    /// The image they were learned on: a new image starts afresh.
+    pub image: String,
+    /// Width of a bin, in milliseconds.
+    pub bin_ms: i64,
+    /// Spells per bin, the non-empty bins only, as `BIN:COUNT` separated by spaces.
+    #[serde(default)]
+    pub counts: String,
+    /// Spells longer than the last bin.
+    #[serde(default)]
+    pub longer: i64,
+    /// The last of those, in bins, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_long: Vec<i64>,
 }
 
 /// The canary as routed now.

@@ -147,8 +147,6 @@ async fn run(args: Args) -> ExitCode {
                 ..Default::default()
             },
             tick: args.autoscale_tick,
-            idle_store: matches!(args.provider, ProviderKind::Local)
-                .then(|| autoscale::remember::IdleStore::new(args.functions_dir.join(".flint").join("idle"))),
         })
     });
     let own_ip = if args.bind.is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { args.bind };

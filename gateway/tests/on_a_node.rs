@@ -594,3 +594,63 @@ async fn a_throttle_holds_across_two_gateways_that_share_it() {
     );
     assert!(admitted.iter().all(|&n| n >= 40), "each gateway admitted its share: {admitted:?}");
 }
+
+/// The learned idle policy on Kubernetes (its bins shrunk to 2 s: a function called every 5 s is
+/// pre-warmed 3.6 s after a call, leaving its pod over a second to start however busy the
+/// machine is): the function goes to zero between calls through its Deployment, yet each call after the
+/// learning finds a pod pre-warmed for it; what was learned is in the Function's status, and a
+/// gateway that takes over the Lease starts from it.
+#[tokio::test]
+async fn learned_idle_times_drive_the_deployment_and_outlive_the_gateway_in_the_functions_status() {
+    let Some((c, node)) = on_node("learned-idle").await else { return };
+    shell_image(node, "ghcr.io/acme/rhythm:1", "echo tick");
+    apply_function(
+        &c,
+        "rhythm",
+        "  image: ghcr.io/acme/rhythm:1\n  scale: {min: 0, max: 1, zeroAfter: 2s, idle: {policy: learned}}",
+    )
+    .await;
+    let mut args = FAST_AUTOSCALER.to_vec();
+    args.extend(["--idle-bin", "2s", "--cold-start-timeout", "60s"]);
+    // Calls every 5 s; whether each met a cold start.
+    let rhythm = |url: String, rounds: usize| async move {
+        let mut cold = Vec::new();
+        for _ in 0..rounds {
+            let started = tokio::time::Instant::now();
+            let r = flint_testkit::post(&url, "x").await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            cold.push(r.headers.get("x-flint-cold-start").is_some());
+            tokio::time::sleep_until(started + std::time::Duration::from_secs(5)).await;
+        }
+        cold
+    };
+    let g = c.gateway("gateway-0", &args).await;
+    wait_for("gateway-0 to hold the Lease", MINUTE, || async {
+        g.process.log().contains("holding the Lease").then_some(())
+    })
+    .await;
+    let cold = rhythm(g.url("/function/rhythm"), 15).await;
+    assert_eq!(cold[12..], [false; 3], "cold starts per call: {cold:?}");
+    let log = g.process.log();
+    assert!(log.contains("reason=\"pre_warm\"") && log.contains("reason=\"to_zero\""), "no pre-warm after zero: {log}");
+    // Kept at most every 30 s: the spells learned last show within a minute.
+    let kept = wait_for("the learned idle times in the Function's status", MINUTE, || async {
+        let f = functions(&c).get("rhythm").await.ok()?;
+        let entry = f.status?.idle.into_iter().find(|e| e.version == "stable")?;
+        let spells: u64 =
+            entry.counts.split_whitespace().filter_map(|p| p.split_once(':')?.1.parse::<u64>().ok()).sum();
+        (spells >= 14).then_some(entry)
+    })
+    .await;
+    assert_eq!((kept.image.as_str(), kept.bin_ms), ("ghcr.io/acme/rhythm:1", 2000));
+    drop(g);
+
+    // Another gateway takes the Lease and starts from the status: warm from its second call.
+    let g = c.gateway("gateway-1", &args).await;
+    wait_for("gateway-1 to hold the Lease", MINUTE, || async {
+        g.process.log().contains("holding the Lease").then_some(())
+    })
+    .await;
+    let cold = rhythm(g.url("/function/rhythm"), 3).await;
+    assert_eq!(cold[1..], [false; 2], "after the handover, cold starts per call: {cold:?}\n{}", g.process.log());
+}

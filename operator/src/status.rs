@@ -126,6 +126,8 @@ fn stopped(
         ready_replicas: before.map_or(0, |s| s.ready_replicas),
         canary: before.and_then(|s| s.canary.clone()),
         url: Some(url(f, gateway)),
+        // The gateway's: never written here.
+        idle: Vec::new(),
     }
 }
 
@@ -229,6 +231,8 @@ pub fn status(f: &Function, observed: &Observed, gateway: &str, now: Timestamp) 
         ready_replicas,
         canary,
         url: Some(url(f, gateway)),
+        // The gateway's: never written here.
+        idle: Vec::new(),
     }
 }
 

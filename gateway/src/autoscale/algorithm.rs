@@ -218,7 +218,8 @@ impl State {
     /// one (whatever else this tick decides: a call seen while a write of its own is pending
     /// is still a call).
     fn note_calls(&mut self, b: &Bounds, o: &Observation) {
-        let Some(value) = o.value else {
+        // Learned only for the policy that uses it (a kilobyte per version, and its writes).
+        let (Some(settings), Some(value)) = (b.learned, o.value) else {
             // Without data, nothing is known about calls: no spell begins or ends.
             return;
         };
@@ -229,9 +230,8 @@ impl State {
         }
         if let (Some(last), true) = (self.last_call, self.quiet_after_call) {
             // In the bins now asked for.
-            let bin = b.learned.map_or(idle::BIN, |s| s.bin);
-            if self.idle_times.bin() != bin {
-                self.idle_times = IdleTimes::with_bin(bin);
+            if self.idle_times.bin() != settings.bin {
+                self.idle_times = IdleTimes::with_bin(settings.bin);
             }
             self.idle_times.record(o.now.duration_since(last));
             self.plan = None;

@@ -34,8 +34,17 @@ pub struct Autoscaler {
     pub canary_numbers: Box<dyn crate::canary::Numbers>,
     pub params: Params,
     pub tick: Duration,
-    /// Where learned idle times are kept across restarts (local mode).
-    pub idle_store: Option<remember::IdleStore>,
+}
+
+/// How often at most a version's learned idle times are written where the provider keeps them
+/// (the Function's status on Kubernetes: one write per version per half minute at most).
+const REMEMBER_EVERY: Duration = Duration::from_secs(30);
+
+/// A version's decision state, and how much of what it learned is kept.
+struct Tracked {
+    state: State,
+    /// Spells learned when last kept, and when.
+    kept: (u64, Option<Instant>),
 }
 
 impl Autoscaler {
@@ -92,7 +101,7 @@ impl Autoscaler {
 
     /// The loop; state starts fresh each time (a new leader learns the load anew).
     pub async fn run_shared(self: Arc<Self>, stop: CancellationToken) {
-        let mut states: HashMap<(String, String, Version), State> = HashMap::new();
+        let mut states: HashMap<(String, String, Version), Tracked> = HashMap::new();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut source_down = false;
@@ -125,11 +134,15 @@ impl Autoscaler {
             self.judge_canaries(&mut checked, now).await;
             states.retain(|k, _| targets.iter().any(|t| (&t.namespace, &t.name, t.version) == (&k.0, &k.1, k.2)));
             for (t, key) in targets.iter().zip(&keys) {
-                let state = states.entry((t.namespace.clone(), t.name.clone(), t.version)).or_insert_with(|| {
-                    let learned =
-                        self.idle_store.as_ref().and_then(|s| s.load(&t.namespace, &t.name, t.version, &t.image));
-                    State::with_idle_times(now, learned.unwrap_or_default())
+                let tracked = states.entry((t.namespace.clone(), t.name.clone(), t.version)).or_insert_with(|| {
+                    let learned = self.provider.learned_idle(&t.namespace, &t.name, t.version, &t.image);
+                    if let Some(idle) = &learned {
+                        tracing::info!(function = %key.0, version = key.1, spells = idle.count(), "starting from the idle times learned before");
+                    }
+                    let state = State::with_idle_times(now, learned.unwrap_or_default());
+                    Tracked { kept: (state.idle_times.count(), None), state }
                 });
+                let state = &mut tracked.state;
                 let gaps_before = state.idle_times.count();
                 let sample = samples.as_ref().and_then(|s| s.get(key)).copied();
                 let value = sample.map(|s| match t.scale.metric {
@@ -162,11 +175,21 @@ impl Autoscaler {
                     }),
                 };
                 let decision = state.decide(&self.params, bounds, observation);
-                if state.idle_times.count() != gaps_before {
-                    tracing::debug!(function = %key.0, version = key.1, gaps = state.idle_times.count(), plan = ?state.plan(&bounds), "idle time learned");
-                    if let Some(store) = &self.idle_store {
-                        store.save(&t.namespace, &t.name, t.version, &t.image, &state.idle_times);
-                    }
+                let learned = state.idle_times.count();
+                if learned != gaps_before {
+                    tracing::debug!(function = %key.0, version = key.1, gaps = learned, plan = ?state.plan(&bounds), "idle time learned");
+                }
+                if learned != tracked.kept.0 && tracked.kept.1.is_none_or(|at| now.duration_since(at) >= REMEMBER_EVERY)
+                {
+                    tracked.kept = (learned, Some(now));
+                    let (provider, idle) = (self.provider.clone(), state.idle_times.clone());
+                    let (namespace, name, version, image) =
+                        (t.namespace.clone(), t.name.clone(), t.version, t.image.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = provider.remember_idle(&namespace, &name, version, &image, idle).await {
+                            tracing::warn!(function = %name, namespace = %namespace, error = %e, "could not keep the learned idle times");
+                        }
+                    });
                 }
                 let labels = VersionLabels { function_name: key.0.clone(), version: key.1 };
                 self.metrics.desired_replicas.get_or_create(&labels).set(decision.desired as i64);

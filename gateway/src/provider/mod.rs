@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 pub use flint_api::Version;
 use flint_api::{Function, Invalid};
+
+use crate::autoscale::idle::IdleTimes;
 use futures::{future::BoxFuture, stream::BoxStream};
 use serde::Serialize;
 
@@ -169,6 +171,18 @@ pub trait Provider: Send + Sync + 'static {
     fn event<'a>(&'a self, _namespace: &'a str, _name: &'a str, _reason: &'a str, _note: String) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
+    /// What was learned of a version's idle times (the learned idle policy) and kept where
+    /// this provider keeps state; `None` when nothing is kept for `image`.
+    fn learned_idle(&self, namespace: &str, name: &str, version: Version, image: &str) -> Option<IdleTimes>;
+    /// Keeps it there, so that it outlives this gateway (or its Lease).
+    fn remember_idle<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        version: Version,
+        image: &'a str,
+        idle: IdleTimes,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
     /// Functions with triggers: (namespace, name, function).
     fn triggers(&self) -> Vec<(String, String, Arc<Function>)>;
     /// Canaries under analysis, with their effective status.

@@ -31,6 +31,8 @@ use kube::{
 };
 use tokio::sync::watch;
 
+use crate::autoscale::{idle::IdleTimes, remember};
+
 use super::{
     CanaryTarget, Deployed, Endpoint, Endpoints, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget,
     Version, image_of,
@@ -510,6 +512,41 @@ impl Provider for Kubernetes {
                 "status": { "canary": status },
             });
             let params = PatchParams::apply(FIELD_MANAGER).force();
+            self.api(namespace).patch_status(name, &params, &Patch::Apply(&patch)).await.map_err(backend)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn learned_idle(&self, namespace: &str, name: &str, version: Version, image: &str) -> Option<IdleTimes> {
+        let f =
+            self.functions.state().into_iter().find(|f| {
+                f.metadata.namespace.as_deref() == Some(namespace) && f.metadata.name.as_deref() == Some(name)
+            })?;
+        let status = f.status.as_ref()?;
+        let entry = status.idle.iter().find(|e| e.version == version.as_str())?;
+        remember::from_status(entry, image)
+    }
+
+    fn remember_idle<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        version: Version,
+        image: &'a str,
+        idle: IdleTimes,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        async move {
+            // Server-side apply of this version's entry of `status.idle` only, under a field
+            // manager of its own (an apply drops what its manager applied before and left
+            // out: sharing the canary's manager would drop `status.canary`).
+            let patch = serde_json::json!({
+                "apiVersion": "flint.dev/v1alpha1",
+                "kind": "Function",
+                "status": { "idle": [remember::to_status(version, image, &idle)] },
+            });
+            let manager = format!("{FIELD_MANAGER}-idle-{}", version.as_str());
+            let params = PatchParams::apply(&manager).force();
             self.api(namespace).patch_status(name, &params, &Patch::Apply(&patch)).await.map_err(backend)?;
             Ok(())
         }

@@ -25,6 +25,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use self::{logs::LogHub, template::Template, version::VersionSet};
 use super::{CanaryTarget, Deployed, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget, Version};
+use crate::autoscale::{idle::IdleTimes, remember::IdleFiles};
 
 type Key = (String, String);
 
@@ -38,6 +39,8 @@ pub struct Local {
     /// Functions that came from manifests (a reload may remove them; API-deployed ones stay).
     from_files: std::sync::Mutex<std::collections::BTreeSet<Key>>,
     logs: LogHub,
+    /// Learned idle times, kept beside the functions.
+    idle: IdleFiles,
 }
 
 /// A deployed function and its running versions.
@@ -105,11 +108,12 @@ impl Local {
         Local {
             watchdog,
             secrets_dir,
-            default_workdir,
             namespace,
             functions: RwLock::new(BTreeMap::new()),
             from_files: Default::default(),
             logs: LogHub::default(),
+            idle: IdleFiles::new(default_workdir.join(".flint").join("idle")),
+            default_workdir,
         }
     }
 
@@ -521,6 +525,25 @@ impl Provider for Local {
             Ok(())
         });
         async move { done }.boxed()
+    }
+
+    fn learned_idle(&self, namespace: &str, name: &str, version: Version, image: &str) -> Option<IdleTimes> {
+        self.idle.load(namespace, name, version, image)
+    }
+
+    fn remember_idle<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        version: Version,
+        image: &'a str,
+        idle: IdleTimes,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let kept = self
+            .idle
+            .save(namespace, name, version, image, &idle)
+            .map_err(|e| ProviderError::Backend(format!("keeping the learned idle times: {e}")));
+        async move { kept }.boxed()
     }
 
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>> {
