@@ -123,37 +123,14 @@ impl PodNetns {
 pub fn set_services(name: &str, services: &[ServicePort]) -> Result<(), String> {
     let mut table = String::from("*nat\n:OUTPUT ACCEPT [0:0]\n");
     let mut filter = String::from("*filter\n:OUTPUT ACCEPT [0:0]\n");
-    for s in services {
-        let to = format!("-d {}/32 -p tcp --dport {}", s.cluster_ip, s.port);
-        if s.to.is_empty() {
-            filter.push_str(&format!("-A OUTPUT {to} -j REJECT --reject-with tcp-reset\n"));
-            continue;
-        }
-        for (i, (ip, port)) in s.to.iter().enumerate() {
-            let left = s.to.len() - i;
-            let pick = if left > 1 {
-                format!("-m statistic --mode random --probability {:.5} ", 1.0 / left as f64)
-            } else {
-                String::new()
-            };
-            table.push_str(&format!("-A OUTPUT {to} {pick}-j DNAT --to-destination {ip}:{port}\n"));
-        }
+    for s in services.iter().filter(|s| s.to.is_empty()) {
+        filter.push_str(&format!("-A OUTPUT {} -j REJECT --reject-with tcp-reset\n", matching(s)));
     }
-    table.push_str("COMMIT\n");
+    dnat(&mut table, "OUTPUT", services);
     filter.push_str("COMMIT\n");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", name, "iptables-restore"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("iptables-restore: {e}"))?;
-    child.stdin.take().expect("piped").write_all(format!("{table}{filter}").as_bytes()).map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("iptables-restore in {name}: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(())
+    let mut restore = Command::new("ip");
+    restore.args(["netns", "exec", name, "iptables-restore"]);
+    iptables_restore(restore, &format!("{table}{filter}")).map_err(|e| format!("in {name}: {e}"))
 }
 
 /// The same Service rules for the host (what kube-proxy gives a node's own processes): a
@@ -162,31 +139,10 @@ pub fn set_services(name: &str, services: &[ServicePort]) -> Result<(), String> 
 pub fn set_host_services(services: &[ServicePort]) -> Result<(), String> {
     let chain = host_chain(std::process::id());
     let mut table = format!("*nat\n:{chain} - [0:0]\n");
-    for s in services {
-        let to = format!("-d {}/32 -p tcp --dport {}", s.cluster_ip, s.port);
-        for (i, (ip, port)) in s.to.iter().enumerate() {
-            let left = s.to.len() - i;
-            let pick = if left > 1 {
-                format!("-m statistic --mode random --probability {:.5} ", 1.0 / left as f64)
-            } else {
-                String::new()
-            };
-            table.push_str(&format!("-A {chain} {to} {pick}-j DNAT --to-destination {ip}:{port}\n"));
-        }
-    }
-    table.push_str("COMMIT\n");
-    let mut child = Command::new("iptables-restore")
-        .arg("--noflush")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("iptables-restore: {e}"))?;
-    child.stdin.take().expect("piped").write_all(table.as_bytes()).map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("iptables-restore on the host: {}", String::from_utf8_lossy(&out.stderr)));
-    }
+    dnat(&mut table, &chain, services);
+    let mut restore = Command::new("iptables-restore");
+    restore.arg("--noflush");
+    iptables_restore(restore, &table).map_err(|e| format!("on the host: {e}"))?;
     let jump = ["-t", "nat", "-C", "OUTPUT", "-d", "10.0.0.0/16", "-j", &chain];
     if !Command::new("iptables").args(jump).output().is_ok_and(|o| o.status.success()) {
         let mut add = jump;
@@ -195,6 +151,43 @@ pub fn set_host_services(services: &[ServicePort]) -> Result<(), String> {
         if !out.status.success() {
             return Err(format!("iptables: {}", String::from_utf8_lossy(&out.stderr)));
         }
+    }
+    Ok(())
+}
+
+fn matching(s: &ServicePort) -> String {
+    format!("-d {}/32 -p tcp --dport {}", s.cluster_ip, s.port)
+}
+
+/// Appends to `chain` each Service port's DNAT to one of its endpoints, picked at random (the
+/// n-th of k rules matches with probability 1/(k-n), so each endpoint gets 1/k), and commits.
+fn dnat(table: &mut String, chain: &str, services: &[ServicePort]) {
+    for s in services {
+        for (i, (ip, port)) in s.to.iter().enumerate() {
+            let left = s.to.len() - i;
+            let pick = if left > 1 {
+                format!("-m statistic --mode random --probability {:.5} ", 1.0 / left as f64)
+            } else {
+                String::new()
+            };
+            table.push_str(&format!("-A {chain} {} {pick}-j DNAT --to-destination {ip}:{port}\n", matching(s)));
+        }
+    }
+    table.push_str("COMMIT\n");
+}
+
+/// Feeds `rules` to an `iptables-restore` command.
+fn iptables_restore(mut command: Command, rules: &str) -> Result<(), String> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    child.stdin.take().expect("piped").write_all(rules.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("iptables-restore: {}", String::from_utf8_lossy(&out.stderr)));
     }
     Ok(())
 }
