@@ -1,4 +1,5 @@
-//! Cron schedules of triggers, parsed the one way Flint reads them (seconds field optional).
+//! Cron schedules (of triggers and of scheduled minimums), parsed the one way Flint reads them
+//! (seconds field optional), and the time zones they may be read in.
 
 use croner::{
     Cron,
@@ -8,4 +9,13 @@ use croner::{
 /// Parses a schedule; the error says what is wrong with it.
 pub fn parse(schedule: &str) -> Result<Cron, String> {
     CronParser::builder().seconds(Seconds::Optional).build().parse(schedule).map_err(|e| e.to_string())
+}
+
+/// The IANA time zone named `name` (`None`: UTC), from the database built into Flint (a
+/// container image need not carry one).
+pub fn time_zone(name: Option<&str>) -> Result<chrono_tz::Tz, String> {
+    match name {
+        None => Ok(chrono_tz::UTC),
+        Some(name) => name.parse().map_err(|_| format!("{name:?} is not an IANA time zone (e.g. UTC, Europe/Berlin)")),
+    }
 }

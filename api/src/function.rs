@@ -237,6 +237,7 @@ pub struct ResourceList {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.min <= self.max").message("spec.scale.min: must be <= spec.scale.max"))]
+#[x_kube(validation = Rule::new("!has(self.schedule) || self.schedule.all(s, s.min <= self.max)").message("spec.scale.schedule[].min: must be <= spec.scale.max"))]
 pub struct Scale {
     /// Fewest replicas. 0 lets an idle function scale to zero; the first request then waits
     /// for a replica to start (a cold start).
@@ -263,6 +264,35 @@ pub struct Scale {
     /// the call they predict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<Idle>,
+    /// Minimums held on a schedule, for load known in advance (office hours, a nightly batch):
+    /// from each time `cron` names, at least `min` replicas for `for`. Where several hold at
+    /// once, the highest wins; `min` and the autoscaler's own count still apply on top.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SCHEDULES))]
+    pub schedule: Vec<ScheduledMin>,
+}
+
+/// A minimum held from each time a cron expression names, for a while.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledMin {
+    /// When the minimum starts: five fields (minute hour day-of-month month day-of-week), six
+    /// with seconds first, or a macro such as `@daily`, read in `timeZone`. A replica takes a
+    /// moment to start: to have it ready at 9:00, start at 8:55.
+    #[schemars(length(max = MAX_CRON_LEN), pattern(CRON_PATTERN))]
+    pub cron: String,
+    /// Replicas held meanwhile.
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
+    pub min: i32,
+    /// How long the minimum holds from each start, e.g. `8h`.
+    #[serde(rename = "for")]
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION_RULE).message("spec.scale.schedule[].for: must be greater than 0s"))]
+    pub lasting: Duration,
+    /// IANA time zone `cron` is read in, e.g. `Europe/Berlin` (daylight saving time included).
+    /// Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_TIME_ZONE_LEN), pattern(TIME_ZONE_PATTERN))]
+    pub time_zone: Option<String>,
 }
 
 /// The idle policy of a function that scales to zero.
@@ -576,6 +606,7 @@ impl Default for Scale {
             target: default_target(),
             zero_after: default_zero_after(),
             idle: None,
+            schedule: Vec::new(),
         }
     }
 }

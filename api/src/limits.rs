@@ -14,6 +14,9 @@ pub const IMAGE_PATTERN: &str = r"^\S+$";
 pub const ENV_NAME_PATTERN: &str = "^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 pub const SECRET_KEY_PATTERN: &str = "^[-._a-zA-Z0-9]+$";
 pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|(\S+\s+){4,5}\S+)$";
+/// An IANA time zone's shape (`UTC`, `Europe/Berlin`, `America/Argentina/Buenos_Aires`,
+/// `Etc/GMT+2`); whether it names a zone is for `validate()`, which knows the database.
+pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
 /// An HTTP token (header and cookie names).
 pub const TOKEN_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 pub const PATH_PATTERN: &str = r"^/[^\s?#]*$";
@@ -37,6 +40,9 @@ pub const MAX_IMAGE_LEN: usize = 1024;
 pub const MAX_DURATION_LEN: usize = 32;
 pub const MAX_QUANTITY_LEN: usize = 64;
 pub const MAX_CRON_LEN: usize = 128;
+pub const MAX_TIME_ZONE_LEN: usize = 64;
+/// Scheduled minimums of one function.
+pub const MAX_SCHEDULES: usize = 16;
 pub const MAX_PATH_LEN: usize = 1024;
 pub const MAX_SUBJECT_LEN: usize = 255;
 pub const MAX_REPLICAS: i32 = 1000;

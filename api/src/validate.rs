@@ -180,6 +180,25 @@ fn check_spec(p: &mut Problems, s: &FunctionSpec) {
     if let Some(idle) = &s.scale.idle {
         p.positive("spec.scale.idle.maxKeepAlive", idle.max_keep_alive);
     }
+    p.at_most("spec.scale.schedule", s.scale.schedule.len(), MAX_SCHEDULES);
+    for (i, m) in s.scale.schedule.iter().enumerate() {
+        let field = format!("spec.scale.schedule[{i}]");
+        check_schedule(p, &format!("{field}.cron"), &m.cron);
+        p.range(&format!("{field}.min"), m.min, 0, MAX_REPLICAS);
+        p.check(
+            m.min <= s.scale.max,
+            format!("{field}.min"),
+            format!("must be <= spec.scale.max ({} > {})", m.min, s.scale.max),
+        );
+        p.positive(&format!("{field}.for"), m.lasting);
+        if let Some(zone) = &m.time_zone {
+            let f = format!("{field}.timeZone");
+            p.max_len(&f, zone, MAX_TIME_ZONE_LEN);
+            if let Err(why) = crate::cron::time_zone(Some(zone)) {
+                p.add(f, why);
+            }
+        }
+    }
     if let Some(t) = &s.throttle {
         check_throttle(p, t);
     }
@@ -348,7 +367,11 @@ fn check_trigger(p: &mut Problems, field: &str, t: &Trigger) {
 }
 
 fn check_cron(p: &mut Problems, field: &str, t: &CronTrigger) {
-    let schedule = &t.schedule;
+    check_schedule(p, &format!("{field}.schedule"), &t.schedule);
+    check_path(p, &format!("{field}.path"), &t.path);
+}
+
+fn check_schedule(p: &mut Problems, field: &str, schedule: &str) {
     let parsed = if schedule.len() > MAX_CRON_LEN {
         Some(format!("at most {MAX_CRON_LEN} characters"))
     } else if CRON_SHAPE.is_match(schedule) {
@@ -357,9 +380,8 @@ fn check_cron(p: &mut Problems, field: &str, t: &CronTrigger) {
         Some("expected five fields (minute hour day-of-month month day-of-week), six with seconds first, or a macro such as @hourly".into())
     };
     if let Some(why) = parsed {
-        p.add(format!("{field}.schedule"), format!("{schedule:?} is not a cron expression: {why}"));
+        p.add(field.to_string(), format!("{schedule:?} is not a cron expression: {why}"));
     }
-    check_path(p, &format!("{field}.path"), &t.path);
 }
 
 fn check_nats(p: &mut Problems, field: &str, t: &NatsTrigger) {

@@ -169,6 +169,27 @@ fn validate_reports_every_problem_at_once() {
     assert!(invalid.to_string().contains("spec.scale.min: must be <= spec.scale.max (5 > 2)"), "{invalid}");
 }
 
+/// A well-shaped name passes the CRD's pattern; only Flint knows the zone database.
+#[test]
+fn a_time_zone_that_does_not_exist_is_refused_naming_it_and_real_ones_pass() {
+    let doc = |zone: &str| -> Value {
+        serde_saphyr::from_str(&format!(
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: demo}}\n\
+             spec: {{image: x, scale: {{schedule: [{{cron: '0 9 * * *', min: 1, for: 8h, timeZone: {zone}}}]}}}}\n"
+        ))
+        .unwrap()
+    };
+    let invalid = manifest::from_value(doc("Mars/Olympus_Mons")).unwrap_err();
+    assert!(
+        invalid.to_string().contains("spec.scale.schedule[0].timeZone: \"Mars/Olympus_Mons\" is not an IANA time zone"),
+        "{invalid}"
+    );
+    for zone in ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+2"] {
+        assert!(api_server_errors(&doc(zone)).is_empty(), "{zone}: the CRD refused it");
+        manifest::from_value(doc(zone)).unwrap_or_else(|e| panic!("{zone}: {e}"));
+    }
+}
+
 #[test]
 fn the_committed_crd_is_current() {
     let committed = fs::read_to_string(here("../crds/function.yaml")).unwrap_or_default();

@@ -17,9 +17,11 @@
 
 use std::time::Duration;
 
+use flint_api::ScheduledMin;
 use flint_gateway::autoscale::{
     algorithm::{Bounds, Observation, Params, State},
     idle::Settings,
+    schedule,
 };
 use tokio::time::Instant;
 
@@ -32,9 +34,29 @@ const TICK: f64 = 10.0;
 /// One function's trace: calls (arrival, duration) in seconds from the start, sorted.
 struct Trace {
     calls: Vec<(f64, f64)>,
-    /// A timer's period and first firing: its schedule is known to its author (for scheduled
-    /// minimums).
-    period: Option<(f64, f64)>,
+    /// A timer's period and first firing (whole seconds): its schedule is known to its author
+    /// (for scheduled minimums).
+    period: Option<(u32, u32)>,
+}
+
+/// Where the simulated clock starts on the wall clock, for the schedules' cron: a Monday.
+const EPOCH: &str = "2026-01-05T00:00:00Z";
+
+/// What a timer's author writes: one replica from a minute before each firing for two
+/// minutes, `scale.schedule: [{cron, min: 1, for: 2m}]` (timers of 10 minutes or more).
+fn author_schedule(period: u32, first: u32) -> Vec<ScheduledMin> {
+    if period < 600 {
+        return Vec::new();
+    }
+    let start = (first as i64 - 60).rem_euclid(period as i64) as u32;
+    let (sec, min, hour) = (start % 60, start / 60 % 60, start / 3600);
+    let cron = match period {
+        p if p < 3600 => format!("{sec} {}-59/{} * * * *", start / 60, p / 60),
+        3600 => format!("{sec} {min} * * * *"),
+        p if p < 86_400 => format!("{sec} {min} {hour}-23/{} * * *", p / 3600),
+        _ => format!("{sec} {min} {hour} * * *"),
+    };
+    vec![ScheduledMin { cron, min: 1, lasting: "2m".parse().unwrap(), time_zone: None }]
 }
 
 #[derive(Clone, Copy)]
@@ -74,12 +96,13 @@ fn trace(rng: &mut fastrand::Rng, seconds: f64) -> Trace {
     match pattern {
         Pattern::Timer => {
             // Timers fire on round periods: a minute, 5, 10, 15, 30 minutes, hours.
-            let p = [60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 21_600.0, 86_400.0]
+            let p = [60u32, 300, 600, 900, 1800, 3600, 7200, 21_600, 86_400]
                 .into_iter()
-                .min_by(|a, b| (a - mean).abs().total_cmp(&(b - mean).abs()))
+                .min_by(|a, b| (*a as f64 - mean).abs().total_cmp(&(*b as f64 - mean).abs()))
                 .unwrap();
-            let mut t = rng.f64() * p;
-            period = Some((p, t));
+            let first = rng.u32(..p);
+            period = Some((p, first));
+            let (p, mut t) = (p as f64, first as f64);
             while t < seconds {
                 calls.push((t + rng.f64() * 0.02 * p, duration(rng)));
                 t += p;
@@ -159,7 +182,14 @@ fn simulate(trace: &Trace, policy: Policy, seconds: f64) -> Outcome {
             (Duration::from_secs(300), Some(Settings { cv_threshold, ..Settings::default() }))
         }
     };
-    let scheduled = matches!(policy, Policy::Learned { scheduled: true, .. });
+    let schedule = match (policy, trace.period) {
+        (Policy::Learned { scheduled: true, .. }, Some((p, first))) => author_schedule(p, first),
+        _ => Vec::new(),
+    };
+    let epoch: chrono::DateTime<chrono::Utc> = EPOCH.parse().unwrap();
+    let wall = |s: f64| epoch + chrono::Duration::milliseconds((s * 1000.0) as i64);
+    // The schedule's minimum, and until when it stays so (worked out again only then).
+    let mut scheduled = (0u32, if schedule.is_empty() { f64::INFINITY } else { 0.0 });
     let mut state = State::new(start);
     let mut out = Outcome::default();
     let mut replicas = 0u32;
@@ -193,16 +223,15 @@ fn simulate(trace: &Trace, policy: Policy, seconds: f64) -> Outcome {
         running.retain(|&(_, e)| e > end);
         out.wasted += (up - busy).max(0.0);
         let in_flight = running.len() as f64;
-        let min = match (scheduled, trace.period) {
-            // A timer's author schedules one replica from a minute before each firing to a
-            // minute after (`scale.schedule: [{cron, min: 1, for: 2m}]`).
-            (true, Some((p, first))) if p >= 600.0 => {
-                let into = (end - first).rem_euclid(p);
-                u32::from(into > p - 60.0 || into < 60.0)
-            }
-            _ => 0,
-        };
-        let bounds = Bounds { min, max: 20, target: 10.0, zero_after, learned };
+        if end >= scheduled.1 {
+            let now = wall(end);
+            let since = |t: chrono::DateTime<chrono::Utc>| (t - epoch).num_milliseconds() as f64 / 1000.0;
+            scheduled = match schedule::in_effect(&schedule, now) {
+                Some(e) => (e.min, since(e.until)),
+                None => (0, schedule::next(&schedule, now).map_or(f64::INFINITY, |n| since(n.at))),
+            };
+        }
+        let bounds = Bounds { min: 0, max: 20, target: 10.0, zero_after, learned, scheduled: scheduled.0 };
         let o = Observation {
             now: at(end),
             value: Some(in_flight),
@@ -360,4 +389,30 @@ fn svg(rows: &[Row], seed: u64, functions: usize, days: u64) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The window a timer's author writes opens a minute before each firing, for every period.
+    #[test]
+    fn an_authors_schedule_holds_a_replica_around_each_firing_of_the_timer() {
+        let epoch: chrono::DateTime<chrono::Utc> = EPOCH.parse().unwrap();
+        for (period, first) in
+            [(600u32, 30u32), (900, 899), (1800, 0), (3600, 1234), (7200, 100), (21_600, 20_000), (86_400, 30)]
+        {
+            let s = author_schedule(period, first);
+            for k in 1..4u32 {
+                let firing = epoch + chrono::Duration::seconds((first + k * period) as i64);
+                let held = |at: chrono::DateTime<chrono::Utc>| schedule::in_effect(&s, at).map_or(0, |e| e.min);
+                let secs = chrono::Duration::seconds;
+                assert_eq!(held(firing - secs(61)), 0, "{period}/{first}: before the window");
+                assert_eq!(held(firing - secs(59)), 1, "{period}/{first}: a minute before firing {k}");
+                assert_eq!(held(firing + secs(59)), 1, "{period}/{first}: a minute after firing {k}");
+                assert_eq!(held(firing + secs(61)), 0, "{period}/{first}: after the window");
+            }
+        }
+        assert!(author_schedule(300, 10).is_empty(), "a replica is kept warm between firings of short timers anyway");
+    }
 }

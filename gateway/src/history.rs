@@ -1,9 +1,9 @@
 //! What each function did over the last ten minutes, second by second, for the portal's
 //! charts: answers by status class, latency percentiles and cold starts (recorded as each
 //! invocation ends), replicas desired and actual per version and the canary's weight (recorded
-//! by the autoscaler at each tick), and the autoscaler's and the canary analysis' decisions as
-//! events. In memory, as the gateway replica that serves the portal saw them; it depends on
-//! nothing else in the gateway.
+//! by the autoscaler at each tick), the autoscaler's and the canary analysis' decisions as
+//! events, and each version's idle policy (`autoscale::view`). In memory, as the gateway
+//! replica that serves the portal saw them.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -12,6 +12,8 @@ use std::{
 };
 
 use serde::Serialize;
+
+use crate::autoscale::view::IdleView;
 
 /// Seconds kept.
 pub const KEPT: u64 = 600;
@@ -30,6 +32,8 @@ pub struct Recent(Mutex<Inner>);
 struct Inner {
     seconds: VecDeque<Second>,
     events: VecDeque<Event>,
+    /// Per version slot: its idle policy and schedule, as the autoscaler last saw them.
+    idle: [Option<IdleView>; 2],
 }
 
 #[derive(Clone, Default)]
@@ -149,6 +153,10 @@ impl Recent {
         Self::second(&mut inner, now()).weight = Some(weight);
     }
 
+    pub fn idle(&self, slot: Slot, view: IdleView) {
+        self.0.lock().unwrap().idle[slot] = Some(view);
+    }
+
     pub fn event(&self, kind: &'static str, text: String) {
         let mut inner = self.0.lock().unwrap();
         if inner.events.len() == EVENTS {
@@ -197,6 +205,7 @@ impl Recent {
             out.canary_weight.push(weight);
         }
         out.events = inner.events.iter().filter(|e| e.at >= start).cloned().collect();
+        out.idle = inner.idle.clone();
         out
     }
 
@@ -241,6 +250,9 @@ pub struct Series {
     pub actual_canary: Vec<Option<u32>>,
     pub canary_weight: Vec<Option<u32>>,
     pub events: Vec<Event>,
+    /// Stable and canary: the idle policy's windows and histogram and the scheduled minimums
+    /// (for versions that have either).
+    pub idle: [Option<IdleView>; 2],
 }
 
 #[cfg(test)]

@@ -167,22 +167,18 @@ async fn run(args: Args) -> ExitCode {
     ));
     tokio::spawn(forget_deleted(provider.clone(), metrics.clone(), stop.clone()));
     let loops = Loops { autoscaler, cron };
-    match client.clone() {
+    let loops = match client.clone() {
         // Several gateway replicas: only the Lease holder runs the loops (each still scales
         // from zero on a request).
-        Some(client) => {
-            tokio::spawn(lead_then(
-                client,
-                args.autoscaler_lease.clone(),
-                args.lease_namespace.clone(),
-                loops,
-                stop.clone(),
-            ));
-        }
-        None => {
-            tokio::spawn(loops.run(stop.clone()));
-        }
-    }
+        Some(client) => tokio::spawn(lead_then(
+            client,
+            args.autoscaler_lease.clone(),
+            args.lease_namespace.clone(),
+            loops,
+            stop.clone(),
+        )),
+        None => tokio::spawn(loops.run(stop.clone())),
+    };
     let accept = queue::accept::Accept {
         provider: provider.clone(),
         namespaces: namespaces.clone(),
@@ -228,6 +224,10 @@ async fn run(args: Args) -> ExitCode {
     stop.cancel();
     if !serving.await.unwrap_or(false) {
         tracing::warn!(drain_timeout = ?args.drain_timeout, "requests still running after the drain timeout");
+    }
+    // The autoscaler keeps what it learned since its last write (bounded: it gives up itself).
+    if tokio::time::timeout(std::time::Duration::from_secs(10), loops).await.is_err() {
+        tracing::warn!("the autoscaler had not stopped 10 s after the requests were done");
     }
     provider.shutdown().await;
     if let Some(server) = nats_server {

@@ -41,6 +41,14 @@ pub struct ScalingLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AvoidedLabels {
+    pub function_name: String,
+    pub version: &'static str,
+    /// `pre_warm` (the learned idle policy) or `scheduled` (a scheduled minimum).
+    pub by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub function_name: String,
     pub reason: &'static str,
@@ -109,6 +117,11 @@ pub struct Metrics {
     pub version_seconds: Family<VersionCodeLabels, Histogram>,
     pub cold_starts: Family<VersionLabels, Counter>,
     pub cold_start_seconds: Family<VersionLabels, Histogram>,
+    /// Replicas brought up ahead of a predicted call; those the call came to; and first calls
+    /// after a quiet spell that found a replica ready that only the policy or a schedule kept.
+    pub pre_warms: Family<VersionLabels, Counter>,
+    pub pre_warms_used: Family<VersionLabels, Counter>,
+    pub cold_starts_avoided: Family<AvoidedLabels, Counter>,
     /// The canary's effective weight.
     pub canary_weight: Family<FunctionLabels, Gauge>,
     /// Requests refused by a function's `paused` or `throttle`, by reason.
@@ -240,6 +253,9 @@ impl Metrics {
             version_seconds: Family::new_with_constructor(latency_buckets),
             cold_starts: Family::default(),
             cold_start_seconds: Family::new_with_constructor(latency_buckets),
+            pre_warms: Family::default(),
+            pre_warms_used: Family::default(),
+            cold_starts_avoided: Family::default(),
             canary_weight: Family::default(),
             throttled: Family::default(),
             replica_connections: Gauge::default(),
@@ -317,6 +333,21 @@ impl Metrics {
             "flint_cold_start_seconds",
             "Time requests waited for a replica at a cold start",
             m.cold_start_seconds.clone(),
+        );
+        registry.register(
+            "flint_pre_warms",
+            "Replicas the learned idle policy brought up ahead of a predicted call",
+            m.pre_warms.clone(),
+        );
+        registry.register(
+            "flint_pre_warms_used",
+            "Pre-warmed replicas whose predicted call came while they were up",
+            m.pre_warms_used.clone(),
+        );
+        registry.register(
+            "flint_cold_starts_avoided",
+            "First calls after a quiet spell that found a replica ready that only the pre-warm or a scheduled minimum kept",
+            m.cold_starts_avoided.clone(),
         );
         let q = &m.queue;
         registry.register(
@@ -414,6 +445,15 @@ impl Metrics {
                 self.arrivals.remove(&labels);
                 self.cold_starts.remove(&labels);
                 self.cold_start_seconds.remove(&labels);
+                self.pre_warms.remove(&labels);
+                self.pre_warms_used.remove(&labels);
+                for by in ["pre_warm", "scheduled"] {
+                    self.cold_starts_avoided.remove(&AvoidedLabels {
+                        function_name: function.clone(),
+                        version: version.as_str(),
+                        by,
+                    });
+                }
                 for reason in scaling_reasons {
                     self.scaling.remove(&ScalingLabels {
                         function_name: function.clone(),

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Dir, Gateway};
+use common::{Dir, Gateway, SECS_20};
 use flint_testkit::{Prometheus, free_port, get, post, wait_for};
 use hyper::Method;
 
@@ -272,8 +272,43 @@ async fn a_function_called_on_a_rhythm_is_pre_warmed_for_each_call_and_sits_at_z
     assert_eq!(fixed_cold[1..], [true; 17], "fixed: cold starts per call {fixed_cold:?}");
     let m = g.metrics().await;
     assert!(m.contains(r#"flint_autoscaler_scaling_events_total{function_name="learned.default",version="stable",reason="pre_warm"}"#), "{m}");
+    // What the policy did is counted: pre-warms, those whose call came, cold starts avoided
+    // (the six warm calls at least), and nothing of the kind for the fixed policy.
+    let count =
+        |series: &str| m.lines().find_map(|l| l.strip_prefix(series)).map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+    let pre_warms = count(r#"flint_pre_warms_total{function_name="learned.default",version="stable"}"#);
+    let used = count(r#"flint_pre_warms_used_total{function_name="learned.default",version="stable"}"#);
+    let avoided =
+        count(r#"flint_cold_starts_avoided_total{function_name="learned.default",version="stable",by="pre_warm"}"#);
+    assert!(pre_warms >= 6.0 && used >= 6.0 && avoided >= 6.0, "pre-warms {pre_warms}, used {used}, avoided {avoided}");
+    assert!(used <= pre_warms && avoided <= used, "pre-warms {pre_warms}, used {used}, avoided {avoided}");
+    assert!(!m.contains(r#"flint_pre_warms_total{function_name="fixed.default""#), "{m}");
+    // The portal shows the windows, the histogram and the next warm-up.
+    let series: serde_json::Value =
+        serde_json::from_slice(&get(&g.url("/system/ui/series/learned")).await.unwrap().body).unwrap();
+    let view = &series["idle"][0];
+    assert_eq!((view["policy"].as_str(), view["basis"].as_str()), (Some("learned"), Some("histogram")), "{view}");
+    let (pre_warm, keep_alive) = (view["preWarmS"].as_f64().unwrap(), view["keepAliveS"].as_f64().unwrap());
+    assert!((2.0..4.0).contains(&pre_warm) && keep_alive > pre_warm && keep_alive < 6.0, "{view}");
+    let spells = view["spells"].as_u64().unwrap();
+    let in_bins: u64 = view["bins"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).sum();
+    assert!(spells >= 17 && in_bins == spells, "{view}");
+    let (last, from) = (view["lastCall"].as_i64().unwrap(), view["warmFrom"].as_i64().unwrap());
+    assert!(from >= last + 2 && from <= last + 4, "{view}");
+    assert!(series["idle"][1].is_null(), "no canary, no view of one: {series}");
+    let fixed: serde_json::Value =
+        serde_json::from_slice(&get(&g.url("/system/ui/series/fixed")).await.unwrap().body).unwrap();
+    assert!(fixed["idle"][0].is_null(), "no idle view for a fixed policy without a schedule: {fixed}");
+    // Stopped gracefully, the gateway keeps every spell it learned (writes are otherwise at
+    // most every 30 s: the last ones would be lost).
+    let mut g = g;
+    g.process.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(g.process.exit(SECS_20).await.success(), "{}", g.process.log());
     let kept = dir.0.join(".flint/idle/default_learned_stable.json");
-    assert!(kept.is_file(), "the learned idle times are kept");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kept).expect("the learned idle times are kept")).unwrap();
+    let kept_spells: u64 = kept["idle"]["bins"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).sum();
+    assert_eq!(kept_spells, spells, "every spell learned is kept at stop");
     drop(g);
 
     // A new gateway starts from what was learned: the second call after a restart is warm.
@@ -285,4 +320,56 @@ async fn a_function_called_on_a_rhythm_is_pre_warmed_for_each_call_and_sits_at_z
     call("learned").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!call("learned").await, "the restarted gateway forgot what it had learned");
+}
+
+/// A scheduled minimum read in a time zone: replicas come at the window's start, stay while
+/// nothing calls, serve a call warm (a cold start avoided, counted), and go at its end.
+#[tokio::test]
+async fn a_scheduled_minimum_holds_replicas_for_its_window_in_its_time_zone() {
+    use chrono::Timelike;
+    let dir = Dir::new("as-scheduled");
+    // The window starts 6 s from now, read in Asia/Kolkata (UTC+5:30: a half-hour offset, so
+    // a cron read in UTC would miss it), for 8 s.
+    let zone: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
+    let start = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let local = start.with_timezone(&zone);
+    let cron = format!("{} {} {} * * *", local.second(), local.minute(), local.hour());
+    let spec = format!(
+        "  image: x\n  command: [cat]\n  scale: {{min: 0, max: 3, zeroAfter: 1s, \
+         schedule: [{{cron: '{cron}', min: 2, for: 8s, timeZone: Asia/Kolkata}}]}}"
+    );
+    dir.function("office", &spec, &[]);
+    let g = Gateway::start(&dir.0, &["--autoscale-tick", "250ms"]).await;
+    let state = || async {
+        let r = g.call(Method::GET, "/system/function/office", &[], "").await;
+        let f: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        (f["replicas"].as_u64().unwrap(), f["availableReplicas"].as_u64().unwrap())
+    };
+    let until =
+        |t: chrono::DateTime<chrono::Utc>| tokio::time::sleep((t - chrono::Utc::now()).to_std().unwrap_or_default());
+    until(start - chrono::Duration::milliseconds(800)).await;
+    assert_eq!(state().await, (0, 0), "before the window");
+    until(start + chrono::Duration::seconds(3)).await;
+    assert_eq!(state().await, (2, 2), "in the window, nothing calling");
+    let series: serde_json::Value =
+        serde_json::from_slice(&g.call(Method::GET, "/system/ui/series/office", &[], "").await.body).unwrap();
+    let view = &series["idle"][0];
+    assert_eq!(view["scheduled"]["min"], 2, "{view}");
+    assert_eq!(view["scheduled"]["at"].as_i64(), Some((start + chrono::Duration::seconds(8)).timestamp()), "{view}");
+    assert!(view["nextScheduled"]["at"].as_i64().unwrap() > start.timestamp() + 86_000, "tomorrow: {view}");
+    let r = post(&g.url("/function/office"), "x").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.headers.get("x-flint-cold-start").is_none(), "a call in the window is warm");
+    until(start + chrono::Duration::seconds(6)).await;
+    assert_eq!(state().await.0, 2, "the call does not end the window");
+    wait_for("the window to end and the replicas to go", SECS_20, || async { (state().await == (0, 0)).then_some(()) })
+        .await;
+    assert!(chrono::Utc::now() >= start + chrono::Duration::seconds(8), "gone before the window's end");
+    let m = g.metrics().await;
+    for series in [
+        r#"flint_autoscaler_scaling_events_total{function_name="office.default",version="stable",reason="scheduled"} 1"#,
+        r#"flint_cold_starts_avoided_total{function_name="office.default",version="stable",by="scheduled"} 1"#,
+    ] {
+        assert!(m.contains(series), "{series} missing:\n{m}");
+    }
 }

@@ -12,7 +12,10 @@
 //! zero for requests waiting there) counts as activity too, and is held for the scale-down
 //! delay. Without data it keeps its count. With the learned idle policy (`idle`), each quiet
 //! spell's length is learned when the next call comes, and the plan it gives says when to go
-//! to zero and when to bring one replica back ahead of the next call.
+//! to zero and when to bring one replica back ahead of the next call. A scheduled minimum
+//! (`scheduled`) is a floor over all of this, for as long as its window holds. A replica that
+//! the pre-warm or a schedule alone kept up, and that was ready when the next call came, is a
+//! cold start avoided: decisions say so (`warmed`), for the counters.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -56,6 +59,8 @@ pub struct Bounds {
     pub zero_after: Duration,
     /// The learned idle policy's settings; `None`: the fixed `zeroAfter`.
     pub learned: Option<idle::Settings>,
+    /// The scheduled minimum in effect now (`scale.schedule`), 0 outside every window.
+    pub scheduled: u32,
 }
 
 /// What was seen at one tick.
@@ -81,17 +86,19 @@ pub enum Reason {
     Panic,
     ToZero,
     PreWarm,
+    Scheduled,
     NoData,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::Steady,
         Reason::ScaleUp,
         Reason::ScaleDown,
         Reason::Panic,
         Reason::ToZero,
         Reason::PreWarm,
+        Reason::Scheduled,
         Reason::NoData,
     ];
 
@@ -103,6 +110,7 @@ impl Reason {
             Reason::Panic => "panic",
             Reason::ToZero => "to_zero",
             Reason::PreWarm => "pre_warm",
+            Reason::Scheduled => "scheduled",
             Reason::NoData => "no_data",
         }
     }
@@ -114,6 +122,19 @@ pub struct Decision {
     pub reason: Reason,
     pub stable_avg: f64,
     pub panic_avg: f64,
+    /// What became of a replica that only the pre-warm or a schedule kept up, if that is
+    /// known now.
+    pub warmed: Option<Warmed>,
+}
+
+/// What became of a replica the pre-warm or a scheduled minimum kept up while nothing called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warmed {
+    /// The next call came while it was up; `ready`: it was ready at the tick before the call
+    /// (a cold start avoided), else the call still waited for it (a shorter one).
+    Used { by: Reason, ready: bool },
+    /// A pre-warmed replica went to zero without a call.
+    Unused,
 }
 
 /// One version's history.
@@ -133,6 +154,10 @@ pub struct State {
     quiet_after_call: bool,
     /// The plan from `idle_times` under these settings, until either changes.
     plan: Option<(idle::Settings, Plan)>,
+    /// Why replicas are up while nothing calls: `PreWarm` or `Scheduled` (none when they are up
+    /// for calls); and the ready replicas at the last tick.
+    held_by: Option<Reason>,
+    last_ready: u32,
 }
 
 /// How long a scale write of its own may take to show in the autoscaler's view. Until then a
@@ -155,12 +180,19 @@ impl State {
             last_call: None,
             quiet_after_call: false,
             plan: None,
+            held_by: None,
+            last_ready: 0,
         }
     }
 
     /// A state that starts from idle times learned before (kept across restarts).
     pub fn with_idle_times(now: Instant, idle_times: IdleTimes) -> Self {
         State { idle_times, ..State::new(now) }
+    }
+
+    /// How long ago the last call was seen (learned policy only).
+    pub fn since_last_call(&self) -> Option<Duration> {
+        self.last_call.map(|c| Instant::now().saturating_duration_since(c))
     }
 
     /// The plan for this version's quiet spells.
@@ -179,7 +211,22 @@ impl State {
     }
 
     pub fn decide(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
-        self.note_calls(&b, &o);
+        let called = o.value.is_some_and(|v| v > 0.0 || o.arrivals > 0.0 || o.in_flight > 0.0 || o.waiting > 0);
+        let warmed = match self.held_by {
+            Some(by) if called => {
+                self.held_by = None;
+                Some(Warmed::Used { by, ready: self.last_ready > 0 })
+            }
+            _ => None,
+        };
+        self.last_ready = o.ready;
+        let mut decision = self.decide_counted(p, b, o, called);
+        decision.warmed = decision.warmed.or(warmed);
+        decision
+    }
+
+    fn decide_counted(&mut self, p: &Params, b: Bounds, o: Observation, called: bool) -> Decision {
+        self.note_calls(&b, &o, called);
         // Whose count is this? A count this autoscaler did not ask for is someone else's (another
         // gateway scaled from zero for its own request), and counts as activity.
         let previous = self.last_replicas.replace(o.replicas);
@@ -193,6 +240,7 @@ impl State {
                     reason: Reason::Steady,
                     stable_avg: f64::NAN,
                     panic_avg: f64::NAN,
+                    warmed: None,
                 };
             }
             Some(_) => {
@@ -208,22 +256,47 @@ impl State {
             None => {}
         }
         let decision = self.decide_now(p, b, o);
+        let decision = self.hold_scheduled(b, o, decision);
         if decision.desired != o.replicas {
             self.pending = Some((decision.desired, o.now));
         }
         decision
     }
 
+    /// The scheduled minimum, a floor over the load's and the idle policy's decision; and who
+    /// keeps replicas up while nothing calls.
+    fn hold_scheduled(&mut self, b: Bounds, o: Observation, mut d: Decision) -> Decision {
+        let wanted = d.desired;
+        if d.reason != Reason::NoData && b.scheduled > wanted {
+            d.desired = b.scheduled.min(b.max).max(wanted);
+            d.reason = match d.desired.cmp(&o.replicas) {
+                std::cmp::Ordering::Greater => Reason::Scheduled,
+                std::cmp::Ordering::Equal => Reason::Steady,
+                std::cmp::Ordering::Less => Reason::ScaleDown,
+            };
+        }
+        if d.desired == 0 {
+            if o.replicas > 0 && self.held_by == Some(Reason::PreWarm) {
+                d.warmed = Some(Warmed::Unused);
+            }
+            self.held_by = None;
+        } else if wanted == 0 {
+            self.held_by = Some(Reason::Scheduled);
+        } else if d.reason == Reason::PreWarm {
+            self.held_by = Some(Reason::PreWarm);
+        }
+        d
+    }
+
     /// Learns the length of each quiet spell, from the last tick that saw a call to the next
     /// one (whatever else this tick decides: a call seen while a write of its own is pending
     /// is still a call).
-    fn note_calls(&mut self, b: &Bounds, o: &Observation) {
+    fn note_calls(&mut self, b: &Bounds, o: &Observation, called: bool) {
         // Learned only for the policy that uses it (a kilobyte per version, and its writes).
-        let (Some(settings), Some(value)) = (b.learned, o.value) else {
-            // Without data, nothing is known about calls: no spell begins or ends.
+        // Without data, nothing is known about calls: no spell begins or ends.
+        let (Some(settings), Some(_)) = (b.learned, o.value) else {
             return;
         };
-        let called = value > 0.0 || o.arrivals > 0.0 || o.in_flight > 0.0 || o.waiting > 0;
         if !called {
             self.quiet_after_call = self.last_call.is_some();
             return;
@@ -252,7 +325,13 @@ impl State {
     fn decide_now(&mut self, p: &Params, b: Bounds, o: Observation) -> Decision {
         let current = o.replicas;
         let Some(value) = o.value else {
-            return Decision { desired: current, reason: Reason::NoData, stable_avg: f64::NAN, panic_avg: f64::NAN };
+            return Decision {
+                desired: current,
+                reason: Reason::NoData,
+                stable_avg: f64::NAN,
+                panic_avg: f64::NAN,
+                warmed: None,
+            };
         };
         let now = o.now;
         self.samples.push_back((now, value));
@@ -324,7 +403,7 @@ impl State {
                 std::cmp::Ordering::Equal => Reason::Steady,
             };
         }
-        Decision { desired, reason, stable_avg, panic_avg }
+        Decision { desired, reason, stable_avg, panic_avg, warmed: None }
     }
 }
 
@@ -332,7 +411,8 @@ impl State {
 mod tests {
     use super::*;
 
-    const B: Bounds = Bounds { min: 0, max: 20, target: 10.0, zero_after: Duration::from_secs(30), learned: None };
+    const B: Bounds =
+        Bounds { min: 0, max: 20, target: 10.0, zero_after: Duration::from_secs(30), learned: None, scheduled: 0 };
 
     fn params() -> Params {
         Params {
@@ -563,6 +643,82 @@ mod tests {
         assert!(d.iter().all(|d| d.desired == 0 && d.reason == Reason::Steady), "{d:?}");
         feed(&mut s, &p, B, start + Duration::from_secs(5), 1, 12.0, &mut r);
         assert_eq!(r, 1, "traffic at zero scales up");
+    }
+
+    /// Ticks every second from `from` to `to` (exclusive) with a one-second call at each second
+    /// `calls` says, replicas following each decision (ready at once); the decisions.
+    fn run(
+        (s, start): (&mut State, Instant),
+        b: Bounds,
+        (from, to): (u64, u64),
+        calls: impl Fn(u64) -> bool,
+        replicas: &mut u32,
+    ) -> Vec<(u64, Decision)> {
+        let p = params();
+        (from..to)
+            .map(|t| {
+                let v = if calls(t) { 1.0 } else { 0.0 };
+                let o = Observation {
+                    now: start + Duration::from_secs(t),
+                    value: Some(v),
+                    arrivals: v,
+                    in_flight: v,
+                    waiting: 0,
+                    replicas: *replicas,
+                    ready: *replicas,
+                };
+                let d = s.decide(&p, b, o);
+                *replicas = d.desired;
+                (t, d)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_scheduled_minimum_is_a_floor_for_its_window_and_a_call_in_it_is_a_cold_start_avoided() {
+        let (start, mut r) = (Instant::now(), 0);
+        let mut s = State::new(start);
+        let b = Bounds { zero_after: Duration::from_secs(5), ..B };
+        let held = Bounds { scheduled: 2, ..b };
+        let quiet = run((&mut s, start), b, (0, 10), |_| false, &mut r);
+        assert!(quiet.iter().all(|(_, d)| d.desired == 0), "{quiet:?}");
+        let window = run((&mut s, start), held, (10, 40), |t| t == 30, &mut r);
+        assert_eq!((window[0].1.desired, window[0].1.reason), (2, Reason::Scheduled), "{window:?}");
+        assert!(window.iter().all(|(_, d)| d.desired == 2), "the window holds, quiet or not: {window:?}");
+        let used: Vec<_> = window.iter().filter_map(|(t, d)| d.warmed.map(|w| (*t, w))).collect();
+        assert_eq!(used, [(30, Warmed::Used { by: Reason::Scheduled, ready: true })]);
+        // The window ends: the call at 30 s is 10 s old, past zeroAfter: straight to zero.
+        let after = run((&mut s, start), b, (40, 42), |_| false, &mut r);
+        assert_eq!((after[0].1.desired, after[0].1.reason), (0, Reason::ToZero), "{after:?}");
+        // A minimum above `max` holds `max`; a load above the minimum is served as ever.
+        let (start, mut r) = (Instant::now(), 0);
+        let mut s = State::new(start);
+        let capped = run((&mut s, start), Bounds { scheduled: 50, ..b }, (0, 3), |_| false, &mut r);
+        assert_eq!(capped[0].1.desired, B.max);
+    }
+
+    #[test]
+    fn a_learned_pre_warm_is_counted_used_when_its_call_comes_and_unused_when_none_does() {
+        let (start, mut r) = (Instant::now(), 0);
+        let mut s = State::new(start);
+        let settings = idle::Settings { bin: Duration::from_secs(1), ..Default::default() };
+        let b = Bounds { zero_after: Duration::from_secs(60), learned: Some(settings), ..B };
+        // A call every 20 s: after ten spells the plan is to zero after each call and back 18 s
+        // after it (the 5th percentile less 10%), until 23.1 s (the 99th plus 10%).
+        let every_20 = |t: u64| t.is_multiple_of(20);
+        let learning = run((&mut s, start), b, (0, 240), every_20, &mut r);
+        assert!(learning.iter().all(|(_, d)| d.warmed != Some(Warmed::Unused)), "nothing pre-warmed before the plan");
+        let learned = run((&mut s, start), b, (240, 400), every_20, &mut r);
+        let pre_warms: Vec<u64> =
+            learned.iter().filter(|(_, d)| d.reason == Reason::PreWarm).map(|(t, _)| *t).collect();
+        assert_eq!(pre_warms, [258, 278, 298, 318, 338, 358, 378, 398], "{learned:?}");
+        let used = learned.iter().filter(|(_, d)| d.warmed == Some(Warmed::Used { by: Reason::PreWarm, ready: true }));
+        assert_eq!(used.count(), 8, "each call (240 s to 380 s) found its pre-warm ready");
+        assert!(learned.iter().any(|(t, d)| *t == 385 && d.desired == 0), "at zero between calls: {learned:?}");
+        // The calls stop: the last pre-warm (398 s) goes at 403 s, unused.
+        let stopped = run((&mut s, start), b, (400, 420), |_| false, &mut r);
+        let ends: Vec<_> = stopped.iter().filter(|(_, d)| d.warmed.is_some()).map(|(t, d)| (*t, d.warmed)).collect();
+        assert_eq!(ends, [(404, Some(Warmed::Unused))], "{stopped:?}");
     }
 
     #[test]

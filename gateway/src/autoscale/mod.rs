@@ -7,7 +7,9 @@
 pub mod algorithm;
 pub mod idle;
 pub mod remember;
+pub mod schedule;
 pub mod source;
+pub mod view;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -16,13 +18,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    algorithm::{Bounds, Observation, Params, Reason, State},
+    algorithm::{Bounds, Observation, Params, Reason, State, Warmed},
+    idle::IdleTimes,
     source::{Key, Source},
+    view::IdleView,
 };
 use crate::{
     invoke::Invoker,
-    metrics::{FunctionLabels, Metrics, ScalingLabels, VersionLabels},
-    provider::{Provider, Version},
+    metrics::{AvoidedLabels, FunctionLabels, Metrics, ScalingLabels, VersionLabels},
+    provider::{Provider, ScaleTarget, Version},
 };
 
 pub struct Autoscaler {
@@ -45,9 +49,80 @@ struct Tracked {
     state: State,
     /// Spells learned when last kept, and when.
     kept: (u64, Option<Instant>),
+    /// Its image, and what the portal was last shown of its idle policy.
+    image: String,
+    shown: Option<IdleView>,
 }
 
+/// Writes a version's learned idle times where the provider keeps them.
+async fn keep(
+    provider: Arc<dyn Provider>,
+    namespace: String,
+    name: String,
+    version: Version,
+    image: String,
+    idle: IdleTimes,
+) {
+    if let Err(e) = provider.remember_idle(&namespace, &name, version, &image, idle).await {
+        tracing::warn!(function = %name, namespace = %namespace, error = %e, "could not keep the learned idle times");
+    }
+}
+
+/// How long a stopping gateway waits to keep what its versions learned since their last write.
+const KEEP_AT_STOP: Duration = Duration::from_secs(5);
+
 impl Autoscaler {
+    /// At stop (shutdown, or the Lease lost): what was learned since the last write is kept,
+    /// so that the next holder starts from all of it.
+    async fn keep_all(&self, states: &mut HashMap<(String, String, Version), Tracked>) {
+        let writes = states
+            .drain()
+            .filter(|(_, t)| t.state.idle_times.count() != t.kept.0)
+            .map(|((ns, name, v), t)| keep(self.provider.clone(), ns, name, v, t.image, t.state.idle_times));
+        let writes: Vec<_> = writes.collect();
+        let n = writes.len();
+        if n > 0 && tokio::time::timeout(KEEP_AT_STOP, futures::future::join_all(writes)).await.is_err() {
+            tracing::warn!(versions = n, "stopping: not every version's idle times were kept in time");
+        }
+    }
+
+    /// Counts what became of replicas kept up for calls that had not come yet.
+    fn count_warmed(&self, key: &Key, version: Version, warmed: Option<Warmed>) {
+        let labels = VersionLabels { function_name: key.0.clone(), version: version.as_str() };
+        match warmed {
+            None | Some(Warmed::Unused) => {}
+            Some(Warmed::Used { by, ready }) => {
+                if by == Reason::PreWarm {
+                    self.metrics.pre_warms_used.get_or_create(&labels).inc();
+                }
+                if ready {
+                    let labels =
+                        AvoidedLabels { function_name: labels.function_name, version: labels.version, by: by.as_str() };
+                    self.metrics.cold_starts_avoided.get_or_create(&labels).inc();
+                }
+            }
+        }
+    }
+
+    /// What the portal shows of a version's idle policy and schedule, updated when it changes.
+    fn show_idle(
+        &self,
+        key: &Key,
+        t: &ScaleTarget,
+        bounds: &Bounds,
+        tracked: &mut Tracked,
+        wall: chrono::DateTime<chrono::Utc>,
+    ) {
+        if bounds.learned.is_none() && t.scale.schedule.is_empty() {
+            return;
+        }
+        let view = IdleView::new(&mut tracked.state, bounds, &t.scale.schedule, wall);
+        if tracked.shown.as_ref() != Some(&view) {
+            self.metrics.history.of(&key.0).idle(t.version as usize, view.clone());
+            tracked.shown = Some(view);
+        }
+    }
+
     /// Judges each canary under analysis once per its `interval` (see `crate::canary`).
     async fn judge_canaries(&self, checked: &mut HashMap<(String, String), Instant>, now: Instant) {
         for c in self.provider.canaries() {
@@ -109,7 +184,7 @@ impl Autoscaler {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => return self.keep_all(&mut states).await,
             }
             let targets = self.provider.scale_targets();
             let keys: Vec<Key> =
@@ -130,7 +205,7 @@ impl Autoscaler {
                     None
                 }
             };
-            let now = Instant::now();
+            let (now, wall) = (Instant::now(), chrono::Utc::now());
             self.judge_canaries(&mut checked, now).await;
             states.retain(|k, _| targets.iter().any(|t| (&t.namespace, &t.name, t.version) == (&k.0, &k.1, k.2)));
             for (t, key) in targets.iter().zip(&keys) {
@@ -140,8 +215,12 @@ impl Autoscaler {
                         tracing::info!(function = %key.0, version = key.1, spells = idle.count(), "starting from the idle times learned before");
                     }
                     let state = State::with_idle_times(now, learned.unwrap_or_default());
-                    Tracked { kept: (state.idle_times.count(), None), state }
+                    Tracked { kept: (state.idle_times.count(), None), state, image: t.image.clone(), shown: None }
                 });
+                if tracked.image != t.image {
+                    // A new image is a new function as far as its calls go: learned afresh.
+                    *tracked = Tracked { state: State::new(now), kept: (0, None), image: t.image.clone(), shown: None };
+                }
                 let state = &mut tracked.state;
                 let gaps_before = state.idle_times.count();
                 let sample = samples.as_ref().and_then(|s| s.get(key)).copied();
@@ -173,8 +252,10 @@ impl Autoscaler {
                             ..Default::default()
                         }
                     }),
+                    scheduled: schedule::in_effect(&t.scale.schedule, wall).map_or(0, |e| e.min),
                 };
                 let decision = state.decide(&self.params, bounds, observation);
+                self.count_warmed(key, t.version, decision.warmed);
                 let learned = state.idle_times.count();
                 if learned != gaps_before {
                     tracing::debug!(function = %key.0, version = key.1, gaps = learned, plan = ?state.plan(&bounds), "idle time learned");
@@ -182,15 +263,16 @@ impl Autoscaler {
                 if learned != tracked.kept.0 && tracked.kept.1.is_none_or(|at| now.duration_since(at) >= REMEMBER_EVERY)
                 {
                     tracked.kept = (learned, Some(now));
-                    let (provider, idle) = (self.provider.clone(), state.idle_times.clone());
-                    let (namespace, name, version, image) =
-                        (t.namespace.clone(), t.name.clone(), t.version, t.image.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = provider.remember_idle(&namespace, &name, version, &image, idle).await {
-                            tracing::warn!(function = %name, namespace = %namespace, error = %e, "could not keep the learned idle times");
-                        }
-                    });
+                    tokio::spawn(keep(
+                        self.provider.clone(),
+                        t.namespace.clone(),
+                        t.name.clone(),
+                        t.version,
+                        t.image.clone(),
+                        state.idle_times.clone(),
+                    ));
                 }
+                self.show_idle(key, t, &bounds, tracked, wall);
                 let labels = VersionLabels { function_name: key.0.clone(), version: key.1 };
                 self.metrics.desired_replicas.get_or_create(&labels).set(decision.desired as i64);
                 self.metrics.actual_replicas.get_or_create(&labels).set(t.replicas as i64);
@@ -215,6 +297,12 @@ impl Autoscaler {
                 let labels =
                     ScalingLabels { function_name: key.0.clone(), version: key.1, reason: decision.reason.as_str() };
                 self.metrics.scaling.get_or_create(&labels).inc();
+                if decision.reason == Reason::PreWarm {
+                    self.metrics
+                        .pre_warms
+                        .get_or_create(&VersionLabels { function_name: key.0.clone(), version: key.1 })
+                        .inc();
+                }
                 match self.provider.scale(&t.namespace, &t.name, t.version, decision.desired).await {
                     Ok(()) => {
                         let note = format!(
