@@ -1,6 +1,6 @@
 //! The Grafana dashboard shipped in the chart: after some load in local mode (successes,
-//! failures, a cold start, a canary), every panel's PromQL, run against a real Prometheus
-//! scraping the gateway, returns data.
+//! failures, a cold start, a canary, a function with the learned idle policy and a schedule),
+//! every panel's PromQL, run against a real Prometheus scraping the gateway, returns data.
 
 mod common;
 
@@ -45,6 +45,13 @@ async fn every_dashboard_panel_returns_data_after_some_load() {
         &[],
     );
     dir.function("flaky", "  image: x\n  command: [sh, -c, 'exit 1']", &[]);
+    // The idle policy's counters start at zero for a version that has the policy or a schedule.
+    dir.function(
+        "office",
+        "  image: x\n  command: [cat]\n  scale: {min: 0, idle: {policy: learned}, \
+         schedule: [{cron: '0 9 * * 1-5', min: 1, for: 8h, timeZone: Europe/Paris}]}",
+        &[],
+    );
     let port = free_port();
     let prometheus = Prometheus::start(&[format!("127.0.0.1:{port}")]).await;
     let g = Gateway::start_on(&dir.0, port, &["--autoscale-tick", "200ms", "--nats-url", "auto"]).await;
@@ -62,6 +69,7 @@ async fn every_dashboard_panel_returns_data_after_some_load() {
 
     let panels = panels();
     assert!(panels.len() >= 8, "{panels:?}");
+    assert!(panels.iter().any(|(_, e)| e.contains("flint_cold_starts_avoided_total")), "{panels:?}");
     let base = prometheus.url();
     wait_for("every panel to have data", Duration::from_secs(60), || async {
         for _ in 0..20 {

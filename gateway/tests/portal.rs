@@ -69,6 +69,20 @@ async fn deploy_invoke_and_watch_functions_in_the_browser() {
         &[],
     );
     dir.function("resting", "  image: x\n  command: [cat]\n  paused: true\n  throttle: {rate: 5}", &[]);
+    // A timer every 20 minutes with the learned policy, and office hours: what a gateway
+    // learned before (its file, as local mode keeps it) is what the page shows.
+    dir.function(
+        "nightly",
+        "  image: x\n  command: [cat]\n  scale: {min: 0, idle: {policy: learned}, \
+         schedule: [{cron: '55 8 * * 1-5', min: 2, for: 9h, timeZone: Europe/Berlin}]}",
+        &[],
+    );
+    let mut bins = vec![0u32; 240];
+    (bins[19], bins[20], bins[3]) = (12, 30, 1);
+    let kept =
+        serde_json::json!({"image": "x", "idle": {"bin_ms": 60_000, "bins": bins, "longer": 0, "recent_long": []}});
+    std::fs::create_dir_all(dir.0.join(".flint/idle")).unwrap();
+    std::fs::write(dir.0.join(".flint/idle/default_nightly_stable.json"), kept.to_string()).unwrap();
     let g = Gateway::start(
         &dir.0,
         &["--autoscale-tick", "200ms", "--panic-window", "3s", "--stable-window", "6s", "--scale-down-delay", "2s"],
@@ -104,7 +118,7 @@ async fn deploy_invoke_and_watch_functions_in_the_browser() {
     .await;
 
     let shots = drive(&g, "main", None).await;
-    for name in ["list", "deploy-refused", "function-echo", "function-busy", "function-risky"] {
+    for name in ["list", "deploy-refused", "function-echo", "function-busy", "function-risky", "function-nightly"] {
         assert_png(&shots, name);
     }
     // What the browser did, seen from the API: echo was deployed, invoked, then deleted.

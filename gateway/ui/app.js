@@ -38,6 +38,8 @@ const fmt = {
   ms: (v) => (v === null || v === undefined ? "–" : v < 10 ? `${v.toFixed(1)} ms` : `${Math.round(v)} ms`),
   pct: (v) => `${v.toFixed(v < 10 && v > 0 ? 1 : 0)} %`,
   time: (t) => new Date(t * 1000).toLocaleTimeString(),
+  when: (t) => new Date(t * 1000).toLocaleString(),
+  secs: (v) => (v < 90 ? `${+v.toFixed(1)} s` : v < 5400 ? `${+(v / 60).toFixed(1)} min` : `${+(v / 3600).toFixed(1)} h`),
 };
 
 async function route() {
@@ -180,6 +182,78 @@ function chart(caption, columns, kinds, unit) {
   return { figure, update };
 }
 
+// ---- A function's idle policy and schedule ---------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, ...children) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  e.append(...children);
+  return e;
+}
+
+/** The histogram of quiet spells, with the pre-warm and keep-alive marked. */
+function histogram(v) {
+  const bins = v.bins.length ? v.bins : [0];
+  const width = 480, height = 120, pad = 20;
+  const top = Math.max(1, ...bins);
+  // Room after the keep-alive for its label.
+  const span = Math.max(bins.length, v.keepAliveS ? Math.ceil(v.keepAliveS / v.binS) + 4 : 0);
+  const w = (width - 2 * pad) / span;
+  const x = (s) => pad + (s / v.binS) * w;
+  const label = `${v.spells} quiet spells in bins of ${fmt.secs(v.binS)}` + (v.longer ? `, ${v.longer} longer than every bin` : "");
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height + 16}`, role: "img", "aria-label": label, class: "histogram" });
+  bins.forEach((n, i) => {
+    const h = (n / top) * (height - pad);
+    chart.append(svg("rect", { x: pad + i * w, y: height - h, width: Math.max(1, w - 1), height: h, fill: "#0a58ca" }, svg("title", {}, `${fmt.secs(i * v.binS)}–${fmt.secs((i + 1) * v.binS)}: ${n}`)));
+  });
+  for (const [at, text, colour] of [[v.preWarmS, "pre-warm", "#1a7f37"], [v.keepAliveS, "keep-alive", "#b3261e"]]) {
+    if (at === null || at === undefined) continue;
+    chart.append(svg("line", { x1: x(at), x2: x(at), y1: pad / 2, y2: height, stroke: colour, "stroke-dasharray": "4 3" }));
+    chart.append(svg("text", { x: x(at) + 3, y: pad, fill: colour, "font-size": 11 }, text));
+  }
+  chart.append(svg("line", { x1: pad, x2: width - pad, y1: height, y2: height, stroke: "#57606a" }));
+  chart.append(svg("text", { x: pad, y: height + 14, "font-size": 11, fill: "#57606a" }, `0 → ${fmt.secs(span * v.binS)} after the last call`));
+  return el("figure", { "data-spells": v.spells }, el("figcaption", {}, label), chart);
+}
+
+/** What the idle policy decided for one version and what its schedule holds, in words. */
+function idleView(version, v) {
+  const now = Date.now() / 1000;
+  const lines = [];
+  if (v.policy === "learned" && v.basis !== "fixed") {
+    const from = v.basis === "forecast" ? "a forecast of its next long quiet spell" : "its histogram of quiet spells";
+    lines.push(["Policy", `learned, from ${from} (${v.spells} spells)`]);
+    lines.push(["Windows", `to zero after each call; one replica back ${fmt.secs(v.preWarmS)} after it, kept until ${fmt.secs(v.keepAliveS)} after it`]);
+    if (v.warmFrom && v.warmFrom > now) lines.push(["Next warm-up", `${fmt.when(v.warmFrom)} (in ${fmt.secs(v.warmFrom - now)})`]);
+    else if (v.warmUntil && v.warmUntil > now) lines.push(["Next warm-up", `warm now, until ${fmt.when(v.warmUntil)}`]);
+    else lines.push(["Next warm-up", "after the next call"]);
+  } else if (v.policy === "learned") {
+    lines.push(["Policy", `learned, not decided yet: to zero ${fmt.secs(v.zeroAfterS)} after the last call (zeroAfter) until the spells say more (${v.spells} so far)`]);
+  } else {
+    lines.push(["Policy", `fixed: to zero ${fmt.secs(v.zeroAfterS)} after the last call (zeroAfter)`]);
+  }
+  if (v.scheduled) lines.push(["Scheduled minimum", `${v.scheduled.min} replica(s) now, until ${fmt.when(v.scheduled.at)}`]);
+  if (v.nextScheduled) lines.push(["Next scheduled", `${v.nextScheduled.min} replica(s) from ${fmt.when(v.nextScheduled.at)}`]);
+  return el(
+    "div",
+    { "data-idle": version },
+    el("h3", {}, `${version} version`),
+    el("dl", { class: "facts" }, lines.flatMap(([k, text]) => [el("dt", {}, k), el("dd", {}, text)])),
+    v.policy === "learned" ? histogram(v) : null,
+  );
+}
+
+function idlePanel() {
+  const section = el("section", { hidden: true });
+  function update(series) {
+    const views = (series.idle || []).map((v, i) => v && idleView(i ? "canary" : "stable", v)).filter(Boolean);
+    section.hidden = !views.length;
+    section.replaceChildren(el("h2", {}, "Idle policy and schedule"), ...views);
+  }
+  return { section, update };
+}
+
 async function functionPage(namespace, name) {
   document.title = `${name} · Flint`;
   const target = `${name}.${namespace}`;
@@ -197,12 +271,14 @@ async function functionPage(namespace, name) {
     chart("Cold starts per second", [["coldStarts", "cold starts"]], [], "starts"),
   ];
   const events = el("ol", { class: "events", reversed: true });
+  const idle = idlePanel();
   main.replaceChildren(
     el("p", {}, el("a", { href: "#/" }, "← Functions")),
     el("h1", {}, name, " ", el("span", { class: "muted" }, `(${namespace})`)),
     summary,
     el("h2", {}, "Last ten minutes"),
     el("div", { class: "grid" }, charts.map((c) => c.figure)),
+    idle.section,
     el("h2", {}, "Events"),
     events,
     invokeForm(namespace, name),
@@ -225,6 +301,7 @@ async function functionPage(namespace, name) {
         );
       }
       charts.forEach((c) => c.update(series));
+      idle.update(series);
       events.replaceChildren(
         ...series.events
           .slice()

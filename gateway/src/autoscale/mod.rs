@@ -116,6 +116,20 @@ impl Autoscaler {
         if bounds.learned.is_none() && t.scale.schedule.is_empty() {
             return;
         }
+        if tracked.shown.is_none() {
+            // Its counters start at zero rather than at their first event, so that dashboards
+            // show "none yet" and not "no data".
+            let labels = VersionLabels { function_name: key.0.clone(), version: key.1 };
+            let avoided = |by| AvoidedLabels { function_name: key.0.clone(), version: key.1, by };
+            if bounds.learned.is_some() {
+                self.metrics.pre_warms.get_or_create(&labels).inc_by(0);
+                self.metrics.pre_warms_used.get_or_create(&labels).inc_by(0);
+                self.metrics.cold_starts_avoided.get_or_create(&avoided(Reason::PreWarm.as_str())).inc_by(0);
+            }
+            if !t.scale.schedule.is_empty() {
+                self.metrics.cold_starts_avoided.get_or_create(&avoided(Reason::Scheduled.as_str())).inc_by(0);
+            }
+        }
         let view = IdleView::new(&mut tracked.state, bounds, &t.scale.schedule, wall);
         if tracked.shown.as_ref() != Some(&view) {
             self.metrics.history.of(&key.0).idle(t.version as usize, view.clone());

@@ -94,6 +94,18 @@ async function main(page) {
   check((await page.locator('[data-chart^="Canary weight"]').getAttribute("data-events")) !== "0", "the verdict marked on the weight chart");
   await shot(page, "function-risky");
 
+  // The learned idle policy and the schedule, in words and as a histogram.
+  await page.goto(`${base}/ui/#/fn/default/nightly`);
+  const idle = page.locator('[data-idle="stable"]');
+  await idle.waitFor({ timeout: seconds(10) });
+  const policy = await idle.innerText();
+  check(/learned, from its histogram of quiet spells \(43 spells\)/.test(policy), `the policy and its basis: ${policy}`);
+  check(/back 17\.1 min after it, kept until 23\.1 min after it/.test(policy), `the windows: ${policy}`);
+  check(/Next scheduled\s+2 replica\(s\) from/.test(policy) || /Scheduled minimum\s+2 replica\(s\) now/.test(policy), `the schedule: ${policy}`);
+  check((await idle.locator("figure").getAttribute("data-spells")) === "43", "the histogram of 43 spells");
+  check((await idle.locator("rect").count()) >= 21, "a bar per bin up to the last one used");
+  await shot(page, "function-nightly");
+
   // Delete from the portal.
   await page.goto(`${base}/ui/#/fn/default/echo`);
   page.once("dialog", (d) => d.accept());
