@@ -331,7 +331,8 @@ async fn a_scheduled_minimum_holds_replicas_for_its_window_in_its_time_zone() {
     // The window starts 6 s from now, read in Asia/Kolkata (UTC+5:30: a half-hour offset, so
     // a cron read in UTC would miss it), for 8 s.
     let zone: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
-    let start = chrono::Utc::now() + chrono::Duration::seconds(6);
+    // Cron times are whole seconds.
+    let start = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now() + chrono::Duration::seconds(6), 0);
     let local = start.with_timezone(&zone);
     let cron = format!("{} {} {} * * *", local.second(), local.minute(), local.hour());
     let spec = format!(

@@ -215,3 +215,51 @@ async fn a_count_set_by_hand_holds_for_the_scale_down_delay_on_kubernetes_too() 
     wait_for("back to what the load asks for", MINUTE, || async { (c.replicas("steady").await? == 1).then_some(()) })
         .await;
 }
+
+/// A scheduled minimum (read in a time zone) sets the Deployment's replicas through the real
+/// API server for exactly its window; the CRD with its CEL rule over the schedule is accepted.
+#[tokio::test]
+async fn a_scheduled_minimum_drives_the_deployment_for_its_window() {
+    use chrono::Timelike;
+    let Some(c) = cluster("scheduled").await else { return };
+    let g = c.gateway("gateway-0", &["--autoscale-tick", "200ms"]).await;
+    let zone: chrono_tz::Tz = "America/St_Johns".parse().unwrap(); // UTC-3:30 (or -2:30)
+    // Cron times are whole seconds.
+    let start = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now() + chrono::Duration::seconds(10), 0);
+    let local = start.with_timezone(&zone);
+    let cron = format!("{} {} {} * * *", local.second(), local.minute(), local.hour());
+    let scale = format!(
+        "{{min: 0, max: 4, zeroAfter: 1s, schedule: [{{cron: '{cron}', min: 3, for: 10s, timeZone: America/St_Johns}}]}}"
+    );
+    create_function(&c, "office", &scale).await;
+    wait_for("the operator's Deployment at zero", MINUTE, || async {
+        (c.replicas("office").await? == 0).then_some(())
+    })
+    .await;
+    let until =
+        |t: chrono::DateTime<chrono::Utc>| tokio::time::sleep((t - chrono::Utc::now()).to_std().unwrap_or_default());
+    until(start - chrono::Duration::seconds(1)).await;
+    assert_eq!(c.replicas("office").await, Some(0), "before the window");
+    wait_for("3 replicas in the window", Duration::from_secs(5), || async {
+        (c.replicas("office").await? == 3).then_some(())
+    })
+    .await;
+    let opened = chrono::Utc::now();
+    assert!(
+        opened >= start && opened < start + chrono::Duration::seconds(3),
+        "opened at {opened}, window from {start}"
+    );
+    until(start + chrono::Duration::seconds(9)).await;
+    assert_eq!(c.replicas("office").await, Some(3), "held for the whole window, nothing calling");
+    wait_for("zero after the window", Duration::from_secs(15), || async {
+        (c.replicas("office").await? == 0).then_some(())
+    })
+    .await;
+    assert!(chrono::Utc::now() >= start + chrono::Duration::seconds(10), "gone before the window's end");
+    let m = g.call(Method::GET, "/metrics", json!(null)).await.text();
+    let scaled = format!(
+        r#"flint_autoscaler_scaling_events_total{{function_name="office.{}",version="stable",reason="scheduled"}} 1"#,
+        c.ns.name
+    );
+    assert!(m.contains(&scaled), "{scaled} missing:\n{m}");
+}
