@@ -375,7 +375,10 @@ fn check_schedule(p: &mut Problems, field: &str, schedule: &str) {
     let parsed = if schedule.len() > MAX_CRON_LEN {
         Some(format!("at most {MAX_CRON_LEN} characters"))
     } else if CRON_SHAPE.is_match(schedule) {
-        crate::cron::parse(schedule).err()
+        match crate::cron::parse(schedule) {
+            Ok(cron) if !crate::cron::fires(&cron) => Some("it never fires (no such date)".into()),
+            parsed => parsed.err(),
+        }
     } else {
         Some("expected five fields (minute hour day-of-month month day-of-week), six with seconds first, or a macro such as @hourly".into())
     };

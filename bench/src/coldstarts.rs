@@ -21,7 +21,7 @@ use flint_api::ScheduledMin;
 use flint_gateway::autoscale::{
     algorithm::{Bounds, Observation, Params, State},
     idle::Settings,
-    schedule,
+    schedule::Schedule,
 };
 use tokio::time::Instant;
 
@@ -186,10 +186,11 @@ fn simulate(trace: &Trace, policy: Policy, seconds: f64) -> Outcome {
         (Policy::Learned { scheduled: true, .. }, Some((p, first))) => author_schedule(p, first),
         _ => Vec::new(),
     };
+    let schedule = Schedule::new(&schedule);
     let epoch: chrono::DateTime<chrono::Utc> = EPOCH.parse().unwrap();
     let wall = |s: f64| epoch + chrono::Duration::milliseconds((s * 1000.0) as i64);
     // The schedule's minimum, and until when it stays so (worked out again only then).
-    let mut scheduled = (0u32, if schedule.is_empty() { f64::INFINITY } else { 0.0 });
+    let mut scheduled = (0u32, if schedule.is_for(&[]) { f64::INFINITY } else { 0.0 });
     let mut state = State::new(start);
     let mut out = Outcome::default();
     let mut replicas = 0u32;
@@ -226,9 +227,9 @@ fn simulate(trace: &Trace, policy: Policy, seconds: f64) -> Outcome {
         if end >= scheduled.1 {
             let now = wall(end);
             let since = |t: chrono::DateTime<chrono::Utc>| (t - epoch).num_milliseconds() as f64 / 1000.0;
-            scheduled = match schedule::in_effect(&schedule, now) {
+            scheduled = match schedule.in_effect(now) {
                 Some(e) => (e.min, since(e.until)),
-                None => (0, schedule::next(&schedule, now).map_or(f64::INFINITY, |n| since(n.at))),
+                None => (0, schedule.next(now).map_or(f64::INFINITY, |n| since(n.at))),
             };
         }
         let bounds = Bounds { min: 0, max: 20, target: 10.0, zero_after, learned, scheduled: scheduled.0 };
@@ -405,7 +406,7 @@ mod tests {
             let s = author_schedule(period, first);
             for k in 1..4u32 {
                 let firing = epoch + chrono::Duration::seconds((first + k * period) as i64);
-                let held = |at: chrono::DateTime<chrono::Utc>| schedule::in_effect(&s, at).map_or(0, |e| e.min);
+                let held = |at: chrono::DateTime<chrono::Utc>| Schedule::new(&s).in_effect(at).map_or(0, |e| e.min);
                 let secs = chrono::Duration::seconds;
                 assert_eq!(held(firing - secs(61)), 0, "{period}/{first}: before the window");
                 assert_eq!(held(firing - secs(59)), 1, "{period}/{first}: a minute before firing {k}");

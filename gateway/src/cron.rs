@@ -46,9 +46,10 @@ impl Cron {
                     let key = (namespace.clone(), name.clone(), i, t.schedule.clone());
                     seen.push(key.clone());
                     let Ok(schedule) = flint_api::cron::parse(&t.schedule) else { continue };
-                    let due = *next
-                        .entry(key.clone())
-                        .or_insert_with(|| schedule.find_next_occurrence(&now, false).unwrap_or(now));
+                    // One that never fires (written before validate() refused it) is never due.
+                    let due = *next.entry(key.clone()).or_insert_with(|| {
+                        schedule.find_next_occurrence(&now, false).unwrap_or(DateTime::<Utc>::MAX_UTC)
+                    });
                     if now < due {
                         continue;
                     }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use self::{
     algorithm::{Bounds, Observation, Params, Reason, State, Warmed},
     idle::IdleTimes,
+    schedule::Schedule,
     source::{Key, Source},
     view::IdleView,
 };
@@ -49,8 +50,9 @@ struct Tracked {
     state: State,
     /// Spells learned when last kept, and when.
     kept: (u64, Option<Instant>),
-    /// Its image, and what the portal was last shown of its idle policy.
+    /// Its image, its schedule, and what the portal was last shown of its idle policy.
     image: String,
+    schedule: Schedule,
     shown: Option<IdleView>,
 }
 
@@ -130,7 +132,7 @@ impl Autoscaler {
                 self.metrics.cold_starts_avoided.get_or_create(&avoided(Reason::Scheduled.as_str())).inc_by(0);
             }
         }
-        let view = IdleView::new(&mut tracked.state, bounds, &t.scale.schedule, wall);
+        let view = IdleView::new(&mut tracked.state, bounds, &tracked.schedule, wall);
         if tracked.shown.as_ref() != Some(&view) {
             self.metrics.history.of(&key.0).idle(t.version as usize, view.clone());
             tracked.shown = Some(view);
@@ -229,11 +231,26 @@ impl Autoscaler {
                         tracing::info!(function = %key.0, version = key.1, spells = idle.count(), "starting from the idle times learned before");
                     }
                     let state = State::with_idle_times(now, learned.unwrap_or_default());
-                    Tracked { kept: (state.idle_times.count(), None), state, image: t.image.clone(), shown: None }
+                    Tracked {
+                        kept: (state.idle_times.count(), None),
+                        state,
+                        image: t.image.clone(),
+                        schedule: Schedule::new(&t.scale.schedule),
+                        shown: None,
+                    }
                 });
                 if tracked.image != t.image {
                     // A new image is a new function as far as its calls go: learned afresh.
-                    *tracked = Tracked { state: State::new(now), kept: (0, None), image: t.image.clone(), shown: None };
+                    *tracked = Tracked {
+                        state: State::new(now),
+                        kept: (0, None),
+                        image: t.image.clone(),
+                        schedule: Schedule::new(&t.scale.schedule),
+                        shown: None,
+                    };
+                }
+                if !tracked.schedule.is_for(&t.scale.schedule) {
+                    tracked.schedule = Schedule::new(&t.scale.schedule);
                 }
                 let state = &mut tracked.state;
                 let gaps_before = state.idle_times.count();
@@ -266,7 +283,7 @@ impl Autoscaler {
                             ..Default::default()
                         }
                     }),
-                    scheduled: schedule::in_effect(&t.scale.schedule, wall).map_or(0, |e| e.min),
+                    scheduled: tracked.schedule.in_effect(wall).map_or(0, |e| e.min),
                 };
                 let decision = state.decide(&self.params, bounds, observation);
                 self.count_warmed(key, t.version, decision.warmed);

@@ -20,39 +20,70 @@ pub struct Next {
     pub at: DateTime<Utc>,
 }
 
-/// One entry, parsed; `None` for one that does not parse (refused at deploy, so only a Function
-/// written before a rule tightened).
-fn windows(m: &ScheduledMin) -> Option<(croner::Cron, chrono_tz::Tz, chrono::Duration)> {
-    let cron = flint_api::cron::parse(&m.cron).ok()?;
-    let zone = flint_api::cron::time_zone(m.time_zone.as_deref()).ok()?;
-    Some((cron, zone, chrono::Duration::from_std(m.lasting.get()).ok()?))
+/// A version's schedule, parsed once (and again only when the spec changes): entries that do
+/// not parse or never fire (refused at deploy, so only from a Function written before a rule
+/// tightened) are left out, since searching for a time that never comes is slow.
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
+    spec: Vec<ScheduledMin>,
+    entries: Vec<Entry>,
 }
 
-/// The highest minimum in effect at `now`, if any.
-pub fn in_effect(schedule: &[ScheduledMin], now: DateTime<Utc>) -> Option<InEffect> {
-    schedule
-        .iter()
-        .filter(|m| m.min > 0)
-        .filter_map(|m| {
-            let (cron, zone, lasting) = windows(m)?;
-            let started = cron.find_previous_occurrence(&now.with_timezone(&zone), true).ok()?.with_timezone(&Utc);
-            let until = started + lasting;
-            (now < until).then_some(InEffect { min: m.min as u32, until })
-        })
-        .max_by_key(|e| (e.min, e.until))
+#[derive(Clone, Debug)]
+struct Entry {
+    cron: croner::Cron,
+    zone: chrono_tz::Tz,
+    lasting: chrono::Duration,
+    min: u32,
 }
 
-/// The next window to start after `now`, if any.
-pub fn next(schedule: &[ScheduledMin], now: DateTime<Utc>) -> Option<Next> {
-    schedule
-        .iter()
-        .filter(|m| m.min > 0)
-        .filter_map(|m| {
-            let (cron, zone, _) = windows(m)?;
-            let at = cron.find_next_occurrence(&now.with_timezone(&zone), false).ok()?.with_timezone(&Utc);
-            Some(Next { min: m.min as u32, at })
-        })
-        .min_by_key(|n| n.at)
+impl Schedule {
+    pub fn new(spec: &[ScheduledMin]) -> Self {
+        let entries = spec
+            .iter()
+            .filter(|m| m.min > 0)
+            .filter_map(|m| {
+                let cron = flint_api::cron::parse(&m.cron).ok().filter(flint_api::cron::fires)?;
+                let zone = flint_api::cron::time_zone(m.time_zone.as_deref()).ok()?;
+                Some(Entry {
+                    cron,
+                    zone,
+                    lasting: chrono::Duration::from_std(m.lasting.get()).ok()?,
+                    min: m.min as u32,
+                })
+            })
+            .collect();
+        Schedule { spec: spec.to_vec(), entries }
+    }
+
+    /// Whether this was made from `spec`.
+    pub fn is_for(&self, spec: &[ScheduledMin]) -> bool {
+        self.spec == spec
+    }
+
+    /// The highest minimum in effect at `now`, if any.
+    pub fn in_effect(&self, now: DateTime<Utc>) -> Option<InEffect> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let started =
+                    e.cron.find_previous_occurrence(&now.with_timezone(&e.zone), true).ok()?.with_timezone(&Utc);
+                let until = started + e.lasting;
+                (now < until).then_some(InEffect { min: e.min, until })
+            })
+            .max_by_key(|e| (e.min, e.until))
+    }
+
+    /// The next window to start after `now`, if any.
+    pub fn next(&self, now: DateTime<Utc>) -> Option<Next> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let at = e.cron.find_next_occurrence(&now.with_timezone(&e.zone), false).ok()?.with_timezone(&Utc);
+                Some(Next { min: e.min, at })
+            })
+            .min_by_key(|n| n.at)
+    }
 }
 
 #[cfg(test)]
@@ -71,24 +102,42 @@ mod tests {
     fn a_window_holds_from_its_start_for_its_length_and_not_outside() {
         let s = [entry("0 9 * * 1-5", 3, "8h", None)];
         // 2026-12-07 is a Monday.
-        assert_eq!(in_effect(&s, at("2026-12-07T08:59:59Z")), None);
+        assert_eq!(Schedule::new(&s).in_effect(at("2026-12-07T08:59:59Z")), None);
         assert_eq!(
-            in_effect(&s, at("2026-12-07T09:00:00Z")),
+            Schedule::new(&s).in_effect(at("2026-12-07T09:00:00Z")),
             Some(InEffect { min: 3, until: at("2026-12-07T17:00:00Z") })
         );
-        assert_eq!(in_effect(&s, at("2026-12-07T16:59:59Z")).map(|e| e.min), Some(3));
-        assert_eq!(in_effect(&s, at("2026-12-07T17:00:00Z")), None);
-        assert_eq!(in_effect(&s, at("2026-12-12T10:00:00Z")), None, "Saturday");
-        assert_eq!(next(&s, at("2026-12-11T18:00:00Z")), Some(Next { min: 3, at: at("2026-12-14T09:00:00Z") }));
+        assert_eq!(Schedule::new(&s).in_effect(at("2026-12-07T16:59:59Z")).map(|e| e.min), Some(3));
+        assert_eq!(Schedule::new(&s).in_effect(at("2026-12-07T17:00:00Z")), None);
+        assert_eq!(Schedule::new(&s).in_effect(at("2026-12-12T10:00:00Z")), None, "Saturday");
+        assert_eq!(
+            Schedule::new(&s).next(at("2026-12-11T18:00:00Z")),
+            Some(Next { min: 3, at: at("2026-12-14T09:00:00Z") })
+        );
     }
 
     #[test]
     fn the_time_zone_and_its_daylight_saving_time_are_honoured() {
         let s = [entry("0 9 * * *", 1, "1h", Some("Europe/Berlin"))];
         // Winter: UTC+1; summer: UTC+2.
-        assert_eq!(in_effect(&s, at("2026-12-07T08:30:00Z")).map(|e| e.until), Some(at("2026-12-07T09:00:00Z")));
-        assert_eq!(in_effect(&s, at("2026-07-07T07:30:00Z")).map(|e| e.until), Some(at("2026-07-07T08:00:00Z")));
-        assert_eq!(in_effect(&s, at("2026-07-07T08:30:00Z")), None);
+        assert_eq!(
+            Schedule::new(&s).in_effect(at("2026-12-07T08:30:00Z")).map(|e| e.until),
+            Some(at("2026-12-07T09:00:00Z"))
+        );
+        assert_eq!(
+            Schedule::new(&s).in_effect(at("2026-07-07T07:30:00Z")).map(|e| e.until),
+            Some(at("2026-07-07T08:00:00Z"))
+        );
+        assert_eq!(Schedule::new(&s).in_effect(at("2026-07-07T08:30:00Z")), None);
+    }
+
+    #[test]
+    fn an_entry_that_never_fires_is_left_out_at_once() {
+        let s = [entry("0 9 30 2 *", 5, "1h", None), entry("0 9 * * *", 1, "1h", None)];
+        let s = Schedule::new(&s);
+        assert_eq!(s.entries.len(), 1);
+        assert_eq!(s.in_effect(at("2026-12-07T09:30:00Z")).map(|e| e.min), Some(1));
+        assert_eq!(s.next(at("2026-12-07T09:30:00Z")).map(|n| n.min), Some(1));
     }
 
     #[test]
@@ -98,13 +147,17 @@ mod tests {
             entry("0 1 * * *", 4, "30m", None),
             entry("0 0 * * *", 0, "24h", None),
         ];
-        assert_eq!(in_effect(&s, at("2026-12-07T23:00:00Z")).map(|e| e.min), Some(1));
+        assert_eq!(Schedule::new(&s).in_effect(at("2026-12-07T23:00:00Z")).map(|e| e.min), Some(1));
         assert_eq!(
-            in_effect(&s, at("2026-12-08T01:10:00Z")),
+            Schedule::new(&s).in_effect(at("2026-12-08T01:10:00Z")),
             Some(InEffect { min: 4, until: at("2026-12-08T01:30:00Z") })
         );
-        assert_eq!(in_effect(&s, at("2026-12-08T01:45:00Z")).map(|e| e.min), Some(1), "back to the first until 02:00");
-        assert_eq!(in_effect(&s, at("2026-12-08T02:00:00Z")), None, "a minimum of 0 holds nothing");
-        assert_eq!(next(&s, at("2026-12-08T02:00:00Z")).map(|n| n.at), Some(at("2026-12-08T22:00:00Z")));
+        assert_eq!(
+            Schedule::new(&s).in_effect(at("2026-12-08T01:45:00Z")).map(|e| e.min),
+            Some(1),
+            "back to the first until 02:00"
+        );
+        assert_eq!(Schedule::new(&s).in_effect(at("2026-12-08T02:00:00Z")), None, "a minimum of 0 holds nothing");
+        assert_eq!(Schedule::new(&s).next(at("2026-12-08T02:00:00Z")).map(|n| n.at), Some(at("2026-12-08T22:00:00Z")));
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{
     algorithm::{Bounds, State},
     idle::{Basis, Plan},
-    schedule,
+    schedule::Schedule,
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -48,7 +48,7 @@ pub struct Scheduled {
 }
 
 impl IdleView {
-    pub fn new(state: &mut State, bounds: &Bounds, schedule: &[flint_api::ScheduledMin], wall: DateTime<Utc>) -> Self {
+    pub fn new(state: &mut State, bounds: &Bounds, schedule: &Schedule, wall: DateTime<Utc>) -> Self {
         let plan = state.plan(bounds);
         let times = &state.idle_times;
         let last_call =
@@ -74,8 +74,8 @@ impl IdleView {
             last_call,
             warm_from: window.and_then(|(p, _)| at(p)),
             warm_until: window.and_then(|(_, k)| at(k)),
-            scheduled: schedule::in_effect(schedule, wall).map(|e| Scheduled { min: e.min, at: e.until.timestamp() }),
-            next_scheduled: schedule::next(schedule, wall).map(|n| Scheduled { min: n.min, at: n.at.timestamp() }),
+            scheduled: schedule.in_effect(wall).map(|e| Scheduled { min: e.min, at: e.until.timestamp() }),
+            next_scheduled: schedule.next(wall).map(|n| Scheduled { min: n.min, at: n.at.timestamp() }),
         }
     }
 }
