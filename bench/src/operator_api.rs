@@ -39,16 +39,13 @@ pub async fn run(n: usize, idle: Duration) {
 
     let started = Instant::now();
     let params = PostParams { field_manager: Some("flint-bench".into()), ..Default::default() };
+    let ns_name = ns.name.clone();
     futures::stream::iter(0..n)
         .for_each_concurrent(32, |i| {
-            let (functions, params) = (functions.clone(), params.clone());
+            let (functions, params, ns_name) = (functions.clone(), params.clone(), ns_name.clone());
             async move {
-                let canary = if i % 5 == 0 { ", canary: {image: acme/fn:2, weight: 10}" } else { "" };
-                let yaml = format!(
-                    "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: fn-{i}}}\n\
-                     spec: {{image: acme/fn:1, command: [python3, handler.py], scale: {{min: 0, max: 10}}{canary}}}\n"
-                );
-                let f = flint_api::manifest::from_yaml(&yaml).unwrap().remove(0);
+                let mut f = function(i, &ns_name);
+                (f.metadata.namespace, f.metadata.uid) = (None, None);
                 functions.create(&params, &f).await.unwrap();
             }
         })
@@ -149,6 +146,63 @@ pub async fn run(n: usize, idle: Duration) {
     );
     println!("field managers on the objects: {managers:?}");
     drop(operator);
+
+    // The floor: the same children written straight to the API server, as fast as the
+    // operator may (32 at a time), in a namespace of their own with no operator.
+    let floor_ns = api.namespace("bench-floor").await;
+    let floor = floor(&client, &floor_ns.name, n).await;
+    let operator = all_children.unwrap();
+    println!(
+        "floor: the same {children} Deployments and {children} Services written straight to the API server in {:.1}s; \
+         the operator's {:.1}s (from the first Function's create) is {:.2}x it (goal <= 1.2x)",
+        floor.as_secs_f64(),
+        operator.as_secs_f64(),
+        operator.as_secs_f64() / floor.as_secs_f64()
+    );
+}
+
+/// Writes the Deployments and Services the operator would make for `n` Functions (owner
+/// references left out: no Function owns them here), 32 at a time; how long it took.
+async fn floor(client: &kube::Client, namespace: &str, n: usize) -> Duration {
+    use flint_operator::resources::{self, Version};
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let children: Vec<(Deployment, Service)> = (0..n)
+        .flat_map(|i| {
+            let f = function(i, namespace);
+            let versions =
+                if f.spec.canary.is_some() { vec![Version::Stable, Version::Canary] } else { vec![Version::Stable] };
+            versions.into_iter().map(move |v| {
+                let (mut d, mut s) =
+                    (resources::desired_deployment(&f, v).create, resources::desired_service(&f, v).create);
+                d.metadata.owner_references = None;
+                s.metadata.owner_references = None;
+                (d, s)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let params = PostParams { field_manager: Some("flint-bench".into()), ..Default::default() };
+    futures::stream::iter(children)
+        .for_each_concurrent(32, |(d, s)| {
+            let (deployments, services, params) = (deployments.clone(), services.clone(), params.clone());
+            async move {
+                deployments.create(&params, &d).await.unwrap();
+                services.create(&params, &s).await.unwrap();
+            }
+        })
+        .await;
+    started.elapsed()
+}
+
+/// The bench's `i`th Function: one in five has a canary.
+fn function(i: usize, namespace: &str) -> Function {
+    let canary = if i % 5 == 0 { ", canary: {image: acme/fn:2, weight: 10}" } else { "" };
+    let yaml = format!(
+        "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: fn-{i}, namespace: {namespace}, uid: u-{i}}}\n\
+         spec: {{image: acme/fn:1, command: [python3, handler.py], scale: {{min: 0, max: 10}}{canary}}}\n"
+    );
+    flint_api::manifest::from_yaml(&yaml).unwrap().remove(0)
 }
 
 /// The operator's `flint_operator_api_requests_total` by method.
