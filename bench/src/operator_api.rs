@@ -197,7 +197,7 @@ async fn floor(client: &kube::Client, namespace: &str, n: usize) -> Duration {
 
 /// The bench's `i`th Function: one in five has a canary.
 fn function(i: usize, namespace: &str) -> Function {
-    let canary = if i % 5 == 0 { ", canary: {image: acme/fn:2, weight: 10}" } else { "" };
+    let canary = if i.is_multiple_of(5) { ", canary: {image: acme/fn:2, weight: 10}" } else { "" };
     let yaml = format!(
         "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: fn-{i}, namespace: {namespace}, uid: u-{i}}}\n\
          spec: {{image: acme/fn:1, command: [python3, handler.py], scale: {{min: 0, max: 10}}{canary}}}\n"
