@@ -142,18 +142,32 @@ async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<
     let cached = ctx.cache.ready(namespace).await.ok_or(Error::NotWatched)?;
     let wanted = resources::versions(f);
     let mut observed = Observed::default();
-    for version in [Version::Stable, Version::Canary] {
-        let name = resources::object_name(f, version);
-        if wanted.contains(&version) {
-            let d = cached.deployment(namespace, &name);
-            let d = ensure(&deployments, d, resources::desired_deployment(f, version), f, ctx).await?;
-            let s = cached.service(namespace, &name);
-            ensure(&services, s, resources::desired_service(f, version), f, ctx).await?;
-            observed.deployments.push((version, Some(d)));
-        } else {
-            remove(&deployments, cached.deployment(namespace, &name), f, ctx).await?;
-            remove(&services, cached.service(namespace, &name), f, ctx).await?;
+    let mut done = Done::default();
+    let written = async {
+        for version in [Version::Stable, Version::Canary] {
+            let name = resources::object_name(f, version);
+            if wanted.contains(&version) {
+                let d = cached.deployment(namespace, &name);
+                let d = ensure(&deployments, d, resources::desired_deployment(f, version), f, &mut done).await?;
+                let s = cached.service(namespace, &name);
+                ensure(&services, s, resources::desired_service(f, version), f, &mut done).await?;
+                observed.deployments.push((version, Some(d)));
+            } else {
+                remove(&deployments, cached.deployment(namespace, &name), f, &mut done).await?;
+                remove(&services, cached.service(namespace, &name), f, &mut done).await?;
+            }
         }
+        Ok::<_, Error>(())
+    }
+    .await;
+    // What was written is said once, whether or not all of it could be.
+    let wrote = !done.is_empty();
+    done.publish(f, ctx).await;
+    written?;
+    if wrote {
+        // Nothing new to say yet: the children's controller has not seen them. Their status
+        // changing wakes this again (a Service has none: the resync below says it then).
+        return Ok(Action::requeue(SAY_AFTER_WRITES));
     }
     if observed.deployments.iter().any(|(_, d)| !fully_ready(d.as_ref())) {
         observed.pod_problems = pod_problems(f, namespace, cached);
@@ -166,6 +180,39 @@ async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
+/// After writing children, the status waits for what their controller makes of them; at the
+/// latest this long.
+const SAY_AFTER_WRITES: Duration = Duration::from_secs(10);
+
+/// The child writes of one reconcile, said in one Event: each one its own Event was a write
+/// per child on top of the child itself.
+#[derive(Default)]
+struct Done {
+    /// The reason of each write (`Created`, `Updated`, `Deleted`), the first child written,
+    /// and what was done, in words.
+    reasons: Vec<&'static str>,
+    about: Option<ObjectReference>,
+    notes: Vec<String>,
+}
+
+impl Done {
+    fn add(&mut self, reason: &'static str, about: ObjectReference, note: String) {
+        self.reasons.push(reason);
+        self.about.get_or_insert(about);
+        self.notes.push(note);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.notes.is_empty()
+    }
+
+    async fn publish(self, f: &Function, ctx: &Context) {
+        let Some(&first) = self.reasons.first() else { return };
+        let reason = if self.reasons.iter().all(|r| *r == first) { first } else { "Reconciled" };
+        ctx.event(f, self.about, EventType::Normal, reason, "Reconcile", self.notes.join("; ")).await;
+    }
+}
+
 fn fully_ready(d: Option<&Deployment>) -> bool {
     let Some(d) = d else { return false };
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -175,7 +222,13 @@ fn fully_ready(d: Option<&Deployment>) -> bool {
 /// Creates the object, or applies it when its spec hash differs; returns it as it now is.
 /// `cached` is what the watch last saw; a miss is confirmed by the API server (a create that
 /// meets 409 reads the object: the watch may lag behind a create of our own).
-async fn ensure<K>(api: &Api<K>, cached: Option<Arc<K>>, desired: Desired<K>, f: &Function, ctx: &Context) -> Result<K>
+async fn ensure<K>(
+    api: &Api<K>,
+    cached: Option<Arc<K>>,
+    desired: Desired<K>,
+    f: &Function,
+    done: &mut Done,
+) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
@@ -193,8 +246,7 @@ where
             let params = PostParams { field_manager: Some(OPERATOR.into()), ..Default::default() };
             match api.create(&params, &desired.create).await {
                 Ok(created) => {
-                    let about = Some(created.object_ref(&()));
-                    ctx.event(f, about, EventType::Normal, "Created", "Create", format!("created {kind} {name}")).await;
+                    done.add("Created", created.object_ref(&()), format!("created {kind} {name}"));
                     return Ok(created);
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => api.get(&name).await?,
@@ -210,9 +262,7 @@ where
     }
     let params = PatchParams::apply(OPERATOR).force();
     let updated = api.patch(&name, &params, &Patch::Apply(&desired.apply)).await.map_err(refused)?;
-    let about = Some(updated.object_ref(&()));
-    ctx.event(f, about, EventType::Normal, "Updated", "Update", format!("updated {kind} {name} to the current spec"))
-        .await;
+    done.add("Updated", updated.object_ref(&()), format!("updated {kind} {name} to the current spec"));
     Ok(updated)
 }
 
@@ -231,7 +281,7 @@ fn owner_of<K: Resource>(object: &K) -> String {
 }
 
 /// Deletes a child the spec no longer wants (a removed canary), if it is there and ours.
-async fn remove<K>(api: &Api<K>, cached: Option<Arc<K>>, f: &Function, ctx: &Context) -> Result<()>
+async fn remove<K>(api: &Api<K>, cached: Option<Arc<K>>, f: &Function, done: &mut Done) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
@@ -242,16 +292,7 @@ where
         other => other?,
     };
     let kind = K::kind(&());
-    let about = Some(existing.object_ref(&()));
-    ctx.event(
-        f,
-        about,
-        EventType::Normal,
-        "Deleted",
-        "Delete",
-        format!("deleted {kind} {name}: no longer in the spec"),
-    )
-    .await;
+    done.add("Deleted", existing.object_ref(&()), format!("deleted {kind} {name}: no longer in the spec"));
     Ok(())
 }
 
