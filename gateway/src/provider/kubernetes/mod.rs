@@ -39,6 +39,8 @@ use super::{
 };
 
 pub const FIELD_MANAGER: &str = "flint-gateway";
+/// How many times an update meeting someone else's write in between is read and made again.
+const UPDATE_ATTEMPTS: u32 = 5;
 const FUNCTION_LABEL: &str = "flint.dev/function";
 const CANARY_SUFFIX: &str = flint_api::limits::CANARY_SUFFIX;
 /// Longest a deploy waits for its Function to reach this gateway's watch.
@@ -366,17 +368,29 @@ impl Provider for Kubernetes {
             self.served(&ns)?;
             let api = self.api(&ns);
             let name = function.name_any();
-            let mut current = match api.get(&name).await {
-                Ok(f) => f,
-                Err(e) if is_status(&e, 404) => return Err(ProviderError::NotFound(format!("{name}.{ns}"))),
-                Err(e) => return Err(backend(e)),
-            };
-            // The gateway changes only what the OpenFaaS API carries; the rest of the spec stays.
-            current.spec = super::openfaas_update(&current.spec, function.spec);
-            current.validate()?;
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-            api.replace(&name, &params, &current).await.map_err(backend)?;
-            Ok(())
+            // Read, merge, write back at the version read: a write by anyone in between (the
+            // operator's status, most often) is a conflict, and the merge is made again on
+            // what is there now.
+            let mut attempts = 0;
+            loop {
+                let mut current = match api.get(&name).await {
+                    Ok(f) => f,
+                    Err(e) if is_status(&e, 404) => return Err(ProviderError::NotFound(format!("{name}.{ns}"))),
+                    Err(e) => return Err(backend(e)),
+                };
+                // The gateway changes only what the OpenFaaS API carries; the rest of the spec stays.
+                current.spec = super::openfaas_update(&current.spec, function.spec.clone());
+                current.validate()?;
+                match api.replace(&name, &params, &current).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if is_status(&e, 409) && attempts < UPDATE_ATTEMPTS => {
+                        tracing::debug!(function = %name, namespace = %ns, "written by someone else meanwhile: merging again");
+                        attempts += 1;
+                    }
+                    Err(e) => return Err(backend(e)),
+                }
+            }
         }
         .boxed()
     }
