@@ -436,20 +436,35 @@ mod tests {
         value: f64,
         replicas: &mut u32,
     ) -> Vec<Decision> {
-        (0..secs)
+        tick(s, p, b, from, 0..secs, |_| value, replicas).into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// One observation a second at each of `seconds` after `start`, `value(t)` of them all;
+    /// replicas follow each decision (ready at once). The decisions, by second.
+    fn tick(
+        s: &mut State,
+        p: &Params,
+        b: Bounds,
+        start: Instant,
+        seconds: std::ops::Range<u64>,
+        value: impl Fn(u64) -> f64,
+        replicas: &mut u32,
+    ) -> Vec<(u64, Decision)> {
+        seconds
             .map(|t| {
+                let v = value(t);
                 let o = Observation {
-                    now: from + Duration::from_secs(t),
-                    value: Some(value),
-                    arrivals: value,
-                    in_flight: value,
+                    now: start + Duration::from_secs(t),
+                    value: Some(v),
+                    arrivals: v,
+                    in_flight: v,
                     waiting: 0,
                     replicas: *replicas,
                     ready: *replicas,
                 };
                 let d = s.decide(p, b, o);
                 *replicas = d.desired;
-                d
+                (t, d)
             })
             .collect()
     }
@@ -645,8 +660,7 @@ mod tests {
         assert_eq!(r, 1, "traffic at zero scales up");
     }
 
-    /// Ticks every second from `from` to `to` (exclusive) with a one-second call at each second
-    /// `calls` says, replicas following each decision (ready at once); the decisions.
+    /// A one-second call at each second `calls` says, from `from` to `to` (exclusive).
     fn run(
         (s, start): (&mut State, Instant),
         b: Bounds,
@@ -654,24 +668,7 @@ mod tests {
         calls: impl Fn(u64) -> bool,
         replicas: &mut u32,
     ) -> Vec<(u64, Decision)> {
-        let p = params();
-        (from..to)
-            .map(|t| {
-                let v = if calls(t) { 1.0 } else { 0.0 };
-                let o = Observation {
-                    now: start + Duration::from_secs(t),
-                    value: Some(v),
-                    arrivals: v,
-                    in_flight: v,
-                    waiting: 0,
-                    replicas: *replicas,
-                    ready: *replicas,
-                };
-                let d = s.decide(&p, b, o);
-                *replicas = d.desired;
-                (t, d)
-            })
-            .collect()
+        tick(s, &params(), b, start, from..to, |t| if calls(t) { 1.0 } else { 0.0 }, replicas)
     }
 
     #[test]
