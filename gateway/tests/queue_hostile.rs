@@ -411,7 +411,7 @@ async fn a_thousand_functions_deployed_called_and_deleted_leave_no_state_behind(
     // Each function scaled from zero by an asynchronous call: a replica, a calls lane and its
     // consumer, the portal's history, metrics, logs.
     let cycle = |round: usize| {
-        let (g, caller) = (&g, &caller);
+        let (g, caller, consumers) = (&g, &caller, &consumers);
         async move {
             let names: Vec<String> = (0..1000).map(|i| format!("r{round}f{i}")).collect();
             for name in &names {
@@ -424,11 +424,18 @@ async fn a_thousand_functions_deployed_called_and_deleted_leave_no_state_behind(
                     &caller.call(Method::POST, &g.url(&format!("/async-function/{name}")), &[], "x").await.unwrap(),
                 );
             }
+            // Lanes retire 15 s after they empty, and the deletes below retire the rest: the
+            // consumers are counted while the calls run.
+            let seen = std::cell::Cell::new(0);
             wait_for("the 1,000 calls to run", Duration::from_secs(300), || async {
+                if seen.get() == 0 {
+                    seen.set(consumers().await);
+                }
                 let m = g.metrics().await;
                 names.iter().all(|f| finished(&m, f, "async") == 1.0).then_some(())
             })
             .await;
+            assert!(seen.get() > 0, "the calls lanes made consumers");
             let loaded = rss_anon(pid);
             for name in &names {
                 let body = format!(r#"{{"functionName":"{name}"}}"#);
@@ -442,7 +449,6 @@ async fn a_thousand_functions_deployed_called_and_deleted_leave_no_state_behind(
     let mut after = Vec::new();
     for round in 0..2 {
         let loaded = cycle(round).await;
-        assert!(consumers().await > 0, "the calls lanes made consumers");
         wait_for("every consumer to be gone", Duration::from_secs(60), || async {
             (consumers().await == 0).then_some(())
         })
