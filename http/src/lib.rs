@@ -2,7 +2,8 @@
 //! - [`body`]: the one boxed body type, and [`body::watched`] to keep a guard alive as long as a
 //!   response body;
 //! - [`headers`]: hop-by-hop headers, never forwarded;
-//! - [`server`]: the accept loop (HTTP/1.1 + HTTP/2, TCP_NODELAY, graceful stop);
+//! - [`server`]: the accept loop (HTTP/1.1 + HTTP/2, TCP_NODELAY, graceful stop), which parks idle
+//!   HTTP/1 connections without hyper's buffers;
 //! - [`exit`]: process exit statuses in words.
 
 pub mod body;
