@@ -3,9 +3,11 @@
 //!
 //! - `watchdog`: direct to a fast upstream vs. through the watchdog (http mode) at 1, 16 and 64
 //!   connections, alternating; the watchdog's idle RSS, time to ready, and binary size;
-//! - `gateway`: direct vs. nginx (the yardstick for one hop) vs. watchdog vs. gateway+watchdog
-//!   (local mode) at 1, 16 and 64 connections; the gateway's idle RSS; 10,000 idle keep-alive
-//!   connections held;
+//!   `--baseline DIR` adds another build's watchdog to the same run;
+//! - `gateway`: direct vs. nginx (the yardstick for one hop) vs. the gateway's hop on its own
+//!   vs. the watchdog's vs. gateway+watchdog (local mode) at 1, 16 and 64 connections; the
+//!   gateway's idle RSS; 10,000 idle keep-alive connections held by nginx, the watchdog and the
+//!   gateway; `--baseline DIR` adds another build's gateway+watchdog;
 //! - `coldstart`: platform overhead of a request at zero replicas; load step to scale-up;
 //! - `coldstarts`: idle policies (fixed idle times, the learned one) on a synthetic trace of
 //!   1,000 functions over two weeks, through the autoscaler's decision code on a simulated clock;
@@ -22,6 +24,7 @@
 //! - `async`: asynchronous calls stored per second vs. synchronous calls, and end to end
 //!   (POST → worker → function → callback) at 1, 16 and 64 callers;
 //! - `portal`: the portal's function list with 200 functions, first shown in Chromium;
+//! - `profile`: perf's busiest functions in the watchdog or the gateway under load;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
 
 mod cold;
@@ -33,6 +36,7 @@ mod nginx;
 mod operator;
 mod operator_api;
 mod portal;
+mod profile;
 mod queue;
 mod soak;
 mod upstream;
@@ -61,6 +65,16 @@ enum Command {
         /// Rounds per connection count (the targets alternate within a round).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Another build's release binaries (a folder), measured in the same run as "before".
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
+    /// Where the watchdog's or the gateway's time goes under load (perf; a build with symbols).
+    Profile {
+        /// watchdog or gateway
+        what: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Idle policies on a synthetic trace: cold starts against wasted replica-hours.
     Coldstarts {
@@ -131,6 +145,9 @@ enum Command {
         /// Idle keep-alive connections to hold.
         #[arg(long, default_value_t = 10_000)]
         idle: usize,
+        /// Another build's release binaries (a folder), measured in the same run as "before".
+        #[arg(long)]
+        baseline: Option<PathBuf>,
     },
 }
 
@@ -141,14 +158,18 @@ pub fn release_bin(name: &str) -> PathBuf {
 
 #[tokio::main]
 async fn main() {
+    idle::raise_fd_limit();
     match Cli::parse().command {
         Command::Upstream { port } => upstream::serve(port).await,
-        Command::Watchdog { seconds, rounds } => watchdog(Duration::from_secs(seconds), rounds).await,
+        Command::Watchdog { seconds, rounds, baseline } => {
+            watchdog(Duration::from_secs(seconds), rounds, baseline).await
+        }
         Command::Operator { functions, idle } => {
             operator::run(functions);
             operator_api::run(functions, Duration::from_secs(idle)).await;
         }
         Command::Coldstart { rounds } => cold::run(rounds).await,
+        Command::Profile { what, seconds } => profile::run(&what, Duration::from_secs(seconds)).await,
         Command::Coldstarts { functions, days, seed } => coldstarts::run(functions, days, seed),
         Command::Kubernetes { seconds, rounds, cold } => {
             kubernetes::run(Duration::from_secs(seconds), rounds, cold).await
@@ -157,25 +178,27 @@ async fn main() {
         Command::Soak { minutes } => soak::run(Duration::from_secs(minutes * 60)).await,
         Command::Portal { functions, loads } => portal::run(functions, loads).await,
         Command::Async { seconds, rounds } => queue::run(Duration::from_secs(seconds), rounds).await,
-        Command::Gateway { seconds, rounds, idle } => gateway(Duration::from_secs(seconds), rounds, idle).await,
+        Command::Gateway { seconds, rounds, idle, baseline } => {
+            gateway(Duration::from_secs(seconds), rounds, idle, baseline).await
+        }
     }
 }
 
 /// The upstream behind a watchdog in http mode, both on fresh loopback ports.
-struct Behind {
+pub struct Behind {
     watchdog: Spawned,
     upstream_port: u16,
     port: u16,
 }
 
-async fn start_watchdog() -> Behind {
+pub async fn start_watchdog(binary: &std::path::Path) -> Behind {
     let me = std::env::current_exe().unwrap();
     let (upstream_port, port, metrics_port) = (free_port(), free_port(), free_port());
     let fprocess = format!("{} upstream {upstream_port}", me.display());
     let upstream_url = format!("http://127.0.0.1:{upstream_port}");
     let (p, m) = (port.to_string(), metrics_port.to_string());
     let watchdog = Spawned::start(
-        release_bin("watchdog").to_str().unwrap(),
+        binary.to_str().unwrap(),
         &[],
         &[
             ("mode", "http"),
@@ -185,6 +208,8 @@ async fn start_watchdog() -> Behind {
             ("metrics_port", &m),
             ("bind_address", "127.0.0.1"),
             ("exec_timeout", "30s"),
+            // Idle connections held for the idle-connection figure stay open through it.
+            ("read_timeout", "60s"),
             ("RUST_LOG", "warn"),
         ],
     );
@@ -229,19 +254,21 @@ fn compare(targets: &[(&str, String)], duration: Duration, rounds: usize) {
     }
 }
 
-async fn watchdog(duration: Duration, rounds: usize) {
-    let behind = start_watchdog().await;
+async fn watchdog(duration: Duration, rounds: usize, baseline: Option<PathBuf>) {
+    let behind = start_watchdog(&release_bin("watchdog")).await;
+    let before = match &baseline {
+        Some(dir) => Some(start_watchdog(&dir.join("watchdog")).await),
+        None => None,
+    };
     let idle_rss = rss(behind.watchdog.pid());
     println!("# watchdog benchmark");
-    compare(
-        &[
-            ("direct", format!("http://127.0.0.1:{}/", behind.upstream_port)),
-            ("watchdog", format!("http://127.0.0.1:{}/", behind.port)),
-        ],
-        duration,
-        rounds,
-    );
-    drop(behind);
+    let mut targets = vec![("direct", format!("http://127.0.0.1:{}/", behind.upstream_port))];
+    if let Some(before) = &before {
+        targets.push(("watchdog (baseline)", format!("http://127.0.0.1:{}/", before.port)));
+    }
+    targets.push(("watchdog", format!("http://127.0.0.1:{}/", behind.port)));
+    compare(&targets, duration, rounds);
+    drop((behind, before));
     let watchdog = release_bin("watchdog");
     let ready_ms = time_to_ready(&watchdog, 20).await;
     let size = std::fs::metadata(&watchdog).unwrap().len();
@@ -273,7 +300,12 @@ pub async fn local_hello() -> LocalHello {
 
 /// A local-mode gateway (with `args`) over `hello`, whose manifest ends with `tail`.
 pub async fn local_function(tail: &str, args: &[&str]) -> LocalHello {
-    let dir = std::env::temp_dir().join(format!("flint-bench-{}", std::process::id()));
+    local_function_of(&release_bin("flint-gateway"), "", tail, args).await
+}
+
+/// `local_function` with the gateway `binary`, its functions in a folder named with `name`.
+async fn local_function_of(binary: &std::path::Path, name: &str, tail: &str, args: &[&str]) -> LocalHello {
+    let dir = std::env::temp_dir().join(format!("flint-bench-{}{name}", std::process::id()));
     write_hello(&dir, tail);
     let port = free_port();
     let p = port.to_string();
@@ -285,13 +317,36 @@ pub async fn local_function(tail: &str, args: &[&str]) -> LocalHello {
         all.extend(["--nats-url", "off"]);
     }
     all.extend_from_slice(args);
-    let gateway = Spawned::start(release_bin("flint-gateway").to_str().unwrap(), &all, &[("RUST_LOG", "warn")]);
+    let gateway = Spawned::start(binary.to_str().unwrap(), &all, &[("RUST_LOG", "warn")]);
     let url = format!("http://127.0.0.1:{port}/function/hello");
     wait_for("the gateway's replica to answer", Duration::from_secs(20), || async {
         get(&url).await.ok().filter(|r| r.status == 200)
     })
     .await;
     LocalHello { gateway, port, url, dir }
+}
+
+/// A "watchdog" that is the fast upstream itself, for measuring the gateway's hop on its own:
+/// a local-mode gateway started with `--watchdog` this script runs it as each replica.
+pub struct BareReplica {
+    pub path: PathBuf,
+}
+
+impl BareReplica {
+    /// Writes the script (removed when dropped).
+    pub fn write() -> Self {
+        let path = std::env::temp_dir().join(format!("flint-bench-{}-bare-replica", std::process::id()));
+        let me = std::env::current_exe().unwrap();
+        std::fs::write(&path, format!("#!/bin/sh\nexec {} upstream \"$port\"\n", me.display())).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        BareReplica { path }
+    }
+}
+
+impl Drop for BareReplica {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// `hello`'s manifest: the fast upstream in http mode, then `tail` (YAML under `spec:`).
@@ -309,38 +364,53 @@ pub fn write_hello(dir: &std::path::Path, tail: &str) {
     .unwrap();
 }
 
-async fn gateway(duration: Duration, rounds: usize, idle_conns: usize) {
-    let behind = start_watchdog().await;
+async fn gateway(duration: Duration, rounds: usize, idle_conns: usize, baseline: Option<PathBuf>) {
+    let behind = start_watchdog(&release_bin("watchdog")).await;
     let local = local_hello().await;
     let (gw, port, url) = (&local.gateway, local.port, local.url.clone());
     let idle_rss = rss(gw.pid());
     let nginx = nginx::Nginx::start(behind.upstream_port).await;
+    let bare = BareReplica::write();
+    let scale = "  scale: {min: 1, max: 1}\n";
+    let hop_args = ["--watchdog", bare.path.to_str().unwrap()];
+    let hop = local_function_of(&release_bin("flint-gateway"), "-hop", scale, &hop_args).await;
+    let before = match &baseline {
+        Some(dir) => {
+            let watchdog = dir.join("watchdog");
+            let args = ["--watchdog", watchdog.to_str().unwrap()];
+            Some(local_function_of(&dir.join("flint-gateway"), "-baseline", scale, &args).await)
+        }
+        None => None,
+    };
     println!("# gateway benchmark");
     let mut targets = vec![("direct", format!("http://127.0.0.1:{}/", behind.upstream_port))];
     match &nginx {
         Some(n) => targets.push(("nginx (one hop)", format!("http://127.0.0.1:{}/", n.port))),
         None => println!("# nginx is not installed (Debian: nginx-light): no yardstick in this run"),
     }
-    targets.push(("watchdog", format!("http://127.0.0.1:{}/", behind.port)));
+    targets.push(("gateway (one hop)", hop.url.clone()));
+    targets.push(("watchdog (one hop)", format!("http://127.0.0.1:{}/", behind.port)));
+    if let Some(before) = &before {
+        targets.push(("gateway+watchdog (base)", before.url.clone()));
+    }
     targets.push(("gateway+watchdog", url.clone()));
     compare(&targets, duration, rounds);
-    drop(nginx);
     println!(
         "gateway idle RSS (one function loaded, before load): {:.2} MiB (target <= 15 MiB)",
         idle_rss as f64 / 1048576.0
     );
-    let before = rss(gw.pid());
-    let held = idle::hold(port, idle_conns).await;
-    let with = rss(gw.pid());
-    println!(
-        "idle keep-alive connections: {} opened, {} still answering after {}s idle, {} errors; gateway RSS with them: {:.1} MiB, {:.1} KiB per connection (goal <= 8 KiB)",
-        held.opened,
-        held.answered,
-        held.idle_secs,
-        held.errors,
-        with as f64 / 1048576.0,
-        with.saturating_sub(before) as f64 / 1024.0 / held.opened.max(1) as f64
-    );
+    println!("# {idle_conns} idle keep-alive connections (goal <= 8 KiB each at the front door)");
+    if let Some(n) = &nginx {
+        println!("{}", idle::hold(n.port, "/", idle_conns, n.worker()).await.report("nginx"));
+    }
+    drop(nginx);
+    println!("{}", idle::hold(behind.port, "/", idle_conns, behind.watchdog.pid()).await.report("watchdog"));
+    println!("{}", idle::hold(port, "/healthz", idle_conns, gw.pid()).await.report("gateway"));
+    if let Some(before) = &before {
+        let held = idle::hold(before.port, "/healthz", idle_conns, before.gateway.pid()).await;
+        println!("{}", held.report("gateway (base)"));
+    }
+    drop((hop, before, bare));
     drop(local);
 }
 

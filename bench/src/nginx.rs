@@ -21,7 +21,7 @@ impl Nginx {
         let d = dir.display();
         let config = format!(
             "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 4096; }}\n\
+             worker_rlimit_nofile 65536;\nevents {{ worker_connections 30000; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
              upstream up {{ server 127.0.0.1:{upstream}; keepalive 128; }}\n  \
@@ -41,6 +41,14 @@ impl Nginx {
         })
         .await;
         Some(Nginx { _process: process, port, dir })
+    }
+}
+
+impl Nginx {
+    /// The worker process, which holds the connections.
+    pub fn worker(&self) -> nix::unistd::Pid {
+        let workers = flint_testkit::children(self._process.pid());
+        nix::unistd::Pid::from_raw(*workers.first().expect("nginx has started its worker"))
     }
 }
 
