@@ -126,13 +126,14 @@ pub struct Args {
     pub max_waiting: usize,
 
     /// A client connection with no request under way this long is closed (HTTP/1 keep-alive
-    /// and HTTP/2 alike); on HTTP/1 a later request's headers must also arrive within it.
+    /// and HTTP/2 alike).
     #[arg(long, env = "FLINT_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub idle_timeout: Duration,
 
     /// A new client connection that has not sent a whole request head within this long is
     /// closed, whatever protocol it speaks (or none): silent sockets cannot hold the places of
-    /// --max-connections.
+    /// --max-connections. On a kept-alive HTTP/1 connection, a request head must be whole
+    /// within this long of its first bytes.
     #[arg(long, env = "FLINT_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub header_timeout: Duration,
 
