@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{io::Write, process::Stdio, time::Duration};
 
 use common::{
     cluster::{on_node, pods_of},
@@ -115,9 +115,11 @@ async fn an_image_that_cannot_be_pulled_or_would_run_as_root_is_reported_on_the_
         let yaml = format!(
             "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: {name}}}\nspec: {{image: '{image}', command: [cat], env: [{{name: mode, value: streaming}}]}}\n"
         );
-        let path = std::env::temp_dir().join(format!("flint-{}-{name}.yaml", c.ns.name));
-        std::fs::write(&path, yaml).unwrap();
-        let out = c.api.kubectl().unwrap().args(["apply", "-n", &c.ns.name, "-f"]).arg(&path).output().unwrap();
+        let mut kubectl = c.api.kubectl().unwrap();
+        kubectl.args(["apply", "-n", &c.ns.name, "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = kubectl.stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     apply("missing", "ghcr.io/flint-dev/examples/nothing-here:0.1.0");

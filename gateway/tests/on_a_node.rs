@@ -28,8 +28,7 @@ use serde_json::json;
 
 /// An image whose process prints what `script` prints, in streaming mode (a process per request).
 fn shell_image(node: &TestNode, image: &str, script: &str) {
-    let dir = std::env::temp_dir().join(format!("flint-image-{}", image.replace(['/', ':'], "_")));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = flint_testkit::scratch::folder("image", image.replace(['/', ':'], "_"));
     std::fs::write(dir.join("handler.sh"), script).unwrap();
     let env = [("fprocess", "sh handler.sh"), ("mode", "streaming")];
     node.image(image, Image { dir, env: env.map(|(k, v)| (k.to_string(), v.to_string())).to_vec() });

@@ -40,7 +40,7 @@ pub struct Registry {
 impl Registry {
     pub async fn start() -> Registry {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("flint-registry-{}-{port}", std::process::id()));
+        let dir = crate::scratch::folder("registry", port);
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
@@ -84,7 +84,7 @@ pub struct Bundle {
 impl Bundle {
     /// Unpacks image `reference` of the layout at `layout` into a fresh folder.
     pub fn unpack(layout: &Path, reference: &str) -> Result<Bundle, String> {
-        let dir = std::env::temp_dir().join(format!("flint-bundle-{}-{}", std::process::id(), fastrand::u32(..)));
+        let dir = crate::scratch::file("bundle", fastrand::u32(..));
         let image = format!("{}:{reference}", layout.display());
         let out =
             Command::new("umoci").args(["unpack", "--image", &image]).arg(&dir).output().map_err(|e| e.to_string())?;

@@ -120,7 +120,7 @@ impl TestApi {
                 "system:authenticated"
             ]);
         }
-        let path = std::env::temp_dir().join(format!("flint-kubeconfig-{}-{namespace}-{name}", std::process::id()));
+        let path = crate::scratch::file("kubeconfig", format!("{namespace}-{name}"));
         std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
         path
     }
@@ -300,9 +300,7 @@ async fn start() -> Result<TestApi, String> {
         .filter(|e| e.is_file())
         .or_else(|| which("etcd"))
         .ok_or_else(|| format!("no etcd in {} nor on PATH (Debian: apt-get install etcd-server)", assets.display()))?;
-    remove_stale_folders();
-    let dir = std::env::temp_dir().join(format!("flint-control-plane-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = crate::scratch::folder("control-plane", "etc");
     let plane = Plane::new(&assets, etcd, &dir)?;
     plane.start_etcd()?;
     plane.start_apiserver()?;
@@ -337,19 +335,6 @@ async fn wait_ready(config: &Config, dir: &Path) -> Result<(), String> {
 
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
-}
-
-/// Control-plane folders of test binaries that are gone.
-fn remove_stale_folders() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("flint-control-plane-").and_then(|p| p.parse::<u32>().ok())
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// The control plane's files and the thread that starts its processes.

@@ -9,6 +9,7 @@ pub mod kube_api;
 pub mod netns;
 pub mod node;
 pub mod runtime;
+pub mod scratch;
 
 use std::{
     future::Future,
@@ -324,8 +325,7 @@ impl Prometheus {
     /// The same listening on `ip` (a test node's address, for pods to reach).
     pub async fn start_on(ip: std::net::Ipv4Addr, targets: &[String]) -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("flint-prometheus-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch::folder("prometheus", port);
         let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: flint\n  static_configs:\n  - targets: [{list}]\n"
@@ -376,8 +376,7 @@ impl Nats {
     /// The same with more of nats-server's flags (`--user`, `--pass`, ...).
     pub async fn start_with(args: &[&str]) -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("flint-nats-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch::folder("nats", port);
         let port_s = port.to_string();
         let store = dir.to_str().unwrap().to_string();
         let mut all = vec!["-js", "-a", "127.0.0.1", "-p", &port_s, "-sd", &store];

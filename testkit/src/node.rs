@@ -166,30 +166,12 @@ fn log_path(logs: &Path, namespace: &str, pod: &str) -> PathBuf {
 
 /// The folder of test binary `pid`'s node: its pods' logs, volumes and container bundles.
 pub(crate) fn node_dir(pid: u32) -> PathBuf {
-    std::env::temp_dir().join(format!("{NODE_DIR_PREFIX}{pid}"))
-}
-
-const NODE_DIR_PREFIX: &str = "flint-test-node-";
-
-/// The pods' log folder of this binary, after removing those of binaries that are gone
-/// (their containers' root filesystems unmounted first: a binary killed outright leaves them).
-fn logs_dir() -> Result<PathBuf, String> {
-    for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name.strip_prefix(NODE_DIR_PREFIX).and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-            crate::runtime::unmount_under(&entry.path());
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    let dir = node_dir(std::process::id());
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    Ok(dir)
+    crate::scratch::path("test-node", pid, "pods")
 }
 
 async fn start(config: kube::Config, watchdog: PathBuf, api: Option<(u16, PathBuf)>) -> Result<TestNode, String> {
     let network = PodNetwork::create()?;
-    let logs = logs_dir()?;
+    let logs = crate::scratch::folder("test-node", "pods");
     let dir = logs.join("node");
     let name = format!("flint-test-node-{}", std::process::id());
     let state = Arc::new(Shared {
