@@ -238,12 +238,20 @@ pub struct ResourceList {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.min <= self.max").message("spec.scale.min: must be <= spec.scale.max"))]
 #[x_kube(validation = Rule::new("!has(self.schedule) || self.schedule.all(s, s.min <= self.max)").message("spec.scale.schedule[].min: must be <= spec.scale.max"))]
+#[x_kube(validation = Rule::new("!has(self.initial) || (self.initial >= self.min && self.initial <= self.max)").message("spec.scale.initial: must be between spec.scale.min and spec.scale.max"))]
 pub struct Scale {
     /// Fewest replicas. 0 lets an idle function scale to zero; the first request then waits
     /// for a replica to start (a cold start).
     #[serde(default)]
     #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub min: i32,
+    /// Replicas a new Function starts with, before the autoscaler's first look. Default
+    /// max(min, 1), so that a new function answers at once. 0 deploys a `min: 0` function
+    /// already at zero: nothing runs until its first request, for the many functions that are
+    /// rarely called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
+    pub initial: Option<i32>,
     /// Most replicas.
     #[serde(default = "default_max")]
     #[schemars(range(min = 1, max = MAX_REPLICAS))]
@@ -597,10 +605,18 @@ fn default_path() -> String {
     "/".into()
 }
 
+impl Scale {
+    /// Replicas a new Function starts with: `initial`, else max(min, 1).
+    pub fn initial_replicas(&self) -> i32 {
+        self.initial.unwrap_or(self.min.max(1))
+    }
+}
+
 impl Default for Scale {
     fn default() -> Self {
         Self {
             min: 0,
+            initial: None,
             max: default_max(),
             metric: ScaleMetric::default(),
             target: default_target(),

@@ -175,6 +175,16 @@ fn check_spec(p: &mut Problems, s: &FunctionSpec) {
         "spec.scale.min",
         format!("must be <= spec.scale.max ({} > {})", s.scale.min, s.scale.max),
     );
+    if let Some(initial) = s.scale.initial {
+        p.check(
+            (s.scale.min..=s.scale.max).contains(&initial),
+            "spec.scale.initial",
+            format!(
+                "must be between spec.scale.min and spec.scale.max ({initial} not in {}..={})",
+                s.scale.min, s.scale.max
+            ),
+        );
+    }
     p.range("spec.scale.target", s.scale.target, 1, MAX_TARGET);
     p.positive("spec.scale.zeroAfter", s.scale.zero_after);
     if let Some(idle) = &s.scale.idle {

@@ -23,6 +23,8 @@
 //!   phase, the gateway's memory over time;
 //! - `async`: asynchronous calls stored per second vs. synchronous calls, and end to end
 //!   (POST → worker → function → callback) at 1, 16 and 64 callers;
+//! - `many`: a gateway with 10,000 functions deployed and scaled to zero beside one with a
+//!   single function: memory per function, list times, idle CPU, a warm function's latency;
 //! - `portal`: the portal's function list with 200 functions, first shown in Chromium;
 //! - `profile`: perf's busiest functions in the watchdog or the gateway under load;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
@@ -32,6 +34,7 @@ mod coldstarts;
 mod idle;
 mod images;
 mod kubernetes;
+mod many;
 mod nginx;
 mod operator;
 mod operator_api;
@@ -129,6 +132,15 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Many functions deployed and scaled to zero on one local-mode gateway, against one.
+    Many {
+        #[arg(long, default_value_t = 10_000)]
+        functions: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// The portal's function list in Chromium: time to first show it.
     Portal {
         #[arg(long, default_value_t = 200)]
@@ -176,6 +188,9 @@ async fn main() {
         }
         Command::Images { cold } => images::run(cold).await,
         Command::Soak { minutes } => soak::run(Duration::from_secs(minutes * 60)).await,
+        Command::Many { functions, seconds, rounds } => {
+            many::run(functions, Duration::from_secs(seconds), rounds).await
+        }
         Command::Portal { functions, loads } => portal::run(functions, loads).await,
         Command::Async { seconds, rounds } => queue::run(Duration::from_secs(seconds), rounds).await,
         Command::Gateway { seconds, rounds, idle, baseline } => {
@@ -307,6 +322,12 @@ pub async fn local_function(tail: &str, args: &[&str]) -> LocalHello {
 async fn local_function_of(binary: &std::path::Path, name: &str, tail: &str, args: &[&str]) -> LocalHello {
     let dir = std::env::temp_dir().join(format!("flint-bench-{}{name}", std::process::id()));
     write_hello(&dir, tail);
+    start_local(binary, dir, args).await
+}
+
+/// A local-mode gateway `binary` (with `args`) over the functions in `dir`, one of them `hello`;
+/// started once `hello` answers. `dir` is removed when it is dropped.
+async fn start_local(binary: &std::path::Path, dir: PathBuf, args: &[&str]) -> LocalHello {
     let port = free_port();
     let p = port.to_string();
     // Room for the idle-connection measurement's 10,000 and more.
@@ -319,7 +340,7 @@ async fn local_function_of(binary: &std::path::Path, name: &str, tail: &str, arg
     all.extend_from_slice(args);
     let gateway = Spawned::start(binary.to_str().unwrap(), &all, &[("RUST_LOG", "warn")]);
     let url = format!("http://127.0.0.1:{port}/function/hello");
-    wait_for("the gateway's replica to answer", Duration::from_secs(20), || async {
+    wait_for("the gateway's replica to answer", Duration::from_secs(120), || async {
         get(&url).await.ok().filter(|r| r.status == 200)
     })
     .await;
@@ -346,6 +367,19 @@ impl BareReplica {
 impl Drop for BareReplica {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Manifests of `count` functions `f00000`, `f00001`, ... deployed at zero (`cat`, never called,
+/// so never started).
+pub fn write_idle_functions(dir: &std::path::Path, count: usize) {
+    for i in 0..count {
+        let folder = dir.join(format!("f{i:05}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let manifest = format!(
+            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: f{i:05}}}\nspec:\n  image: bench\n  command: [cat]\n  scale: {{initial: 0}}\n"
+        );
+        std::fs::write(folder.join("function.yaml"), manifest).unwrap();
     }
 }
 

@@ -10,14 +10,7 @@ use crate::release_bin;
 
 pub async fn run(functions: usize, loads: usize) {
     let dir = std::env::temp_dir().join(format!("flint-bench-portal-{}", std::process::id()));
-    for i in 0..functions {
-        let folder = dir.join(format!("f{i:03}"));
-        std::fs::create_dir_all(&folder).unwrap();
-        let manifest = format!(
-            "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {{name: f{i:03}}}\nspec:\n  image: bench\n  command: [cat]\n"
-        );
-        std::fs::write(folder.join("function.yaml"), manifest).unwrap();
-    }
+    crate::write_idle_functions(&dir, functions);
     let port = free_port();
     let p = port.to_string();
     let args = ["--functions-dir", dir.to_str().unwrap(), "--port", &p, "--nats-url", "off"];

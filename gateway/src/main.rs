@@ -552,9 +552,15 @@ async fn print_banner(provider: &dyn Provider, addr: SocketAddr) {
     let base = format!("http://{addr}");
     let mut lines = vec![format!("Flint gateway ({} provider) listening on {base}", provider.name())];
     let ns = provider.default_namespace().to_string();
-    for d in provider.list(&ns).await.unwrap_or_default() {
+    // A few to try, not a screenful per function on a gateway with thousands.
+    const SHOWN: usize = 10;
+    let deployed = provider.list(&ns).await.unwrap_or_default();
+    for d in deployed.iter().take(SHOWN) {
         let name = d.function.metadata.name.clone().unwrap_or_default();
         lines.push(format!("  curl -d 'hello' {base}/function/{name}"));
+    }
+    if deployed.len() > SHOWN {
+        lines.push(format!("  ... and {} more", deployed.len() - SHOWN));
     }
     lines.push(format!("  curl {base}/system/functions"));
     println!("{}", lines.join("\n"));

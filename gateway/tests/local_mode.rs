@@ -324,6 +324,30 @@ async fn a_function_at_zero_starts_on_the_first_request_once_for_many() {
 }
 
 #[tokio::test]
+async fn a_function_deployed_at_zero_runs_nothing_until_its_first_request() {
+    let dir = Dir::new("initial");
+    dir.function("idle", "  image: x\n  command: [cat]\n  scale: {initial: 0}", &[]);
+    dir.function("warm", "  image: x\n  command: [cat]", &[]);
+    let g = Gateway::start(&dir.0, &[]).await;
+    g.wait_available("warm", 1).await;
+    let replicas = |name: &'static str| {
+        let g = &g;
+        async move {
+            let path = format!("/system/function/{name}");
+            let f: serde_json::Value = serde_json::from_slice(&g.call(Method::GET, &path, &[], "").await.body).unwrap();
+            f["replicas"].as_u64()
+        }
+    };
+    assert_eq!(replicas("idle").await, Some(0));
+    assert_eq!(children(g.process.pid()).len(), 1, "only warm's replica runs");
+
+    let r = g.call(Method::POST, "/function/idle", &[], "first").await;
+    assert_eq!((r.status, r.text()), (200, "first".to_string()));
+    assert_eq!(replicas("idle").await, Some(1));
+    assert_eq!(children(g.process.pid()).len(), 2);
+}
+
+#[tokio::test]
 async fn a_function_that_never_gets_ready_answers_503_after_the_deadline() {
     let dir = Dir::new("never");
     // An http-mode function whose server never listens: its replicas never become ready.

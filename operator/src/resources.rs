@@ -81,11 +81,6 @@ fn metadata(f: &Function, version: Version) -> ObjectMeta {
     }
 }
 
-/// Replicas a new Deployment starts with; the gateway owns the count after that.
-pub fn initial_replicas(f: &Function) -> i32 {
-    f.spec.scale.min.max(1)
-}
-
 pub fn deployment(f: &Function, version: Version) -> Deployment {
     let spec = &f.spec;
     let image = match (version, &spec.canary) {
@@ -176,7 +171,8 @@ pub fn deployment(f: &Function, version: Version) -> Deployment {
     Deployment {
         metadata: metadata(f, version),
         spec: Some(DeploymentSpec {
-            replicas: Some(initial_replicas(f)),
+            // Only a new Deployment's count: the gateway owns it after that.
+            replicas: Some(spec.scale.initial_replicas()),
             selector: LabelSelector { match_labels: Some(selector(f, version)), ..Default::default() },
             // A new replica must be ready before an old one goes: no request meets no replica.
             strategy: Some(DeploymentStrategy {
@@ -430,6 +426,16 @@ mod tests {
         assert_eq!(env_of(&d)["exec_timeout"].value.as_deref(), Some("30s"));
         assert!(!env_of(&d).contains_key("fprocess"), "no command: the image's fprocess applies");
         assert_eq!(versions(&f), [Version::Stable]);
+    }
+
+    #[test]
+    fn a_function_deployed_at_zero_starts_no_replica_and_min_raises_the_start() {
+        let replicas = |scale: &str| {
+            deployment(&function(&format!("  image: x\n  scale: {scale}")), Version::Stable).spec.unwrap().replicas
+        };
+        assert_eq!(replicas("{initial: 0}"), Some(0));
+        assert_eq!(replicas("{min: 3, initial: 4}"), Some(4));
+        assert_eq!(replicas("{min: 3}"), Some(3));
     }
 
     #[test]

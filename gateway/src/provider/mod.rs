@@ -115,7 +115,12 @@ pub fn openfaas_update(current: &flint_api::FunctionSpec, new: flint_api::Functi
         throttle: current.throttle.clone(),
         env_from: current.env_from.clone(),
         service_account_name: current.service_account_name.clone(),
-        scale: flint_api::Scale { metric: current.scale.metric, zero_after: current.scale.zero_after, ..new.scale },
+        scale: flint_api::Scale {
+            metric: current.scale.metric,
+            zero_after: current.scale.zero_after,
+            initial: current.scale.initial,
+            ..new.scale
+        },
         ..new
     }
 }

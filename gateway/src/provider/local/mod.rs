@@ -232,8 +232,8 @@ impl Local {
         if functions.contains_key(&key) {
             return Err(ProviderError::AlreadyExists(key.1));
         }
-        // As the operator does: start at max(min, 1), so a new function answers at once.
-        let initial = f.spec.scale.min.max(1) as u32;
+        // As the operator does: `scale.initial`, else max(min, 1) so a new function answers at once.
+        let initial = f.spec.scale.initial_replicas() as u32;
         let entry = Entry {
             stable: VersionSet::start(stable, initial, self.watchdog.clone(), self.logs.clone()),
             canary: canary.map(|t| VersionSet::start(t, initial, self.watchdog.clone(), self.logs.clone())),
@@ -277,7 +277,7 @@ impl Local {
         // beside the old, which is stopped once the new one serves.
         let keep = |t: &Template, old: Option<&VersionSet>| old.is_some_and(|o| &o.template == t);
         let start = |t: Template, like: Option<&VersionSet>| {
-            let n = like.map(VersionSet::replicas).unwrap_or(scale.min.max(1) as u32);
+            let n = like.map(VersionSet::replicas).unwrap_or(scale.initial_replicas() as u32);
             VersionSet::start(t, clamp(n).max(1), self.watchdog.clone(), self.logs.clone())
         };
         let mut functions = self.functions.write().unwrap();
