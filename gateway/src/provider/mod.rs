@@ -103,8 +103,9 @@ pub enum ProviderError {
 }
 
 /// An update through the OpenFaaS API replaces what that API carries and keeps what it does
-/// not know (canary, triggers, timeout, concurrency, scale metric, paused, throttle), so
-/// `faas-cli deploy` never undoes a canary, a schedule or a throttle set in the Function.
+/// not know (canary, triggers, timeout, concurrency, paused, throttle, and of `scale` all but
+/// min, max and target), so `faas-cli deploy` never undoes a canary, a cron trigger, a
+/// scheduled minimum, an idle policy or a throttle set in the Function.
 pub fn openfaas_update(current: &flint_api::FunctionSpec, new: flint_api::FunctionSpec) -> flint_api::FunctionSpec {
     flint_api::FunctionSpec {
         canary: current.canary.clone(),
@@ -118,7 +119,10 @@ pub fn openfaas_update(current: &flint_api::FunctionSpec, new: flint_api::Functi
         scale: flint_api::Scale {
             metric: current.scale.metric,
             zero_after: current.scale.zero_after,
-            initial: current.scale.initial,
+            // Only a new Function's start: dropped rather than refuse a new min or max.
+            initial: current.scale.initial.filter(|i| (new.scale.min..=new.scale.max).contains(i)),
+            idle: current.scale.idle.clone(),
+            schedule: current.scale.schedule.clone(),
             ..new.scale
         },
         ..new
@@ -215,7 +219,8 @@ mod tests {
     fn an_openfaas_update_keeps_what_the_openfaas_api_does_not_carry() {
         let current = flint_api::manifest::from_yaml(
             "apiVersion: flint.dev/v1alpha1\nkind: Function\nmetadata: {name: f}\nspec:\n  image: a:1\n  timeout: 2m\n  \
-             canary: {image: a:2, weight: 10}\n  triggers: [{cron: {schedule: '@hourly'}}]\n  scale: {metric: rps, max: 5}\n",
+             canary: {image: a:2, weight: 10}\n  triggers: [{cron: {schedule: '@hourly'}}]\n  \
+             scale: {metric: rps, max: 5, initial: 0, idle: {policy: learned}, schedule: [{cron: '0 9 * * *', min: 1, for: 8h}]}\n",
         )
         .unwrap()
         .remove(0)
@@ -226,6 +231,13 @@ mod tests {
         assert_eq!(merged.image, "b:1");
         assert_eq!(merged.scale.max, 9);
         assert_eq!(merged.scale.metric, flint_api::ScaleMetric::Rps);
+        assert_eq!(
+            (&merged.scale.initial, &merged.scale.idle, &merged.scale.schedule),
+            (&current.scale.initial, &current.scale.idle, &current.scale.schedule)
+        );
+        let mut raised = flint_api::FunctionSpec::with_image("b:1");
+        raised.scale.min = 1;
+        assert_eq!(super::openfaas_update(&current, raised).scale.initial, None, "0 no longer fits min 1");
         assert_eq!(merged.canary, current.canary);
         assert_eq!(merged.triggers, current.triggers);
         assert_eq!(merged.timeout, current.timeout);
