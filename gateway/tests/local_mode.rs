@@ -516,16 +516,22 @@ async fn cron_triggers_invoke_the_function_through_the_gateway() {
         (f["invocationCount"].as_f64()? >= 3.0).then_some(())
     })
     .await;
-    let logs = g.call(Method::GET, "/system/logs?name=ticker&tail=200", &[], "").await.text();
-    assert!(logs.contains("path=/tick"), "{logs}");
-    // Each call says which scheduled second it is for.
-    let ticks: Vec<String> = logs
-        .lines()
-        .filter_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).ok()?["text"].as_str()?.strip_prefix("tick ").map(String::from)
-        })
-        .collect();
-    assert!(ticks.len() >= 3, "{logs}");
+    // Each call says which scheduled second it is for. A replica's output reaches the logs after
+    // its answer has been counted, so they are waited for too.
+    let (logs, ticks) = wait_for("three scheduled invocations in the logs", SECS_20, || async {
+        let logs = g.call(Method::GET, "/system/logs?name=ticker&tail=200", &[], "").await.text();
+        let ticks: Vec<String> = logs
+            .lines()
+            .filter_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).ok()?["text"]
+                    .as_str()?
+                    .strip_prefix("tick ")
+                    .map(String::from)
+            })
+            .collect();
+        (ticks.len() >= 3 && logs.contains("path=/tick")).then_some((logs, ticks))
+    })
+    .await;
     for t in &ticks {
         assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok(), "not a time: {t:?}\n{logs}");
     }
