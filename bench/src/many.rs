@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use flint_testkit::{get, rss, rss_anon, wait_for};
+use flint_testkit::{cpu_time, get, rss, rss_anon, wait_for};
 use nix::unistd::Pid;
 
 use crate::{LocalHello, compare, release_bin, start_local, write_hello, write_idle_functions};
@@ -70,9 +70,9 @@ pub async fn run(functions: usize, duration: Duration, rounds: usize) {
     }
 
     let window = Duration::from_secs(20);
-    let (a, b) = (cpu_seconds(one.gateway.pid()), cpu_seconds(many.gateway.pid()));
+    let (a, b) = (cpu_time(one.gateway.pid()), cpu_time(many.gateway.pid()));
     tokio::time::sleep(window).await;
-    let share = |before: f64, pid: Pid| 100.0 * (cpu_seconds(pid) - before) / window.as_secs_f64();
+    let share = |before: Duration, pid: Pid| 100.0 * (cpu_time(pid) - before).as_secs_f64() / window.as_secs_f64();
     println!(
         "CPU while nothing is called, over {}s: one function {:.2}% of a core, {functions} functions {:.2}% (goal <= 5%)",
         window.as_secs(),
@@ -112,14 +112,4 @@ async fn answer_times(port: u16, path: &str) -> Answers {
     }
     times.sort_by(f64::total_cmp);
     Answers { p50_ms: times[times.len() / 2], max_ms: times[times.len() - 1], bytes }
-}
-
-/// CPU time process `pid` has used so far (user and system), in seconds.
-fn cpu_seconds(pid: Pid) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command (which may hold spaces), counted from field 3 (state).
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
-    ticks / per_second as f64
 }

@@ -71,8 +71,8 @@ async fn killing_replicas_under_load_loses_no_request_it_could_resend_and_runs_n
         })
         .collect();
 
-    // One replica SIGKILLed every 2 s, each a live one not killed before (a killed one may
-    // linger as a child until the gateway reaps it).
+    // One replica SIGKILLed every 2 s, each one not killed before (a killed one may still show
+    // as live for a moment after the signal).
     let mut killed = HashSet::new();
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -257,13 +257,19 @@ fn capture(reader: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<Strin
     })
 }
 
+/// The fields of `/proc/PID/stat` after the command (which may hold spaces and parentheses),
+/// from field 3 (the state) on; none if there is no such process.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.rsplit_once(')')?.1.split_whitespace().map(String::from).collect())
+}
+
 /// Pids of the live (not zombie) direct children of `parent`.
 pub fn children(parent: Pid) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let Some(fields) = stat_fields(pid) else { continue };
         if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent.as_raw()) && fields[0] != "Z" {
             out.push(pid);
         }
@@ -273,10 +279,15 @@ pub fn children(parent: Pid) -> Vec<i32> {
 
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
-        Err(_) => false,
-    }
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|state| state != "Z"))
+}
+
+/// CPU time process `pid` has used so far, user and system.
+pub fn cpu_time(pid: Pid) -> Duration {
+    let fields = stat_fields(pid.as_raw()).unwrap_or_else(|| panic!("no process {pid}"));
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
 }
 
 /// Peak resident memory of a process, in bytes (VmHWM).
