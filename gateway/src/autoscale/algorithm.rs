@@ -190,6 +190,20 @@ impl State {
         State { idle_times, ..State::new(now) }
     }
 
+    /// Whether this state holds nothing a fresh one would not: at zero, quiet for a whole
+    /// window, with nothing pending, recommended, panicking, held or learned. The autoscaler
+    /// keeps no state for such a version until it is called again.
+    pub fn at_rest(&self, now: Instant) -> bool {
+        self.last_replicas == Some(0)
+            && self.samples.is_empty()
+            && self.recommendations.is_empty()
+            && self.pending.is_none()
+            && self.panic_until.is_none_or(|until| now >= until)
+            && self.held_by.is_none()
+            && self.last_call.is_none()
+            && self.idle_times.count() == 0
+    }
+
     /// How long ago the last call was seen (learned policy only).
     pub fn since_last_call(&self) -> Option<Duration> {
         self.last_call.map(|c| Instant::now().saturating_duration_since(c))
@@ -334,9 +348,26 @@ impl State {
             };
         };
         let now = o.now;
-        self.samples.push_back((now, value));
-        while self.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > p.stable_window) {
-            self.samples.pop_front();
+        let quiet = value == 0.0 && o.arrivals == 0.0 && o.in_flight == 0.0 && o.waiting == 0;
+        if quiet && current == 0 && self.samples.iter().all(|(_, v)| *v == 0.0) {
+            // At zero and quiet for a whole window: a window of zeros says no more than none,
+            // and at ten thousand functions those zeros were most of the autoscaler's memory.
+            // The next window starts at the next call, as Knative's averages start at their
+            // first value.
+            self.samples = VecDeque::new();
+        } else {
+            self.samples.push_back((now, value));
+            while self.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > p.stable_window) {
+                self.samples.pop_front();
+            }
+        }
+        // Only the scale-down delay's recommendations count; older ones go even while nothing
+        // is recommended (at zero), and an empty list gives its room back.
+        while self.recommendations.front().is_some_and(|(t, _)| now.duration_since(*t) > p.scale_down_delay) {
+            self.recommendations.pop_front();
+        }
+        if self.recommendations.is_empty() {
+            self.recommendations.shrink_to_fit();
         }
         let avg = |window: Duration| {
             let in_window: Vec<f64> =
@@ -351,7 +382,6 @@ impl State {
             self.panic_until = Some(now + p.stable_window);
         }
         let panicking = self.panic_until.is_some_and(|until| now < until);
-        let quiet = value == 0.0 && o.arrivals == 0.0 && o.in_flight == 0.0 && o.waiting == 0;
         if !quiet {
             self.last_active = now;
         }
@@ -384,9 +414,6 @@ impl State {
             desired = desired.max(1);
             // Scale down only to the highest count asked for during the whole delay.
             self.recommendations.push_back((now, desired));
-            while self.recommendations.front().is_some_and(|(t, _)| now.duration_since(*t) > p.scale_down_delay) {
-                self.recommendations.pop_front();
-            }
             if desired < current {
                 desired = self.recommendations.iter().map(|(_, d)| *d).max().unwrap_or(desired).min(current);
             }
@@ -656,8 +683,16 @@ mod tests {
         let (p, mut s, mut r) = (params(), State::new(start), 0);
         let d = feed(&mut s, &p, B, start + Duration::from_secs(0), 5, 0.0, &mut r);
         assert!(d.iter().all(|d| d.desired == 0 && d.reason == Reason::Steady), "{d:?}");
-        feed(&mut s, &p, B, start + Duration::from_secs(5), 1, 12.0, &mut r);
-        assert_eq!(r, 1, "traffic at zero scales up");
+        // Its first sight is held for the scale-down delay; then nothing is kept.
+        assert!(!s.at_rest(start + Duration::from_secs(5)));
+        feed(&mut s, &p, B, start + Duration::from_secs(5), 30, 0.0, &mut r);
+        assert!(s.at_rest(start + Duration::from_secs(35)), "nothing kept of a quiet window at zero");
+        assert_eq!(r, 0);
+        feed(&mut s, &p, B, start + Duration::from_secs(35), 1, 12.0, &mut r);
+        // The window starts at the first call, not with the zeros before it: 12 in flight at a
+        // target of 10 is two replicas.
+        assert_eq!(r, 2, "traffic at zero scales up");
+        assert!(!s.at_rest(start + Duration::from_secs(36)));
     }
 
     /// A one-second call at each second `calls` says, from `from` to `to` (exclusive).

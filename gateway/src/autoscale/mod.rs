@@ -51,6 +51,10 @@ const REMEMBER_EVERY: Duration = Duration::from_secs(30);
 
 /// A version's decision state, and how much of what it learned is kept.
 struct Tracked {
+    /// Where its learned idle times are kept.
+    namespace: String,
+    name: String,
+    version: Version,
     state: State,
     /// Spells learned when last kept, and when.
     kept: (u64, Option<Instant>),
@@ -58,6 +62,21 @@ struct Tracked {
     image: String,
     schedule: Schedule,
     shown: Option<IdleView>,
+}
+
+impl Tracked {
+    fn new(t: &ScaleTarget, state: State) -> Self {
+        Tracked {
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            version: t.version,
+            kept: (state.idle_times.count(), None),
+            state,
+            image: t.image.clone(),
+            schedule: Schedule::new(&t.scale.schedule),
+            shown: None,
+        }
+    }
 }
 
 /// Writes a version's learned idle times where the provider keeps them.
@@ -77,14 +96,27 @@ async fn keep(
 /// How long a stopping gateway waits to keep what its versions learned since their last write.
 const KEEP_AT_STOP: Duration = Duration::from_secs(5);
 
+/// Whether a version at zero may be left alone while nothing calls it: its decisions need no
+/// memory of the past (no learned idle times, no schedule, no minimum).
+fn may_rest(t: &ScaleTarget) -> bool {
+    t.scale.min <= 0
+        && t.scale.schedule.is_empty()
+        && t.scale.idle.as_ref().is_none_or(|i| i.policy != flint_api::IdlePolicy::Learned)
+}
+
+fn quiet(s: source::Sample) -> bool {
+    s.rps == 0.0 && s.in_flight == 0.0 && s.waiting == 0
+}
+
 impl Autoscaler {
     /// At stop (shutdown, or the Lease lost): what was learned since the last write is kept,
     /// so that the next holder starts from all of it.
-    async fn keep_all(&self, states: &mut HashMap<(String, String, Version), Tracked>) {
+    async fn keep_all(&self, states: &mut HashMap<Key, Tracked>) {
         let writes = states
             .drain()
-            .filter(|(_, t)| t.state.idle_times.count() != t.kept.0)
-            .map(|((ns, name, v), t)| keep(self.provider.clone(), ns, name, v, t.image, t.state.idle_times));
+            .map(|(_, t)| t)
+            .filter(|t| t.state.idle_times.count() != t.kept.0)
+            .map(|t| keep(self.provider.clone(), t.namespace, t.name, t.version, t.image, t.state.idle_times));
         let writes: Vec<_> = writes.collect();
         let n = writes.len();
         if n > 0 && tokio::time::timeout(KEEP_AT_STOP, futures::future::join_all(writes)).await.is_err() {
@@ -196,7 +228,7 @@ impl Autoscaler {
 
     /// The loop; state starts fresh each time (a new leader learns the load anew).
     pub async fn run_shared(self: Arc<Self>, stop: CancellationToken) {
-        let mut states: HashMap<(String, String, Version), Tracked> = HashMap::new();
+        let mut states: HashMap<Key, Tracked> = HashMap::new();
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut source_down = false;
@@ -229,46 +261,41 @@ impl Autoscaler {
             self.judge_canaries(&mut checked, now).await;
             // A set, not a scan of the targets per state: that was quadratic, a third of a core
             // at 10,000 functions.
-            let live: HashSet<(&str, &str, Version)> =
-                targets.iter().map(|t| (t.namespace.as_str(), t.name.as_str(), t.version)).collect();
-            states.retain(|k, _| live.contains(&(k.0.as_str(), k.1.as_str(), k.2)));
+            let live: HashSet<&Key> = keys.iter().collect();
+            states.retain(|k, _| live.contains(k));
             for (t, key) in targets.iter().zip(&keys) {
-                let tracked = states.entry((t.namespace.clone(), t.name.clone(), t.version)).or_insert_with(|| {
+                // Thousands of functions make a long tick: requests on this thread get their
+                // turn every so often rather than after it.
+                tokio::task::consume_budget().await;
+                let sample = samples.as_ref().and_then(|s| s.get(key)).copied();
+                // Waiting here is known now; waiting at other gateways only through the source.
+                let waiting_here = self.invoker.waiting(&t.namespace, &t.name, t.version);
+                let resting = may_rest(t) && t.replicas == 0;
+                if resting && !states.contains_key(key) && t.ready == 0 && waiting_here == 0 && sample.is_none_or(quiet)
+                {
+                    // At rest: nothing to decide, and nothing kept until it is called.
+                    continue;
+                }
+                let tracked = states.entry(key.clone()).or_insert_with(|| {
                     let learned = self.provider.learned_idle(&t.namespace, &t.name, t.version, &t.image);
                     if let Some(idle) = &learned {
                         tracing::info!(function = %key.0, version = key.1, spells = idle.count(), "starting from the idle times learned before");
                     }
-                    let state = State::with_idle_times(now, learned.unwrap_or_default());
-                    Tracked {
-                        kept: (state.idle_times.count(), None),
-                        state,
-                        image: t.image.clone(),
-                        schedule: Schedule::new(&t.scale.schedule),
-                        shown: None,
-                    }
+                    Tracked::new(t, State::with_idle_times(now, learned.unwrap_or_default()))
                 });
                 if tracked.image != t.image {
                     // A new image is a new function as far as its calls go: learned afresh.
-                    *tracked = Tracked {
-                        state: State::new(now),
-                        kept: (0, None),
-                        image: t.image.clone(),
-                        schedule: Schedule::new(&t.scale.schedule),
-                        shown: None,
-                    };
+                    *tracked = Tracked::new(t, State::new(now));
                 }
                 if !tracked.schedule.is_for(&t.scale.schedule) {
                     tracked.schedule = Schedule::new(&t.scale.schedule);
                 }
                 let state = &mut tracked.state;
                 let gaps_before = state.idle_times.count();
-                let sample = samples.as_ref().and_then(|s| s.get(key)).copied();
                 let value = sample.map(|s| match t.scale.metric {
                     ScaleMetric::Concurrency => s.in_flight,
                     ScaleMetric::Rps => s.rps,
                 });
-                // Waiting here is known now; waiting at other gateways only through the source.
-                let waiting_here = self.invoker.waiting(&t.namespace, &t.name, t.version);
                 let observation = Observation {
                     now,
                     value,
@@ -317,6 +344,9 @@ impl Autoscaler {
                 self.metrics.actual_replicas.get_or_create(&labels).set(t.replicas as i64);
                 self.metrics.history.of(&key.0).replicas(t.version as usize, decision.desired, t.replicas);
                 if decision.desired == t.replicas || decision.reason == Reason::NoData {
+                    if resting && tracked.state.at_rest(now) {
+                        states.remove(key);
+                    }
                     continue;
                 }
                 tracing::info!(

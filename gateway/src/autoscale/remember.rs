@@ -36,7 +36,7 @@ impl IdleFiles {
     pub fn load(&self, namespace: &str, name: &str, version: Version, image: &str) -> Option<IdleTimes> {
         let bytes = std::fs::read(self.path(namespace, name, version)).ok()?;
         let stored: Stored = serde_json::from_slice(&bytes).ok()?;
-        (stored.image == image && stored.idle.bins.len() == BINS).then_some(stored.idle)
+        (stored.image == image && [0, BINS].contains(&stored.idle.bins.len())).then_some(stored.idle)
     }
 
     pub fn save(
@@ -80,7 +80,7 @@ pub fn from_status(entry: &LearnedIdle, image: &str) -> Option<IdleTimes> {
     for pair in entry.counts.split_whitespace() {
         let (bin, count) = pair.split_once(':')?;
         let (bin, count): (usize, u32) = (bin.parse().ok()?, count.parse().ok()?);
-        *idle.bins.get_mut(bin)? = count;
+        *idle.bins_mut().get_mut(bin)? = count;
     }
     idle.longer = u32::try_from(entry.longer).ok()?;
     idle.recent_long = entry.recent_long.iter().map(|&b| u32::try_from(b).ok()).collect::<Option<_>>()?;

@@ -33,7 +33,14 @@ pub trait Source: Send + Sync {
 /// The gateway's own counters: rate from the arrivals counter between two reads.
 pub struct InProcess {
     metrics: Arc<Metrics>,
-    last: std::sync::Mutex<HashMap<Key, (Instant, u64)>>,
+    last: std::sync::Mutex<LastRead>,
+}
+
+/// When the counters were last read, and each one's value then.
+#[derive(Default)]
+struct LastRead {
+    at: Option<Instant>,
+    counters: HashMap<Key, (Instant, u64)>,
 }
 
 impl InProcess {
@@ -49,22 +56,28 @@ impl Source for InProcess {
 
     fn read<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<HashMap<Key, Sample>, String>> {
         let now = Instant::now();
-        let mut last = self.last.lock().unwrap();
+        let mut guard = self.last.lock().unwrap();
+        let LastRead { at, counters: last } = &mut *guard;
+        // A counter made since the last read was 0 then.
+        let since = at.replace(now);
         // Versions no longer asked for (deleted) are not remembered.
         let asked: std::collections::HashSet<&Key> = keys.iter().collect();
         last.retain(|key, _| asked.contains(key));
         let samples = keys
             .iter()
             .map(|key| {
+                // Read, not made: a version never called has no series, and gets none here.
                 let labels = VersionLabels { function_name: key.0.clone(), version: key.1 };
-                let total = self.metrics.arrivals.get_or_create(&labels).get();
-                let in_flight = self.metrics.in_flight.get_or_create(&labels).get().max(0) as f64;
-                let waiting = self.metrics.waiting.get_or_create(&labels).get().max(0) as usize;
-                let rps = match last.insert(key.clone(), (now, total)) {
-                    Some((then, before)) if now > then => {
-                        (total - before) as f64 / now.duration_since(then).as_secs_f64()
-                    }
-                    _ => 0.0,
+                let in_flight = self.metrics.in_flight.get(&labels).map_or(0, |g| g.get()).max(0) as f64;
+                let waiting = self.metrics.waiting.get(&labels).map_or(0, |g| g.get()).max(0) as usize;
+                let rps = match self.metrics.arrivals.get(&labels).map(|c| c.get()) {
+                    None => 0.0,
+                    Some(total) => match last.insert(key.clone(), (now, total)).or(since.map(|t| (t, 0))) {
+                        Some((then, before)) if now > then => {
+                            (total - before) as f64 / now.duration_since(then).as_secs_f64()
+                        }
+                        _ => 0.0,
+                    },
                 };
                 (key.clone(), Sample { rps, in_flight, waiting })
             })
@@ -172,5 +185,31 @@ impl Source for Prometheus {
                 })
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn in_process_reads_make_no_series_and_count_a_new_counters_arrivals_from_the_last_read() {
+        let metrics = Arc::new(Metrics::new());
+        let source = InProcess::new(metrics.clone());
+        let keys = [("idle.default".to_string(), "stable"), ("busy.default".to_string(), "stable")];
+        let read = || async { source.read(&keys).await.unwrap() };
+        assert_eq!(read().await[&keys[0]], Sample::default());
+        assert!(!metrics.encode().contains("idle.default"), "a read made series:\n{}", metrics.encode());
+
+        // Four calls arrive between two reads, a second apart, to a version first called then.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let busy = metrics.version("busy.default", flint_api::Version::Stable);
+        for _ in 0..4 {
+            busy.arrive();
+        }
+        let samples = read().await;
+        assert_eq!(samples[&keys[1]], Sample { rps: 4.0, in_flight: 4.0, waiting: 0 });
+        assert_eq!(samples[&keys[0]], Sample::default());
+        assert!(!metrics.encode().contains("idle.default"));
     }
 }

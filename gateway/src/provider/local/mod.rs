@@ -23,14 +23,19 @@ use flint_api::{Function, Invalid};
 use futures::{FutureExt, future::BoxFuture, stream::BoxStream};
 use k8s_openapi::jiff::Timestamp;
 
-use self::{logs::LogHub, template::Template, version::VersionSet};
+use self::{
+    logs::LogHub,
+    template::Template,
+    version::{Runner, VersionSet},
+};
 use super::{CanaryTarget, Deployed, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget, Version};
 use crate::autoscale::{idle::IdleTimes, remember::IdleFiles};
 
 type Key = (String, String);
 
 pub struct Local {
-    watchdog: PathBuf,
+    /// The watchdog every replica runs, and the hub their output goes to.
+    runner: Arc<Runner>,
     secrets_dir: PathBuf,
     /// Working directory of functions deployed through the REST API.
     default_workdir: PathBuf,
@@ -38,7 +43,6 @@ pub struct Local {
     functions: RwLock<BTreeMap<Key, Entry>>,
     /// Functions that came from manifests (a reload may remove them; API-deployed ones stay).
     from_files: std::sync::Mutex<std::collections::BTreeSet<Key>>,
-    logs: LogHub,
     /// Learned idle times, kept beside the functions.
     idle: IdleFiles,
 }
@@ -106,12 +110,11 @@ pub enum LoadError {
 impl Local {
     pub fn new(watchdog: PathBuf, secrets_dir: PathBuf, default_workdir: PathBuf, namespace: String) -> Self {
         Local {
-            watchdog,
+            runner: Arc::new(Runner { watchdog, logs: LogHub::default() }),
             secrets_dir,
             namespace,
             functions: RwLock::new(BTreeMap::new()),
             from_files: Default::default(),
-            logs: LogHub::default(),
             idle: IdleFiles::new(default_workdir.join(".flint").join("idle")),
             default_workdir,
         }
@@ -213,12 +216,12 @@ impl Local {
 
     /// Whether functions can run here: local mode runs each replica as a watchdog process.
     fn runnable(&self) -> Result<(), ProviderError> {
-        if self.watchdog.is_file() {
+        if self.runner.watchdog.is_file() {
             return Ok(());
         }
         Err(ProviderError::Backend(format!(
             "local mode runs functions with the watchdog, and there is none at {}: build it (cargo build --bins) or pass --watchdog",
-            self.watchdog.display()
+            self.runner.watchdog.display()
         )))
     }
 
@@ -235,8 +238,8 @@ impl Local {
         // As the operator does: `scale.initial`, else max(min, 1) so a new function answers at once.
         let initial = f.spec.scale.initial_replicas() as u32;
         let entry = Entry {
-            stable: VersionSet::start(stable, initial, self.watchdog.clone(), self.logs.clone()),
-            canary: canary.map(|t| VersionSet::start(t, initial, self.watchdog.clone(), self.logs.clone())),
+            stable: VersionSet::start(stable, initial, self.runner.clone()),
+            canary: canary.map(|t| VersionSet::start(t, initial, self.runner.clone())),
             canary_status: std::sync::Mutex::new(f.spec.canary.as_ref().map(flint_api::CanaryStatus::initial)),
             function: Arc::new(f),
             workdir,
@@ -275,10 +278,10 @@ impl Local {
         let clamp = |n: u32| n.clamp(scale.min.max(0) as u32, scale.max as u32);
         // A version whose template is unchanged keeps its replicas; a changed one is started
         // beside the old, which is stopped once the new one serves.
-        let keep = |t: &Template, old: Option<&VersionSet>| old.is_some_and(|o| &o.template == t);
+        let keep = |t: &Template, old: Option<&VersionSet>| old.is_some_and(|o| *o.template == *t);
         let start = |t: Template, like: Option<&VersionSet>| {
             let n = like.map(VersionSet::replicas).unwrap_or(scale.initial_replicas() as u32);
-            VersionSet::start(t, clamp(n).max(1), self.watchdog.clone(), self.logs.clone())
+            VersionSet::start(t, clamp(n).max(1), self.runner.clone())
         };
         let mut functions = self.functions.write().unwrap();
         let Some(current) = functions.remove(&key) else {
@@ -425,7 +428,7 @@ impl Provider for Local {
         let removed = self.functions.write().unwrap().remove(&(namespace.to_string(), name.to_string()));
         async move {
             let entry = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
-            let (logs, namespace, name) = (self.logs.clone(), namespace.to_string(), name.to_string());
+            let (logs, namespace, name) = (self.runner.logs.clone(), namespace.to_string(), name.to_string());
             logs.forget(&namespace, &name);
             tokio::spawn(async move {
                 entry.stop().await;
@@ -547,7 +550,7 @@ impl Provider for Local {
     }
 
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<BoxStream<'static, LogMessage>, ProviderError>> {
-        let found = self.with_entry(&query.namespace, &query.name, |_| Ok(self.logs.query(&query)));
+        let found = self.with_entry(&query.namespace, &query.name, |_| Ok(self.runner.logs.query(&query)));
         async move { found }.boxed()
     }
 

@@ -2,8 +2,17 @@
 //! ready, restarted with backoff when they crash, and stopped newest-first (not-ready first)
 //! when the count drops. A replica leaves the endpoint list before it is told to stop, so no
 //! new request is sent to a replica that is going away.
+//!
+//! A version at zero has no supervisor: one is started when replicas are wanted, and it ends
+//! once it has none left and none are wanted. Ten thousand functions at zero are ten thousand
+//! counts, not ten thousand tasks.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::{
     sync::{mpsc, watch},
@@ -19,27 +28,66 @@ use super::{
 };
 use crate::provider::{Endpoint, Endpoints};
 
-/// Handle to a running version; dropping it does not stop it, `stop()` does.
+/// What every version's replicas are started with: the watchdog, and where their output goes.
+pub struct Runner {
+    pub watchdog: PathBuf,
+    pub logs: LogHub,
+}
+
+/// Handle to a version; dropping it does not stop it, `stop()` does.
 pub struct VersionSet {
-    pub template: Template,
+    pub template: Arc<Template>,
+    runner: Arc<Runner>,
+    endpoints: watch::Sender<Arc<Vec<Arc<Endpoint>>>>,
+    control: Arc<Mutex<Control>>,
+}
+
+/// The wanted count, and the supervisor keeping it while there is one.
+struct Control {
+    desired: u32,
+    supervisor: Option<Running>,
+}
+
+struct Running {
     desired: watch::Sender<u32>,
-    endpoints: Endpoints,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl VersionSet {
-    pub fn start(template: Template, replicas: u32, watchdog: PathBuf, logs: LogHub) -> Self {
-        let (desired, desired_rx) = watch::channel(replicas);
-        let (endpoints_tx, endpoints) = watch::channel(Arc::new(Vec::new()));
+    pub fn start(template: Template, replicas: u32, runner: Arc<Runner>) -> Self {
+        let set = VersionSet {
+            template: Arc::new(template),
+            runner,
+            endpoints: watch::channel(Arc::new(Vec::new())).0,
+            control: Arc::new(Mutex::new(Control { desired: 0, supervisor: None })),
+        };
+        set.set_replicas(replicas);
+        set
+    }
+
+    pub fn set_replicas(&self, n: u32) {
+        let mut control = self.control.lock().unwrap();
+        control.desired = n;
+        match &control.supervisor {
+            Some(running) => {
+                running.desired.send_if_modified(|d| std::mem::replace(d, n) != n);
+            }
+            None if n > 0 => control.supervisor = Some(self.supervise(n)),
+            None => {}
+        }
+    }
+
+    fn supervise(&self, n: u32) -> Running {
+        let (desired, desired_rx) = watch::channel(n);
         let stop = CancellationToken::new();
         let task = tokio::spawn(
             Supervisor {
-                template: template.clone(),
-                watchdog,
-                logs,
+                template: self.template.clone(),
+                runner: self.runner.clone(),
+                control: self.control.clone(),
                 desired: desired_rx,
-                endpoints: endpoints_tx,
+                endpoints: self.endpoints.clone(),
                 stop: stop.clone(),
                 replicas: BTreeMap::new(),
                 ready: BTreeMap::new(),
@@ -49,15 +97,11 @@ impl VersionSet {
             }
             .run(),
         );
-        VersionSet { template, desired, endpoints, stop, task }
-    }
-
-    pub fn set_replicas(&self, n: u32) {
-        self.desired.send_if_modified(|d| std::mem::replace(d, n) != n);
+        Running { desired, stop, task }
     }
 
     pub fn replicas(&self) -> u32 {
-        *self.desired.borrow()
+        self.control.lock().unwrap().desired
     }
 
     pub fn available(&self) -> u32 {
@@ -65,20 +109,23 @@ impl VersionSet {
     }
 
     pub fn endpoints(&self) -> Endpoints {
-        self.endpoints.clone()
+        self.endpoints.subscribe()
     }
 
     /// Stops every replica (each drains first) and waits for them.
     pub async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
+        let running = self.control.lock().unwrap().supervisor.take();
+        if let Some(running) = running {
+            running.stop.cancel();
+            let _ = running.task.await;
+        }
     }
 }
 
 struct Supervisor {
-    template: Template,
-    watchdog: PathBuf,
-    logs: LogHub,
+    template: Arc<Template>,
+    runner: Arc<Runner>,
+    control: Arc<Mutex<Control>>,
     desired: watch::Receiver<u32>,
     endpoints: watch::Sender<Arc<Vec<Arc<Endpoint>>>>,
     stop: CancellationToken,
@@ -95,6 +142,9 @@ impl Supervisor {
         let (events_tx, mut events) = mpsc::channel(64);
         loop {
             self.reconcile(&events_tx);
+            if self.replicas.is_empty() && self.retry_at.is_none() && self.retire() {
+                return;
+            }
             let retry = self.retry_at;
             tokio::select! {
                 changed = self.desired.changed() => if changed.is_err() { break },
@@ -109,6 +159,17 @@ impl Supervisor {
         futures::future::join_all(std::mem::take(&mut self.replicas).into_values().map(|r| r.stop(grace))).await;
     }
 
+    /// Ends this supervisor if no replica is wanted (checked under the lock that starts one, so
+    /// a count set meanwhile either reaches this one or starts the next).
+    fn retire(&self) -> bool {
+        let mut control = self.control.lock().unwrap();
+        if control.desired > 0 {
+            return false;
+        }
+        control.supervisor = None;
+        true
+    }
+
     /// Time a stopping replica gets: its longest invocation plus the watchdog's own grace.
     fn grace(&self) -> Duration {
         self.template.timeout + Duration::from_secs(2)
@@ -119,12 +180,12 @@ impl Supervisor {
         while self.replicas.len() < want && self.retry_at.is_none() {
             let id = self.next_id;
             self.next_id += 1;
-            match replica::start(id, &self.template, &self.watchdog, &self.logs, events.clone()) {
+            match replica::start(id, &self.template, &self.runner.watchdog, &self.runner.logs, events.clone()) {
                 Ok(r) => {
                     self.replicas.insert(id, r);
                 }
                 Err(e) => {
-                    tracing::error!(function = %self.template.name, version = self.template.version.as_str(), error = %e, watchdog = %self.watchdog.display(), "cannot start a replica");
+                    tracing::error!(function = %self.template.name, version = self.template.version.as_str(), error = %e, watchdog = %self.runner.watchdog.display(), "cannot start a replica");
                     self.backoff();
                 }
             }
