@@ -67,13 +67,13 @@ struct Tracked {
 impl Tracked {
     fn new(t: &ScaleTarget, state: State) -> Self {
         Tracked {
-            namespace: t.namespace.clone(),
-            name: t.name.clone(),
+            namespace: t.namespace().to_string(),
+            name: t.name().to_string(),
             version: t.version,
             kept: (state.idle_times.count(), None),
             state,
-            image: t.image.clone(),
-            schedule: Schedule::new(&t.scale.schedule),
+            image: t.image().to_string(),
+            schedule: Schedule::new(&t.scale().schedule),
             shown: None,
         }
     }
@@ -99,9 +99,9 @@ const KEEP_AT_STOP: Duration = Duration::from_secs(5);
 /// Whether a version at zero may be left alone while nothing calls it: its decisions need no
 /// memory of the past (no learned idle times, no schedule, no minimum).
 fn may_rest(t: &ScaleTarget) -> bool {
-    t.scale.min <= 0
-        && t.scale.schedule.is_empty()
-        && t.scale.idle.as_ref().is_none_or(|i| i.policy != flint_api::IdlePolicy::Learned)
+    t.scale().min <= 0
+        && t.scale().schedule.is_empty()
+        && t.scale().idle.as_ref().is_none_or(|i| i.policy != flint_api::IdlePolicy::Learned)
 }
 
 fn quiet(s: source::Sample) -> bool {
@@ -151,7 +151,7 @@ impl Autoscaler {
         tracked: &mut Tracked,
         wall: chrono::DateTime<chrono::Utc>,
     ) {
-        if bounds.learned.is_none() && t.scale.schedule.is_empty() {
+        if bounds.learned.is_none() && t.scale().schedule.is_empty() {
             return;
         }
         if tracked.shown.is_none() {
@@ -164,7 +164,7 @@ impl Autoscaler {
                 self.metrics.pre_warms_used.get_or_create(&labels).inc_by(0);
                 self.metrics.cold_starts_avoided.get_or_create(&avoided(Reason::PreWarm.as_str())).inc_by(0);
             }
-            if !t.scale.schedule.is_empty() {
+            if !t.scale().schedule.is_empty() {
                 self.metrics.cold_starts_avoided.get_or_create(&avoided(Reason::Scheduled.as_str())).inc_by(0);
             }
         }
@@ -240,7 +240,7 @@ impl Autoscaler {
             }
             let targets = self.provider.scale_targets();
             let keys: Vec<Key> =
-                targets.iter().map(|t| (format!("{}.{}", t.name, t.namespace), t.version.as_str())).collect();
+                targets.iter().map(|t| (format!("{}.{}", t.name(), t.namespace()), t.version.as_str())).collect();
             let samples = match self.source.read(&keys).await {
                 Ok(s) => {
                     if source_down {
@@ -269,7 +269,7 @@ impl Autoscaler {
                 tokio::task::consume_budget().await;
                 let sample = samples.as_ref().and_then(|s| s.get(key)).copied();
                 // Waiting here is known now; waiting at other gateways only through the source.
-                let waiting_here = self.invoker.waiting(&t.namespace, &t.name, t.version);
+                let waiting_here = self.invoker.waiting(t.namespace(), t.name(), t.version);
                 let resting = may_rest(t) && t.replicas == 0;
                 if resting && !states.contains_key(key) && t.ready == 0 && waiting_here == 0 && sample.is_none_or(quiet)
                 {
@@ -277,22 +277,22 @@ impl Autoscaler {
                     continue;
                 }
                 let tracked = states.entry(key.clone()).or_insert_with(|| {
-                    let learned = self.provider.learned_idle(&t.namespace, &t.name, t.version, &t.image);
+                    let learned = self.provider.learned_idle(t.namespace(), t.name(), t.version, t.image());
                     if let Some(idle) = &learned {
                         tracing::info!(function = %key.0, version = key.1, spells = idle.count(), "starting from the idle times learned before");
                     }
                     Tracked::new(t, State::with_idle_times(now, learned.unwrap_or_default()))
                 });
-                if tracked.image != t.image {
+                if tracked.image != t.image() {
                     // A new image is a new function as far as its calls go: learned afresh.
                     *tracked = Tracked::new(t, State::new(now));
                 }
-                if !tracked.schedule.is_for(&t.scale.schedule) {
-                    tracked.schedule = Schedule::new(&t.scale.schedule);
+                if !tracked.schedule.is_for(&t.scale().schedule) {
+                    tracked.schedule = Schedule::new(&t.scale().schedule);
                 }
                 let state = &mut tracked.state;
                 let gaps_before = state.idle_times.count();
-                let value = sample.map(|s| match t.scale.metric {
+                let value = sample.map(|s| match t.scale().metric {
                     ScaleMetric::Concurrency => s.in_flight,
                     ScaleMetric::Rps => s.rps,
                 });
@@ -306,11 +306,11 @@ impl Autoscaler {
                     ready: t.ready,
                 };
                 let bounds = Bounds {
-                    min: t.scale.min.max(0) as u32,
-                    max: t.scale.max.max(1) as u32,
-                    target: t.scale.target.max(1) as f64,
-                    zero_after: t.scale.zero_after.get(),
-                    learned: t.scale.idle.as_ref().filter(|i| i.policy == flint_api::IdlePolicy::Learned).map(|i| {
+                    min: t.scale().min.max(0) as u32,
+                    max: t.scale().max.max(1) as u32,
+                    target: t.scale().target.max(1) as f64,
+                    zero_after: t.scale().zero_after.get(),
+                    learned: t.scale().idle.as_ref().filter(|i| i.policy == flint_api::IdlePolicy::Learned).map(|i| {
                         idle::Settings {
                             max_keep_alive: i.max_keep_alive.get(),
                             cv_threshold: self.params.idle_cv_threshold,
@@ -331,10 +331,10 @@ impl Autoscaler {
                     tracked.kept = (learned, Some(now));
                     tokio::spawn(keep(
                         self.provider.clone(),
-                        t.namespace.clone(),
-                        t.name.clone(),
+                        t.namespace().to_string(),
+                        t.name().to_string(),
                         t.version,
-                        t.image.clone(),
+                        t.image().to_string(),
                         state.idle_times.clone(),
                     ));
                 }
@@ -355,7 +355,7 @@ impl Autoscaler {
                     from = t.replicas,
                     to = decision.desired,
                     reason = decision.reason.as_str(),
-                    metric = ?t.scale.metric,
+                    metric = ?t.scale().metric,
                     stable_avg = decision.stable_avg,
                     panic_avg = decision.panic_avg,
                     in_flight = observation.in_flight,
@@ -372,7 +372,7 @@ impl Autoscaler {
                         .get_or_create(&VersionLabels { function_name: key.0.clone(), version: key.1 })
                         .inc();
                 }
-                match self.provider.scale(&t.namespace, &t.name, t.version, decision.desired).await {
+                match self.provider.scale(t.namespace(), t.name(), t.version, decision.desired).await {
                     Ok(()) => {
                         let note = format!(
                             "{} version: {} -> {} replicas ({}; stable avg {:.2}, panic avg {:.2}, target {})",
@@ -385,7 +385,7 @@ impl Autoscaler {
                             bounds.target
                         );
                         self.metrics.history.of(&key.0).event("scaling", note.clone());
-                        self.provider.event(&t.namespace, &t.name, decision.reason.as_str(), note).await;
+                        self.provider.event(t.namespace(), t.name(), decision.reason.as_str(), note).await;
                     }
                     Err(e) => tracing::warn!(function = %key.0, error = %e, "could not scale"),
                 }

@@ -38,21 +38,32 @@ pub struct Deployed {
 /// A version the autoscaler looks after: its bounds and its replicas now.
 #[derive(Clone, Debug)]
 pub struct ScaleTarget {
-    pub namespace: String,
-    pub name: String,
+    /// Shared with the provider, not copied: the autoscaler reads every function every tick.
+    pub function: Arc<Function>,
     pub version: Version,
-    pub scale: flint_api::Scale,
-    /// The version's image: what its learned idle times are about.
-    pub image: String,
     pub replicas: u32,
     pub ready: u32,
 }
 
-/// The image a version runs.
-pub fn image_of(spec: &flint_api::FunctionSpec, version: Version) -> String {
-    match (version, &spec.canary) {
-        (Version::Canary, Some(c)) => c.image.clone(),
-        _ => spec.image.clone(),
+impl ScaleTarget {
+    pub fn namespace(&self) -> &str {
+        self.function.metadata.namespace.as_deref().unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &str {
+        self.function.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn scale(&self) -> &flint_api::Scale {
+        &self.function.spec.scale
+    }
+
+    /// The version's image: what its learned idle times are about.
+    pub fn image(&self) -> &str {
+        match (self.version, &self.function.spec.canary) {
+            (Version::Canary, Some(c)) => &c.image,
+            _ => &self.function.spec.image,
+        }
     }
 }
 

@@ -48,9 +48,9 @@ impl Api {
         let all = self.provider.list(&namespace).await.map_err(error)?;
         // The analysis' state as the gateway holds it (both providers), over the Function's.
         let mut versions: std::collections::HashMap<String, Vec<VersionReplicas>> = Default::default();
-        for t in self.provider.scale_targets().into_iter().filter(|t| t.namespace == namespace) {
+        for t in self.provider.scale_targets().into_iter().filter(|t| t.namespace() == namespace) {
             let v = VersionReplicas { version: t.version.as_str(), replicas: t.replicas, ready: t.ready };
-            versions.entry(t.name).or_default().push(v);
+            versions.entry(t.name().to_string()).or_default().push(v);
         }
         let analysed: std::collections::HashMap<String, flint_api::CanaryStatus> = self
             .provider

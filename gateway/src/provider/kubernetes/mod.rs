@@ -35,7 +35,7 @@ use crate::autoscale::{idle::IdleTimes, remember};
 
 use super::{
     CanaryTarget, Deployed, Endpoint, Endpoints, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget,
-    Version, image_of,
+    Version,
 };
 
 pub const FIELD_MANAGER: &str = "flint-gateway";
@@ -455,21 +455,14 @@ impl Provider for Kubernetes {
     fn scale_targets(&self) -> Vec<ScaleTarget> {
         let mut out = Vec::new();
         for f in self.functions.state() {
-            let (ns, name) = (f.namespace().unwrap_or_default(), f.name_any());
+            let (ns, name) =
+                (f.metadata.namespace.as_deref().unwrap_or_default(), f.metadata.name.as_deref().unwrap_or_default());
             for version in [Version::Stable, Version::Canary] {
                 if version == Version::Canary && f.spec.canary.is_none() {
                     continue;
                 }
-                if let Some((replicas, ready)) = self.counts(&ns, &name, version) {
-                    out.push(ScaleTarget {
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        version,
-                        scale: f.spec.scale.clone(),
-                        image: image_of(&f.spec, version),
-                        replicas,
-                        ready,
-                    });
+                if let Some((replicas, ready)) = self.counts(ns, name, version) {
+                    out.push(ScaleTarget { function: f.clone(), version, replicas, ready });
                 }
             }
         }

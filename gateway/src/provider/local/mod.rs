@@ -478,15 +478,12 @@ impl Provider for Local {
     fn scale_targets(&self) -> Vec<ScaleTarget> {
         let functions = self.functions.read().unwrap();
         let mut out = Vec::new();
-        for ((namespace, name), entry) in functions.iter() {
+        for entry in functions.values() {
             for version in [Version::Stable, Version::Canary] {
                 if let Some(set) = entry.version(version) {
                     out.push(ScaleTarget {
-                        namespace: namespace.clone(),
-                        name: name.clone(),
+                        function: entry.function.clone(),
                         version,
-                        scale: entry.function.spec.scale.clone(),
-                        image: super::image_of(&entry.function.spec, version),
                         replicas: set.replicas(),
                         ready: set.available(),
                     });
