@@ -9,7 +9,11 @@
 //! know which tick it holds. A tick that falls while no replica fires (no Lease holder, the
 //! gateway down) is not fired later.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -39,12 +43,13 @@ impl Cron {
                 _ = stop.cancelled() => return,
             }
             let now = Utc::now();
-            let mut seen = Vec::new();
+            // A set: a list's `contains` per kept entry was quadratic in the triggers.
+            let mut seen = HashSet::new();
             for (namespace, name, function) in self.provider.triggers() {
                 for (i, trigger) in function.spec.triggers.iter().enumerate() {
                     let Some(t) = &trigger.cron else { continue };
                     let key = (namespace.clone(), name.clone(), i, t.schedule.clone());
-                    seen.push(key.clone());
+                    seen.insert(key.clone());
                     let Ok(schedule) = flint_api::cron::parse(&t.schedule) else { continue };
                     // One that never fires (written before validate() refused it) is never due.
                     let due = *next.entry(key.clone()).or_insert_with(|| {

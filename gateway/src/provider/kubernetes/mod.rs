@@ -96,11 +96,17 @@ impl Kubernetes {
         let scope = scope::Scope::new(function_namespaces);
         let watches = Arc::new(health::Watches::default());
         let (functions, writer) = reflector::store();
-        let stream = reflector::reflector(writer, scope.watch::<Function>(&client, watcher::Config::default()));
+        let watch = scope.watch::<Function>(&client, watcher::Config::default()).modify(|f| {
+            // Who wrote which field is the API server's business; it was a third of each
+            // cached Function (the whole Function is read again before an update).
+            f.metadata.managed_fields = None;
+        });
+        let stream = reflector::reflector(writer, watch);
         tokio::spawn(watches.clone().follow("Functions", stream.default_backoff()));
         let (deployments, writer) = reflector::store();
         let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=flint-operator");
-        let stream = reflector::reflector(writer, scope.watch::<Deployment>(&client, managed));
+        let watch = scope.watch::<Deployment>(&client, managed).modify(slim);
+        let stream = reflector::reflector(writer, watch);
         tokio::spawn(watches.clone().follow("Deployments", stream.default_backoff()));
 
         let channels: Arc<RwLock<HashMap<Key, Channel>>> = Default::default();
@@ -180,6 +186,7 @@ impl Kubernetes {
     }
 
     /// Wanted and ready replicas of a version's Deployment (only one the Function owns).
+    /// A version's wanted and ready replicas, from its Deployment (read from what `slim` keeps).
     fn counts(&self, namespace: &str, name: &str, version: Version) -> Option<(u32, u32)> {
         let d = self.deployment(namespace, &Self::object_name(name, version))?;
         let f = self.function(namespace, name).ok()?;
@@ -612,6 +619,20 @@ impl Provider for Kubernetes {
 }
 
 /// Whether the Function is the Deployment's controller (by uid).
+/// What the gateway keeps of a Deployment: its name, owner, wanted and ready replicas. The pod
+/// template, annotations, managed fields and conditions were most of each cached object, one
+/// or two per function whether it runs or not.
+fn slim(d: &mut Deployment) {
+    d.metadata.managed_fields = None;
+    d.metadata.annotations = None;
+    if let Some(spec) = &mut d.spec {
+        spec.template = Default::default();
+    }
+    if let Some(status) = &mut d.status {
+        status.conditions = None;
+    }
+}
+
 fn owned_by(d: &Deployment, f: &Function) -> bool {
     d.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == f.metadata.uid.as_ref())
 }
@@ -640,9 +661,12 @@ mod tests {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "ns", "ownerReferences": [
                 {"apiVersion": "flint.dev/v1alpha1", "kind": "Function", "name": "f", "uid": "u-f", "controller": true}
-            ]},
-            "spec": {"replicas": replicas, "selector": {}, "template": {}},
-            "status": {"readyReplicas": replicas}
+            ], "annotations": {"deployment.kubernetes.io/revision": "1"},
+            "managedFields": [{"manager": "flint-operator", "operation": "Apply", "fieldsType": "FieldsV1"}]},
+            "spec": {"replicas": replicas, "selector": {}, "template": {"spec": {"containers": [
+                {"name": "function", "image": "registry.local/f:1", "args": ["--upstream", "127.0.0.1:8081"]}
+            ]}}},
+            "status": {"readyReplicas": replicas, "conditions": [{"type": "Available", "status": "True"}]}
         }))
         .unwrap()
     }
@@ -656,7 +680,9 @@ mod tests {
             fw.apply_watcher_event(&watcher::Event::Apply(f));
         }
         let (dstore, mut dw) = reflector::store();
-        for d in deployments {
+        for mut d in deployments {
+            // As the watch does: every test reads what the gateway keeps.
+            slim(&mut d);
             dw.apply_watcher_event(&watcher::Event::Apply(d));
         }
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: None };
@@ -671,6 +697,16 @@ mod tests {
             channels: Default::default(),
         };
         (k, handle)
+    }
+
+    #[tokio::test]
+    async fn a_cached_deployment_keeps_its_owner_and_counts_and_nothing_else() {
+        let (k, _api) = provider(vec![function("  image: x")], vec![deployment("f", 3)]);
+        let d = k.deployment("ns", "f").unwrap();
+        assert_eq!(d.spec.as_ref().unwrap().template, Default::default());
+        assert!(d.metadata.managed_fields.is_none() && d.metadata.annotations.is_none());
+        assert!(d.status.as_ref().unwrap().conditions.is_none());
+        assert_eq!(k.counts("ns", "f", Version::Stable), Some((3, 3)));
     }
 
     /// Answers the next call after checking it; returns its JSON body.
