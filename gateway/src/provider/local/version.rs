@@ -10,7 +10,7 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -38,7 +38,9 @@ pub struct Runner {
 pub struct VersionSet {
     pub template: Arc<Template>,
     runner: Arc<Runner>,
-    endpoints: watch::Sender<Arc<Vec<Arc<Endpoint>>>>,
+    /// Made when first asked for (a request, or replicas to publish): a version never called
+    /// needs none.
+    endpoints: OnceLock<watch::Sender<Arc<Vec<Arc<Endpoint>>>>>,
     control: Arc<Mutex<Control>>,
 }
 
@@ -59,7 +61,7 @@ impl VersionSet {
         let set = VersionSet {
             template: Arc::new(template),
             runner,
-            endpoints: watch::channel(Arc::new(Vec::new())).0,
+            endpoints: OnceLock::new(),
             control: Arc::new(Mutex::new(Control { desired: 0, supervisor: None })),
         };
         set.set_replicas(replicas);
@@ -87,7 +89,7 @@ impl VersionSet {
                 runner: self.runner.clone(),
                 control: self.control.clone(),
                 desired: desired_rx,
-                endpoints: self.endpoints.clone(),
+                endpoints: self.publisher().clone(),
                 stop: stop.clone(),
                 replicas: BTreeMap::new(),
                 ready: BTreeMap::new(),
@@ -105,11 +107,15 @@ impl VersionSet {
     }
 
     pub fn available(&self) -> u32 {
-        self.endpoints.borrow().len() as u32
+        self.endpoints.get().map_or(0, |e| e.borrow().len() as u32)
     }
 
     pub fn endpoints(&self) -> Endpoints {
-        self.endpoints.subscribe()
+        self.publisher().subscribe()
+    }
+
+    fn publisher(&self) -> &watch::Sender<Arc<Vec<Arc<Endpoint>>>> {
+        self.endpoints.get_or_init(|| watch::channel(Arc::new(Vec::new())).0)
     }
 
     /// Stops every replica (each drains first) and waits for them.
