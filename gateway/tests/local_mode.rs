@@ -458,6 +458,7 @@ async fn without_a_watchdog_a_gateway_with_functions_to_run_stops_saying_so_and_
     assert_eq!(p.exit(SECS_20).await.code(), Some(1));
     let log = p.log();
     assert!(log.contains("hello/function.yaml") && log.contains("there is none at /nonexistent/watchdog"), "{log}");
+    assert!(!log.contains("Kubernetes"), "local mode's error named Kubernetes: {log}");
 
     // A gateway image holds no watchdog: with no functions it serves, and refuses to deploy one.
     let empty = Dir::new("nowatchdog-empty");

@@ -103,7 +103,8 @@ pub enum ProviderError {
     AlreadyExists(String),
     #[error("{0}")]
     Invalid(#[from] Invalid),
-    #[error("Kubernetes API: {0}")]
+    /// What the provider's backend said: the Kubernetes API, or local mode's machine.
+    #[error("{0}")]
     Backend(String),
     /// The namespace does not hold functions (see `--function-namespaces`).
     #[error("namespace {0} holds no functions of this gateway: it serves functions in {1} (--function-namespaces)")]

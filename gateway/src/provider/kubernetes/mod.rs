@@ -290,7 +290,7 @@ async fn watch_slices(
 }
 
 fn backend(e: kube::Error) -> ProviderError {
-    ProviderError::Backend(e.to_string())
+    ProviderError::Backend(format!("Kubernetes API: {e}"))
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
