@@ -345,6 +345,27 @@ async fn a_function_deployed_at_zero_runs_nothing_until_its_first_request() {
     assert_eq!((r.status, r.text()), (200, "first".to_string()));
     assert_eq!(replicas("idle").await, Some(1));
     assert_eq!(children(g.process.pid()).len(), 2);
+
+    // Back at zero its replica goes (and with it what looked after it); called again, it comes
+    // back as a new replica under a name of its own.
+    let zero = r#"{"serviceName":"idle","replicas":0}"#;
+    assert_eq!(g.call(Method::POST, "/system/scale-function/idle", &[], zero).await.status, 202);
+    wait_for("idle's replica to stop", SECS_20, || async { (children(g.process.pid()).len() == 1).then_some(()) })
+        .await;
+    let r = g.call(Method::POST, "/function/idle", &[], "second").await;
+    assert_eq!((r.status, r.text()), (200, "second".to_string()));
+    let instances = wait_for("both replicas' invocations in the logs", SECS_20, || async {
+        let logs = g.call(Method::GET, "/system/logs?name=idle&tail=50", &[], "").await.text();
+        let named: std::collections::BTreeSet<String> = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["text"].as_str().is_some_and(|t| t.contains("invocation")))
+            .filter_map(|l| l["instance"].as_str().map(str::to_string))
+            .collect();
+        (named.len() == 2).then_some(named)
+    })
+    .await;
+    assert_eq!(instances.into_iter().collect::<Vec<_>>(), ["idle-stable-1", "idle-stable-2"]);
 }
 
 #[tokio::test]

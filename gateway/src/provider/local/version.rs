@@ -47,6 +47,9 @@ pub struct VersionSet {
 /// The wanted count, and the supervisor keeping it while there is one.
 struct Control {
     desired: u32,
+    /// The next replica's number, kept from one supervisor to the next so that a replica's
+    /// name in the logs (`NAME-VERSION-N`) is never used twice.
+    next_id: u64,
     supervisor: Option<Running>,
 }
 
@@ -62,7 +65,7 @@ impl VersionSet {
             template: Arc::new(template),
             runner,
             endpoints: OnceLock::new(),
-            control: Arc::new(Mutex::new(Control { desired: 0, supervisor: None })),
+            control: Arc::new(Mutex::new(Control { desired: 0, next_id: 1, supervisor: None })),
         };
         set.set_replicas(replicas);
         set
@@ -75,12 +78,12 @@ impl VersionSet {
             Some(running) => {
                 running.desired.send_if_modified(|d| std::mem::replace(d, n) != n);
             }
-            None if n > 0 => control.supervisor = Some(self.supervise(n)),
+            None if n > 0 => control.supervisor = Some(self.supervise(n, control.next_id)),
             None => {}
         }
     }
 
-    fn supervise(&self, n: u32) -> Running {
+    fn supervise(&self, n: u32, next_id: u64) -> Running {
         let (desired, desired_rx) = watch::channel(n);
         let stop = CancellationToken::new();
         let task = tokio::spawn(
@@ -93,7 +96,7 @@ impl VersionSet {
                 stop: stop.clone(),
                 replicas: BTreeMap::new(),
                 ready: BTreeMap::new(),
-                next_id: 1,
+                next_id,
                 crashes: 0,
                 retry_at: None,
             }
@@ -172,6 +175,7 @@ impl Supervisor {
         if control.desired > 0 {
             return false;
         }
+        control.next_id = self.next_id;
         control.supervisor = None;
         true
     }
