@@ -41,15 +41,7 @@ pub async fn run(duration: Duration, rounds: usize, cold_rounds: usize) {
         return;
     };
     node.serve(&c.ns.name);
-    let me = std::env::current_exe().unwrap();
-    let env = [
-        ("mode", "http".to_string()),
-        ("fprocess", format!("{} upstream {UPSTREAM_PORT}", me.display())),
-        ("upstream_url", format!("http://127.0.0.1:{UPSTREAM_PORT}")),
-        ("RUST_LOG", "warn".to_string()),
-    ];
-    let image = Image { dir: std::env::temp_dir(), env: env.map(|(k, v)| (k.to_string(), v)).to_vec() };
-    node.image("bench/hello:1", image);
+    hello_image(node);
     let g = c.gateway("bench-gateway", &["--autoscale", "false"]).await;
     apply(&c, "cold", json!({"min": 0, "max": 1})).await;
     apply(&c, "hello", json!({"min": 1, "max": 1})).await;
@@ -80,7 +72,20 @@ pub async fn run(duration: Duration, rounds: usize, cold_rounds: usize) {
     );
 }
 
-async fn apply(c: &Cluster, name: &str, scale: serde_json::Value) {
+/// `bench/hello:1` on `node`: the fast upstream behind the watchdog in http mode.
+pub fn hello_image(node: &TestNode) {
+    let me = std::env::current_exe().unwrap();
+    let env = [
+        ("mode", "http".to_string()),
+        ("fprocess", format!("{} upstream {UPSTREAM_PORT}", me.display())),
+        ("upstream_url", format!("http://127.0.0.1:{UPSTREAM_PORT}")),
+        ("RUST_LOG", "warn".to_string()),
+    ];
+    let image = Image { dir: std::env::temp_dir(), env: env.map(|(k, v)| (k.to_string(), v)).to_vec() };
+    node.image("bench/hello:1", image);
+}
+
+pub async fn apply(c: &Cluster, name: &str, scale: serde_json::Value) {
     apply_image(c, name, "bench/hello:1", scale).await;
 }
 

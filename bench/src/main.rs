@@ -25,6 +25,7 @@
 //!   (POST → worker → function → callback) at 1, 16 and 64 callers;
 //! - `many`: a gateway with 10,000 functions deployed and scaled to zero beside one with a
 //!   single function: memory per function, list times, idle CPU, a warm function's latency;
+//!   in local mode, or with `--kubernetes` on the test node;
 //! - `portal`: the portal's function list with 200 functions, first shown in Chromium;
 //! - `profile`: perf's busiest functions in the watchdog or the gateway under load;
 //! - `upstream`: the fast upstream itself (started by the watchdog as its `fprocess`).
@@ -132,10 +133,13 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
-    /// Many functions deployed and scaled to zero on one local-mode gateway, against one.
+    /// Many functions deployed and scaled to zero on one gateway, against one: local mode, or
+    /// with `--kubernetes` on the test node (KUBEBUILDER_ASSETS, root).
     Many {
         #[arg(long, default_value_t = 10_000)]
         functions: usize,
+        #[arg(long)]
+        kubernetes: bool,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
         #[arg(long, default_value_t = 3)]
@@ -188,8 +192,11 @@ async fn main() {
         }
         Command::Images { cold } => images::run(cold).await,
         Command::Soak { minutes } => soak::run(Duration::from_secs(minutes * 60)).await,
-        Command::Many { functions, seconds, rounds } => {
+        Command::Many { functions, seconds, rounds, kubernetes: false } => {
             many::run(functions, Duration::from_secs(seconds), rounds).await
+        }
+        Command::Many { functions, seconds, rounds, kubernetes: true } => {
+            many::kubernetes(functions, Duration::from_secs(seconds), rounds).await
         }
         Command::Portal { functions, loads } => portal::run(functions, loads).await,
         Command::Async { seconds, rounds } => queue::run(Duration::from_secs(seconds), rounds).await,
