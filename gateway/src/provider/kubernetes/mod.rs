@@ -8,6 +8,7 @@
 
 mod endpoints;
 mod health;
+mod replicas;
 mod scope;
 
 use std::{
@@ -32,6 +33,7 @@ use kube::{
 use tokio::sync::watch;
 
 use crate::autoscale::{idle::IdleTimes, remember};
+use replicas::Replicas;
 
 use super::{
     CanaryTarget, Deployed, Endpoint, Endpoints, LogMessage, LogQuery, Provider, ProviderError, Route, ScaleTarget,
@@ -80,7 +82,7 @@ pub struct Kubernetes {
     scope: scope::Scope,
     watches: Arc<health::Watches>,
     functions: Store<Function>,
-    deployments: Store<Deployment>,
+    deployments: Store<Replicas>,
     channels: Arc<RwLock<HashMap<Key, Channel>>>,
     recorder: Recorder,
 }
@@ -105,7 +107,7 @@ impl Kubernetes {
         tokio::spawn(watches.clone().follow("Functions", stream.default_backoff()));
         let (deployments, writer) = reflector::store();
         let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=flint-operator");
-        let watch = scope.watch::<Deployment>(&client, managed).modify(slim);
+        let watch = scope.watch::<Replicas>(&client, managed).modify(Replicas::slim);
         let stream = reflector::reflector(writer, watch);
         tokio::spawn(watches.clone().follow("Deployments", stream.default_backoff()));
 
@@ -164,7 +166,7 @@ impl Kubernetes {
         }
     }
 
-    fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+    fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Replicas>> {
         self.deployments.get(&ObjectRef::new(name).within(namespace))
     }
 
@@ -186,16 +188,10 @@ impl Kubernetes {
     }
 
     /// Wanted and ready replicas of a version's Deployment (only one the Function owns).
-    /// A version's wanted and ready replicas, from its Deployment (read from what `slim` keeps).
     fn counts(&self, namespace: &str, name: &str, version: Version) -> Option<(u32, u32)> {
         let d = self.deployment(namespace, &Self::object_name(name, version))?;
         let f = self.function(namespace, name).ok()?;
-        if !owned_by(&d, &f) {
-            return None;
-        }
-        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as u32;
-        let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0).max(0) as u32;
-        Some((want, ready))
+        d.controlled_by(f.metadata.uid.as_ref()).then(|| d.counts())
     }
 
     fn deployed(&self, f: Arc<Function>) -> Deployed {
@@ -264,7 +260,7 @@ async fn watch_slices(
                     channel.slices = fresh.get(k).cloned().unwrap_or_default();
                     channel.publish();
                 }
-                for (k, slices) in fresh {
+                for (k, slices) in fresh.into_iter().filter(|(_, slices)| slices.values().any(|a| !a.is_empty())) {
                     channels
                         .entry(k)
                         .or_insert_with(|| Channel { slices, tx: watch::channel(Arc::new(Vec::new())).0 })
@@ -273,9 +269,15 @@ async fn watch_slices(
             }
             watcher::Event::Apply(s) => {
                 let Some(k) = key(&s) else { continue };
+                let addresses = endpoints::ready_addresses(&s);
                 let mut channels = channels.write().unwrap();
+                // A Service with no endpoint that nobody has asked for (a function at rest,
+                // never called) needs no channel: one is made when a request first asks.
+                if addresses.is_empty() && !channels.contains_key(&k) {
+                    continue;
+                }
                 let channel = channels.entry(k).or_insert_with(Channel::new);
-                channel.slices.insert(s.name_any(), endpoints::ready_addresses(&s));
+                channel.slices.insert(s.name_any(), addresses);
                 channel.publish();
             }
             watcher::Event::Delete(s) => {
@@ -440,8 +442,8 @@ impl Provider for Kubernetes {
             let f = self.function(namespace, name)?;
             super::check_replicas(&f, replicas)?;
             let object = Self::object_name(name, version);
-            if let Some(d) = self.deployments.get(&ObjectRef::new(&object).within(namespace))
-                && !owned_by(&d, &f)
+            if let Some(d) = self.deployment(namespace, &object)
+                && !d.controlled_by(f.metadata.uid.as_ref())
             {
                 return Err(ProviderError::NotOurs(format!(
                     "Deployment {object} is not {name}'s (no controller reference to it): not scaled"
@@ -618,25 +620,6 @@ impl Provider for Kubernetes {
     }
 }
 
-/// Whether the Function is the Deployment's controller (by uid).
-/// What the gateway keeps of a Deployment: its name, owner, wanted and ready replicas. The pod
-/// template, annotations, managed fields and conditions were most of each cached object, one
-/// or two per function whether it runs or not.
-fn slim(d: &mut Deployment) {
-    d.metadata.managed_fields = None;
-    d.metadata.annotations = None;
-    if let Some(spec) = &mut d.spec {
-        spec.template = Default::default();
-    }
-    if let Some(status) = &mut d.status {
-        status.conditions = None;
-    }
-}
-
-fn owned_by(d: &Deployment, f: &Function) -> bool {
-    d.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == f.metadata.uid.as_ref())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -657,9 +640,10 @@ mod tests {
         flint_api::manifest::from_yaml(&yaml).unwrap().remove(0)
     }
 
-    fn deployment(name: &str, replicas: i32) -> Deployment {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "ns", "ownerReferences": [
+    /// A Deployment as the API server sends it.
+    fn deployment(name: &str, replicas: i32) -> Value {
+        json!({
+            "metadata": {"name": name, "namespace": "ns", "labels": {"app.kubernetes.io/managed-by": "flint-operator"}, "ownerReferences": [
                 {"apiVersion": "flint.dev/v1alpha1", "kind": "Function", "name": "f", "uid": "u-f", "controller": true}
             ], "annotations": {"deployment.kubernetes.io/revision": "1"},
             "managedFields": [{"manager": "flint-operator", "operation": "Apply", "fieldsType": "FieldsV1"}]},
@@ -667,12 +651,11 @@ mod tests {
                 {"name": "function", "image": "registry.local/f:1", "args": ["--upstream", "127.0.0.1:8081"]}
             ]}}},
             "status": {"readyReplicas": replicas, "conditions": [{"type": "Available", "status": "True"}]}
-        }))
-        .unwrap()
+        })
     }
 
     /// A provider over fixed caches and a mocked API server.
-    fn provider(functions: Vec<Function>, deployments: Vec<Deployment>) -> (Kubernetes, Handle) {
+    fn provider(functions: Vec<Function>, deployments: Vec<Value>) -> (Kubernetes, Handle) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let (fstore, mut fw) = reflector::store();
@@ -680,9 +663,10 @@ mod tests {
             fw.apply_watcher_event(&watcher::Event::Apply(f));
         }
         let (dstore, mut dw) = reflector::store();
-        for mut d in deployments {
+        for d in deployments {
             // As the watch does: every test reads what the gateway keeps.
-            slim(&mut d);
+            let mut d: Replicas = serde_json::from_value(d).unwrap();
+            d.slim();
             dw.apply_watcher_event(&watcher::Event::Apply(d));
         }
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: None };
@@ -703,9 +687,9 @@ mod tests {
     async fn a_cached_deployment_keeps_its_owner_and_counts_and_nothing_else() {
         let (k, _api) = provider(vec![function("  image: x")], vec![deployment("f", 3)]);
         let d = k.deployment("ns", "f").unwrap();
-        assert_eq!(d.spec.as_ref().unwrap().template, Default::default());
-        assert!(d.metadata.managed_fields.is_none() && d.metadata.annotations.is_none());
-        assert!(d.status.as_ref().unwrap().conditions.is_none());
+        let m = &d.metadata;
+        assert!(m.managed_fields.is_none() && m.annotations.is_none() && m.labels.is_none(), "{m:?}");
+        assert_eq!((m.name.as_deref(), m.namespace.as_deref()), (Some("f"), Some("ns")));
         assert_eq!(k.counts("ns", "f", Version::Stable), Some((3, 3)));
     }
 
@@ -744,7 +728,7 @@ mod tests {
     #[tokio::test]
     async fn a_deployment_the_function_does_not_own_is_never_scaled() {
         let mut theirs = deployment("f", 1);
-        theirs.metadata.owner_references = None;
+        theirs["metadata"].as_object_mut().unwrap().remove("ownerReferences");
         let (k, api) = provider(vec![function("  image: x\n  scale: {max: 5}")], vec![theirs]);
         let refused = k.scale("ns", "f", Version::Stable, 3).await.unwrap_err();
         assert!(matches!(refused, ProviderError::NotOurs(_)), "{refused}");
@@ -850,5 +834,46 @@ mod tests {
         let targets = k.scale_targets();
         assert_eq!(targets.len(), 2);
         assert!(k.route("ns", "nope").is_none());
+    }
+
+    fn slice(service: &str, ready: &[&str]) -> EndpointSlice {
+        let endpoints: Vec<Value> =
+            ready.iter().map(|a| json!({"addresses": [a], "conditions": {"ready": true}})).collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{service}-x"), "namespace": "ns",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints,
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_service_without_endpoints_gets_a_channel_only_when_asked_for() {
+        let (k, _api) = provider(vec![], vec![]);
+        let (events, rx) =
+            tokio::sync::mpsc::unbounded_channel::<Result<watcher::Event<EndpointSlice>, watcher::Error>>();
+        let (synced, slices_ready) = tokio::sync::oneshot::channel();
+        let watching = tokio::spawn(watch_slices(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+            k.channels.clone(),
+            k.watches.clone(),
+            synced,
+        ));
+        let send = |e: watcher::Event<EndpointSlice>| events.send(Ok(e)).unwrap();
+        send(watcher::Event::Init);
+        send(watcher::Event::InitApply(slice("at-rest", &[])));
+        send(watcher::Event::InitApply(slice("running", &["10.0.0.1"])));
+        send(watcher::Event::InitDone);
+        slices_ready.await.unwrap();
+        send(watcher::Event::Apply(slice("new-at-rest", &[])));
+        let mut asked = k.endpoints("ns", "asked");
+        send(watcher::Event::Apply(slice("asked", &["10.0.0.2"])));
+        tokio::time::timeout(Duration::from_secs(5), asked.changed()).await.unwrap().unwrap();
+        assert_eq!(asked.borrow().iter().map(|e| e.addr.to_string()).collect::<Vec<_>>(), ["10.0.0.2:8080"]);
+        let mut kept: Vec<String> = k.channels.read().unwrap().keys().map(|(_, s)| s.clone()).collect();
+        kept.sort();
+        assert_eq!(kept, ["asked", "running"]);
+        assert_eq!(k.endpoints("ns", "running").borrow().len(), 1);
+        watching.abort();
     }
 }
