@@ -2,7 +2,9 @@
 //! replicas, read into a type of its own. A `k8s_openapi` Deployment is about 2.5 KB before it
 //! holds anything (its pod spec is inline), and the gateway caches one or two per function,
 //! running or not: with 2,000 functions at rest that was most of the gateway's heap. The
-//! fields left out are skipped while parsing.
+//! fields left out are skipped while parsing, and `slim` drops the metadata it does not read
+//! (the store's key copies the uid and resource version too, for nothing here: a Deployment
+//! is found by name and scaled by name).
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Resource, api::ObjectMeta};
@@ -16,6 +18,9 @@ pub struct Replicas {
     pub spec: Wanted,
     #[serde(default)]
     pub status: Ready,
+    /// The uid of its controller (from `metadata.ownerReferences`), set by `slim`.
+    #[serde(skip)]
+    controller: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -31,11 +36,12 @@ pub struct Ready {
 }
 
 impl Replicas {
-    /// Of its metadata, only what finds it (name, namespace) and who controls it: managed
-    /// fields, labels and annotations were most of what was left.
+    /// Of its metadata, only what finds it (name, namespace) and who controls it.
     pub fn slim(&mut self) {
-        let m = &mut self.metadata;
-        (m.managed_fields, m.labels, m.annotations) = (None, None, None);
+        let m = std::mem::take(&mut self.metadata);
+        let mut owners = m.owner_references.into_iter().flatten();
+        self.controller = owners.find(|o| o.controller == Some(true)).map(|o| o.uid);
+        self.metadata = ObjectMeta { name: m.name, namespace: m.namespace, ..Default::default() };
     }
 
     /// Wanted and ready replicas.
@@ -46,7 +52,6 @@ impl Replicas {
 
     /// Whether `uid` (a Function's) is its controller.
     pub fn controlled_by(&self, uid: Option<&String>) -> bool {
-        let refs = self.metadata.owner_references.iter().flatten();
-        refs.into_iter().any(|o| o.controller == Some(true) && Some(&o.uid) == uid)
+        self.controller.is_some() && self.controller.as_ref() == uid
     }
 }
