@@ -188,16 +188,15 @@ impl Kubernetes {
     }
 
     /// Wanted and ready replicas of a version's Deployment (only one the Function owns).
-    fn counts(&self, namespace: &str, name: &str, version: Version) -> Option<(u32, u32)> {
+    fn counts(&self, f: &Function, version: Version) -> Option<(u32, u32)> {
+        let (namespace, name) = (f.metadata.namespace.as_deref()?, f.metadata.name.as_deref()?);
         let d = self.deployment(namespace, &Self::object_name(name, version))?;
-        let f = self.function(namespace, name).ok()?;
         d.controlled_by(f.metadata.uid.as_ref()).then(|| d.counts())
     }
 
     fn deployed(&self, f: Arc<Function>) -> Deployed {
-        let (ns, name) = (f.namespace().unwrap_or_default(), f.name_any());
         let counts: Vec<(u32, u32)> =
-            [Version::Stable, Version::Canary].into_iter().filter_map(|v| self.counts(&ns, &name, v)).collect();
+            [Version::Stable, Version::Canary].into_iter().filter_map(|v| self.counts(&f, v)).collect();
         Deployed {
             replicas: counts.iter().map(|c| c.0).sum(),
             available: counts.iter().map(|c| c.1).sum(),
@@ -423,7 +422,7 @@ impl Provider for Kubernetes {
         version: Version,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         async move {
-            match self.counts(namespace, name, version) {
+            match self.function(namespace, name).ok().and_then(|f| self.counts(&f, version)) {
                 Some((0, _)) => self.scale(namespace, name, version, 1).await,
                 _ => Ok(()),
             }
@@ -464,13 +463,11 @@ impl Provider for Kubernetes {
     fn scale_targets(&self) -> Vec<ScaleTarget> {
         let mut out = Vec::new();
         for f in self.functions.state() {
-            let (ns, name) =
-                (f.metadata.namespace.as_deref().unwrap_or_default(), f.metadata.name.as_deref().unwrap_or_default());
             for version in [Version::Stable, Version::Canary] {
                 if version == Version::Canary && f.spec.canary.is_none() {
                     continue;
                 }
-                if let Some((replicas, ready)) = self.counts(ns, name, version) {
+                if let Some((replicas, ready)) = self.counts(&f, version) {
                     out.push(ScaleTarget { function: f.clone(), version, replicas, ready });
                 }
             }
@@ -691,7 +688,7 @@ mod tests {
         let d = k.deployment("ns", "f").unwrap();
         let kept = kube::api::ObjectMeta { name: Some("f".into()), namespace: Some("ns".into()), ..Default::default() };
         assert_eq!(d.metadata, kept);
-        assert_eq!(k.counts("ns", "f", Version::Stable), Some((3, 3)));
+        assert_eq!(k.counts(&function("  image: x"), Version::Stable), Some((3, 3)));
     }
 
     /// Answers the next call after checking it; returns its JSON body.
