@@ -296,7 +296,6 @@ async fn nats(args: &Args, stop: &CancellationToken) -> Option<(Link, Option<Nat
     config.login = Some(queue::Login::Password(server.login.0.clone(), server.login.1.clone()));
     match queue::Queue::connect(&config).await {
         Ok(q) => {
-            tracing::info!(url = %q.url, "NATS JetStream ready: asynchronous invocations and queue triggers on");
             let link = Link::connecting(&server.url);
             link.set(q);
             Some((link, Some(server)))

@@ -169,10 +169,7 @@ pub async fn connect_patiently(nats: &Nats, stop: &tokio_util::sync::Cancellatio
     let mut delay = Duration::from_millis(100);
     loop {
         match Queue::connect(nats).await {
-            Ok(q) => {
-                tracing::info!(url = %q.url, "NATS JetStream ready: asynchronous invocations and queue triggers on");
-                return Some(q);
-            }
+            Ok(q) => return Some(q),
             Err(e) => tracing::warn!("{e}; trying again in {delay:?}"),
         }
         tokio::select! {
@@ -205,8 +202,12 @@ impl Link {
         Link(Arc::new(watch::Sender::new(State::Connecting(without_credentials(url)))))
     }
 
+    /// The queue is ready: said in the log only once it is in place, since tests and operators
+    /// take that line as the moment `/async-function/` accepts calls.
     pub fn set(&self, queue: Queue) {
+        let url = queue.url.clone();
         self.0.send_replace(State::Ready(Arc::new(queue)));
+        tracing::info!(%url, "NATS JetStream ready: asynchronous invocations and queue triggers on");
     }
 
     /// The queue, or why there is none (for a 503's body).
