@@ -4,11 +4,13 @@
 //! - [`headers`]: hop-by-hop headers, never forwarded;
 //! - [`server`]: the accept loop (HTTP/1.1 + HTTP/2, TCP_NODELAY, graceful stop), which parks idle
 //!   HTTP/1 connections without hyper's buffers;
-//! - [`exit`]: process exit statuses in words.
+//! - [`exit`]: process exit statuses in words;
+//! - [`port`]: loopback ports reserved for a process that binds them later.
 
 pub mod body;
 pub mod exit;
 pub mod headers;
+pub mod port;
 pub mod server;
 
 pub use body::{Body, BoxError, empty, full};

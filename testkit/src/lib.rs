@@ -13,7 +13,6 @@ pub mod scratch;
 
 use std::{
     future::Future,
-    net::TcpListener,
     process::{ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
@@ -102,9 +101,10 @@ pub fn skip(reason: &str) {
     }
 }
 
-/// A port nobody listens on right now.
+/// A loopback port nobody listens on, kept from every other test's pick until a server binds it
+/// (see `flint_http::port`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    flint_http::port::reserve().expect("a loopback port")
 }
 
 /// Polls `check` until it returns `Some`, failing the test with `what` after `timeout`.

@@ -2,7 +2,7 @@
 //! hub, reported ready once its `/_/ready` answers 200, and reported again when it exits.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::Path,
     process::Stdio,
     sync::Arc,
@@ -32,12 +32,6 @@ pub struct Replica {
     exited: tokio::sync::watch::Receiver<bool>,
 }
 
-/// A free loopback port (the kernel's pick; another process could take it before the replica
-/// binds, in which case the replica exits and is restarted on new ports).
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 pub fn start(
     id: u64,
     template: &Template,
@@ -45,7 +39,8 @@ pub fn start(
     logs: &LogHub,
     events: mpsc::Sender<Event>,
 ) -> std::io::Result<Replica> {
-    let (port, metrics_port, upstream_port) = (free_port()?, free_port()?, free_port()?);
+    use flint_http::port::{reserve, unclaimed};
+    let (port, metrics_port, upstream_port) = (reserve()?, reserve()?, unclaimed()?);
     let mut command = tokio::process::Command::new(watchdog);
     command
         .envs(template.watchdog_env(port, metrics_port, upstream_port))
