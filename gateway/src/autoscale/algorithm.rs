@@ -158,6 +158,10 @@ pub struct State {
     /// for calls); and the ready replicas at the last tick.
     held_by: Option<Reason>,
     last_ready: u32,
+    /// Since when replicas have been wanted and none is ready; and how long a start takes here
+    /// (the slowest recent one, easing towards faster ones), which a pre-warm must lead by.
+    starting_since: Option<Instant>,
+    start_up: Duration,
 }
 
 /// How long a scale write of its own may take to show in the autoscaler's view. Until then a
@@ -182,6 +186,8 @@ impl State {
             plan: None,
             held_by: None,
             last_ready: 0,
+            starting_since: None,
+            start_up: Duration::ZERO,
         }
     }
 
@@ -236,7 +242,24 @@ impl State {
         self.last_ready = o.ready;
         let mut decision = self.decide_counted(p, b, o, called);
         decision.warmed = decision.warmed.or(warmed);
+        self.time_start_up(o, decision.desired);
         decision
+    }
+
+    /// Times each start, from the tick that first wants a replica with none ready to the tick
+    /// that sees one ready: a pre-warm's own, or a call's cold start. Tick to tick, so a tick's
+    /// delay in deciding is part of the lead.
+    fn time_start_up(&mut self, o: Observation, desired: u32) {
+        if o.ready > 0 {
+            if let Some(since) = self.starting_since.take() {
+                let took = o.now.duration_since(since);
+                self.start_up = took.max((self.start_up + took) / 2);
+            }
+        } else if desired == 0 {
+            self.starting_since = None;
+        } else if self.starting_since.is_none() {
+            self.starting_since = Some(o.now);
+        }
     }
 
     fn decide_counted(&mut self, p: &Params, b: Bounds, o: Observation, called: bool) -> Decision {
@@ -387,11 +410,14 @@ impl State {
         }
         let idle_for = now.duration_since(self.last_active);
         let want = if quiet && !panicking && b.min == 0 {
-            match self.plan(&b) {
-                fixed @ Plan::Fixed { .. } => fixed.want(idle_for),
+            let plan = self.plan(&b);
+            let since = match plan {
+                Plan::Fixed { .. } => idle_for,
                 // Learned windows run from the last call, whoever scaled since.
-                learned => learned.want(self.last_call.map_or(idle_for, |c| now.duration_since(c))),
-            }
+                Plan::Learned { .. } => self.last_call.map_or(idle_for, |c| now.duration_since(c)),
+            };
+            // The pre-warm comes a start-up early, so that the call finds the replica ready.
+            plan.want(since, self.start_up)
         } else {
             Want::Hold
         };
@@ -736,21 +762,60 @@ mod tests {
         let settings = idle::Settings { bin: Duration::from_secs(1), ..Default::default() };
         let b = Bounds { zero_after: Duration::from_secs(60), learned: Some(settings), ..B };
         // A call every 20 s: after ten spells the plan is to zero after each call and back 18 s
-        // after it (the 5th percentile less 10%), until 23.1 s (the 99th plus 10%).
+        // after it (the 5th percentile less 10%), until 23.1 s (the 99th plus 10%). Back a tick
+        // early: the first call's start took a tick (from the tick wanting it to the next).
         let every_20 = |t: u64| t.is_multiple_of(20);
         let learning = run((&mut s, start), b, (0, 240), every_20, &mut r);
         assert!(learning.iter().all(|(_, d)| d.warmed != Some(Warmed::Unused)), "nothing pre-warmed before the plan");
         let learned = run((&mut s, start), b, (240, 400), every_20, &mut r);
         let pre_warms: Vec<u64> =
             learned.iter().filter(|(_, d)| d.reason == Reason::PreWarm).map(|(t, _)| *t).collect();
-        assert_eq!(pre_warms, [258, 278, 298, 318, 338, 358, 378, 398], "{learned:?}");
+        assert_eq!(pre_warms, [257, 277, 297, 317, 337, 357, 377, 397], "{learned:?}");
         let used = learned.iter().filter(|(_, d)| d.warmed == Some(Warmed::Used { by: Reason::PreWarm, ready: true }));
         assert_eq!(used.count(), 8, "each call (240 s to 380 s) found its pre-warm ready");
         assert!(learned.iter().any(|(t, d)| *t == 385 && d.desired == 0), "at zero between calls: {learned:?}");
-        // The calls stop: the last pre-warm (398 s) goes at 403 s, unused.
+        // The calls stop: the last pre-warm (397 s) goes at 404 s, unused.
         let stopped = run((&mut s, start), b, (400, 420), |_| false, &mut r);
         let ends: Vec<_> = stopped.iter().filter(|(_, d)| d.warmed.is_some()).map(|(t, d)| (*t, d.warmed)).collect();
         assert_eq!(ends, [(404, Some(Warmed::Unused))], "{stopped:?}");
+    }
+
+    #[test]
+    fn a_learned_pre_warm_leads_by_the_start_up_it_measured() {
+        let (start, p) = (Instant::now(), params());
+        let mut s = State::new(start);
+        let settings = idle::Settings { bin: Duration::from_secs(1), ..Default::default() };
+        let b = Bounds { zero_after: Duration::from_secs(60), learned: Some(settings), ..B };
+        // A call every 20 s, as above; a replica is ready 3 s after it is first wanted (the
+        // tick-perfect replicas above would hide a late pre-warm).
+        let (mut replicas, mut wanted_since) = (0, None);
+        let decisions: Vec<(u64, Decision)> = (0..400)
+            .map(|t| {
+                let v = if t % 20 == 0 { 1.0 } else { 0.0 };
+                let ready = if wanted_since.is_some_and(|since| t - since >= 3) { replicas } else { 0 };
+                let o = Observation {
+                    now: start + Duration::from_secs(t),
+                    value: Some(v),
+                    arrivals: v,
+                    in_flight: v,
+                    waiting: 0,
+                    replicas,
+                    ready,
+                };
+                let d = s.decide(&p, b, o);
+                replicas = d.desired;
+                wanted_since = if replicas == 0 { None } else { wanted_since.or(Some(t)) };
+                (t, d)
+            })
+            .collect();
+        // The first call's cold start took 3 s: each pre-warm comes 3 s before the plan's 18 s.
+        let pre_warms: Vec<u64> =
+            decisions.iter().filter(|(t, d)| *t >= 240 && d.reason == Reason::PreWarm).map(|(t, _)| *t).collect();
+        assert_eq!(pre_warms, [255, 275, 295, 315, 335, 355, 375, 395], "{decisions:?}");
+        let used: Vec<(u64, Warmed)> =
+            decisions.iter().filter(|(t, _)| *t > 250).filter_map(|(t, d)| Some((*t, d.warmed?))).collect();
+        let ready = Warmed::Used { by: Reason::PreWarm, ready: true };
+        assert_eq!(used, (13..20).map(|k| (k * 20, ready)).collect::<Vec<_>>(), "each call found its replica ready");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Each version learns its idle times (from the end of its last call to the next arrival) into
 //! a histogram of 1-minute bins over 4 hours, plus a count of longer gaps (~1 KB). From it:
 //! - *pre-warm* = the 5th percentile less 10%: how long after its last call the version may sit
-//!   at zero before a replica is brought back for the next call;
+//!   at zero before the next call: the replica is brought back that long after the call, less
+//!   the time its start takes (measured by the autoscaler's state: the paper's minutes dwarf a
+//!   start, a shrunk `--idle-bin` does not);
 //! - *keep-alive* = the 99th percentile plus 10%: until when after its last call a replica is
 //!   kept (pre-warmed, or still up from the call).
 //!
@@ -193,11 +195,16 @@ impl Plan {
         Plan::Learned { pre_warm, keep_alive: keep_alive.min(pre_warm + s.max_keep_alive), basis }
     }
 
-    pub fn want(&self, idle_for: Duration) -> Want {
+    /// `lead`: how long a replica takes to be ready, by which the pre-warm comes early.
+    pub fn want(&self, idle_for: Duration, lead: Duration) -> Want {
         match *self {
             Plan::Fixed { after } if idle_for >= after => Want::Zero,
             Plan::Fixed { .. } => Want::Hold,
-            Plan::Learned { pre_warm, keep_alive, .. } if idle_for >= pre_warm && idle_for < keep_alive => Want::Warm,
+            Plan::Learned { pre_warm, keep_alive, .. }
+                if idle_for >= pre_warm.saturating_sub(lead) && idle_for < keep_alive =>
+            {
+                Want::Warm
+            }
             Plan::Learned { .. } => Want::Zero,
         }
     }
@@ -228,9 +235,15 @@ mod tests {
         assert_eq!(pre_warm, minutes(18));
         assert_eq!(keep_alive, minutes(21).mul_f64(1.1));
         let plan = Plan::decide(&t, &Settings::default(), minutes(5));
-        assert_eq!(plan.want(minutes(1)), Want::Zero);
-        assert_eq!(plan.want(minutes(19)), Want::Warm);
-        assert_eq!(plan.want(minutes(24)), Want::Zero);
+        assert_eq!(plan.want(minutes(1), Duration::ZERO), Want::Zero);
+        assert_eq!(plan.want(minutes(17), Duration::ZERO), Want::Zero);
+        assert_eq!(plan.want(minutes(19), Duration::ZERO), Want::Warm);
+        assert_eq!(plan.want(minutes(24), Duration::ZERO), Want::Zero);
+        // A replica that takes two minutes to start is brought back two minutes earlier, and
+        // kept no longer.
+        assert_eq!(plan.want(minutes(16), minutes(2)), Want::Warm);
+        assert_eq!(plan.want(minutes(15), minutes(2)), Want::Zero);
+        assert_eq!(plan.want(minutes(24), minutes(2)), Want::Zero);
     }
 
     #[test]
@@ -259,8 +272,8 @@ mod tests {
         }
         assert!(flat.cv() < 0.01);
         assert_eq!(Plan::decide(&flat, &Settings::default(), minutes(5)), fixed, "a flat histogram");
-        assert_eq!(fixed.want(minutes(4)), Want::Hold);
-        assert_eq!(fixed.want(minutes(5)), Want::Zero);
+        assert_eq!(fixed.want(minutes(4), minutes(2)), Want::Hold);
+        assert_eq!(fixed.want(minutes(5), Duration::ZERO), Want::Zero);
     }
 
     #[test]
