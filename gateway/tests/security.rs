@@ -37,8 +37,10 @@ async fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_that_send_no_request_head_are_closed_and_never_lock_clients_out() {
     let dir = Dir::new("silent");
+    // The header timeout must outlast filling the places and asking once: 1 s did not, once, on
+    // a machine busy building (the first silent connection was already closed: 200, not 503).
     let g =
-        Gateway::start(&dir.0, &["--max-connections", "20", "--header-timeout", "1s", "--idle-timeout", "30s"]).await;
+        Gateway::start(&dir.0, &["--max-connections", "20", "--header-timeout", "3s", "--idle-timeout", "30s"]).await;
     // Let the start-up check's connection go, then fill every place with clients that never
     // finish asking: silent, the first byte of the HTTP/2 preface, half an HTTP/1 head.
     wait_for("the start-up check's connection to close", SECS_20, || async {
@@ -73,9 +75,9 @@ async fn connections_that_send_no_request_head_are_closed_and_never_lock_clients
         (ask().await?.status == 200).then(|| filled.elapsed())
     })
     .await;
-    assert!(served <= Duration::from_secs(2), "served {served:?} after the places were filled; at most 1 s + 1 s");
+    assert!(served <= Duration::from_secs(4), "served {served:?} after the places were filled; at most 3 s + 1 s");
     for (i, c) in silent.iter_mut().enumerate() {
-        assert!(closed_within(c, Duration::from_secs(3)).await, "silent connection {i} is still open");
+        assert!(closed_within(c, Duration::from_secs(5)).await, "silent connection {i} is still open");
     }
 }
 
