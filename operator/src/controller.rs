@@ -51,6 +51,11 @@ pub struct Context {
     /// Base URL of the gateway, for `status.url`.
     pub gateway_url: String,
     failures: std::sync::Mutex<HashMap<ObjectRef<Function>, u32>>,
+    /// When each Function's children were last written, while that is recent (the
+    /// expectations of Kubernetes' own controllers): until the watches show those writes, a
+    /// child missing from the cache is not created again, and until the children's controller
+    /// has seen them the status waits; each at most `SAY_AFTER_WRITES`.
+    written: std::sync::Mutex<HashMap<ObjectRef<Function>, std::time::Instant>>,
 }
 
 impl Context {
@@ -63,7 +68,25 @@ impl Context {
             metrics,
             gateway_url,
             failures: Default::default(),
+            written: Default::default(),
         }
+    }
+
+    fn wrote_children(&self, f: &Function) {
+        let mut written = self.written.lock().unwrap();
+        // Entries of Functions deleted meanwhile go here, so the map holds only recent writes.
+        written.retain(|_, at| at.elapsed() < SAY_AFTER_WRITES);
+        written.insert(ObjectRef::from_obj(f), std::time::Instant::now());
+    }
+
+    /// How much longer what `f`'s children were last written waits to be seen, if that was recent.
+    fn expecting(&self, f: &Function) -> Option<Duration> {
+        let written = self.written.lock().unwrap();
+        written.get(&ObjectRef::from_obj(f)).and_then(|at| SAY_AFTER_WRITES.checked_sub(at.elapsed()))
+    }
+
+    fn seen(&self, f: &Function) {
+        self.written.lock().unwrap().remove(&ObjectRef::from_obj(f));
     }
 
     /// Records an event on the Function; `about` is the child it concerns, if any.
@@ -141,8 +164,20 @@ async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
     let cached = ctx.cache.ready(namespace).await.ok_or(Error::NotWatched)?;
     let wanted = resources::versions(f);
+    let expecting = ctx.expecting(f);
+    if let Some(wait) = expecting {
+        let missing = wanted.iter().any(|&v| {
+            let name = resources::object_name(f, v);
+            cached.deployment(namespace, &name).is_none() || cached.service(namespace, &name).is_none()
+        });
+        if missing {
+            // The watch's echo of one create woke this before the other's: creating it again
+            // would meet 409 and a read. Its echo wakes this again.
+            return Ok(Action::requeue(wait));
+        }
+    }
     let mut observed = Observed::default();
-    let mut done = Done::default();
+    let mut done = Done { first: f.status.as_ref().is_none_or(|s| s.observed_generation.is_none()), ..Done::default() };
     let written = async {
         for version in [Version::Stable, Version::Canary] {
             let name = resources::object_name(f, version);
@@ -167,7 +202,18 @@ async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<
     if wrote {
         // Nothing new to say yet: the children's controller has not seen them. Their status
         // changing wakes this again (a Service has none: the resync below says it then).
+        ctx.wrote_children(f);
         return Ok(Action::requeue(SAY_AFTER_WRITES));
+    }
+    // Woken by the watch's echo of those writes, before their controller has seen them: a
+    // status now would say "being rolled out" only to be written again a moment later.
+    let unseen = observed.deployments.iter().any(|(_, d)| {
+        d.as_ref().is_none_or(|d| d.status.as_ref().and_then(|s| s.observed_generation) < d.metadata.generation)
+    });
+    match expecting {
+        Some(wait) if unseen => return Ok(Action::requeue(wait)),
+        Some(_) => ctx.seen(f),
+        None => {}
     }
     if observed.deployments.iter().any(|(_, d)| !fully_ready(d.as_ref())) {
         observed.pod_problems = pod_problems(f, namespace, cached);
@@ -185,11 +231,17 @@ async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<
 const SAY_AFTER_WRITES: Duration = Duration::from_secs(10);
 
 /// The child writes of one reconcile, said in one Event: each one its own Event was a write
-/// per child on top of the child itself.
+/// per child on top of the child itself. A new Function's children are said by its status
+/// alone: an Event for what `kubectl apply` plainly asked for was a third more API writes in a
+/// burst of new Functions. A child made again (deleted by someone, a canary added), changed or
+/// removed is news, and gets its Event.
 #[derive(Default)]
 struct Done {
-    /// The reason of each write (`Created`, `Updated`, `Deleted`), the first child written,
-    /// and what was done, in words.
+    /// The Function was never reconciled before (its status has no observed generation).
+    first: bool,
+    wrote: bool,
+    /// The reason of each write said (`Created`, `Updated`, `Deleted`), the first child
+    /// written, and what was done, in words.
     reasons: Vec<&'static str>,
     about: Option<ObjectReference>,
     notes: Vec<String>,
@@ -197,13 +249,17 @@ struct Done {
 
 impl Done {
     fn add(&mut self, reason: &'static str, about: ObjectReference, note: String) {
+        self.wrote = true;
+        if self.first && reason == "Created" {
+            return;
+        }
         self.reasons.push(reason);
         self.about.get_or_insert(about);
         self.notes.push(note);
     }
 
     fn is_empty(&self) -> bool {
-        self.notes.is_empty()
+        !self.wrote
     }
 
     async fn publish(self, f: &Function, ctx: &Context) {

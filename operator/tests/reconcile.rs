@@ -98,6 +98,11 @@ impl ApiServer {
 
     /// Nothing more: the reconcile made no further call.
     async fn done(mut self) {
+        self.nothing().await;
+    }
+
+    /// No call now.
+    async fn nothing(&mut self) {
         let next = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
         if let Ok(Some((request, _))) = next {
             panic!("unexpected extra call {} {}", request.method(), request.uri());
@@ -156,7 +161,7 @@ async fn run(f: Function, ctx: Arc<Context>) -> tokio::task::JoinHandle<kube::ru
 }
 
 #[tokio::test]
-async fn a_new_function_gets_a_deployment_a_service_one_event_and_a_status_once_there_is_something_to_say() {
+async fn a_new_function_gets_a_deployment_a_service_and_a_status_once_there_is_something_to_say() {
     let (ctx, mut api, mut feed) = context();
     let f = function("  image: acme/resize:1\n  scale: {min: 2, max: 5}");
     let task = run(f.clone(), ctx.clone()).await;
@@ -168,15 +173,32 @@ async fn a_new_function_gets_a_deployment_a_service_one_event_and_a_status_once_
     assert!(d["metadata"]["annotations"][SPEC_HASH].is_string());
     let s = api.created(SERVICES).await;
     assert_eq!(s["spec"]["selector"]["flint.dev/version"], "stable");
-    // One Event for both, and no status yet: nothing is known of the Deployment's pods.
-    let (reason, note) = api.said().await;
-    assert_eq!((reason.as_str(), note.as_str()), ("Created", "created Deployment resize; created Service resize"));
+    // No Event (the status says it), and no status yet: nothing is known of the Deployment's pods.
     let finished = tokio::time::timeout(Duration::from_secs(5), task).await.expect("no status write was waited on");
     assert_eq!(
         finished.unwrap(),
         kube::runtime::controller::Action::requeue(Duration::from_secs(10)),
         "said at the latest a little later"
     );
+    api.nothing().await;
+
+    // The watch's echoes of the creates wake it, the Deployment's before the Service's and both
+    // before the Deployment's controller has seen it: the Service is not created again (409
+    // and a read), nothing is said yet, and only the rest of the 10 s is waited at the latest.
+    let mut unseen = resources::desired_deployment(&f, Version::Stable).create;
+    unseen.metadata.generation = Some(1);
+    feed.insert_deployment(unseen);
+    for echo in ["the Deployment's", "the Service's"] {
+        if echo == "the Service's" {
+            feed.insert_service(resources::desired_service(&f, Version::Stable).create);
+        }
+        let task = run(f.clone(), ctx.clone()).await;
+        api.nothing().await;
+        let woken = task.await.unwrap();
+        let whole = kube::runtime::controller::Action::requeue(Duration::from_secs(10));
+        assert_ne!(woken, whole, "after {echo} echo: the whole 10 s again");
+        assert_ne!(woken, kube::runtime::controller::Action::await_change(), "after {echo} echo");
+    }
 
     // The Deployment's controller has spoken (its status woke the operator): now it is said.
     stable_in_place(&mut feed, &f, 2);
@@ -244,7 +266,9 @@ async fn an_unchanged_function_makes_no_api_request() {
 #[tokio::test]
 async fn a_canary_is_created_beside_the_stable_version() {
     let (ctx, mut api, mut feed) = context();
-    let f = function("  image: acme/resize:1\n  canary: {image: acme/resize:2, weight: 10}");
+    let mut f = function("  image: acme/resize:1\n  canary: {image: acme/resize:2, weight: 10}");
+    // Reconciled before (the canary is added to a running Function): its new children are news.
+    f.status = Some(FunctionStatus { observed_generation: Some(2), ..Default::default() });
     stable_in_place(&mut feed, &f, 1);
     let task = run(f.clone(), ctx).await;
 
