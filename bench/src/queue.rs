@@ -65,12 +65,16 @@ async fn wait_until_stored(url: &str) {
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
 
 async fn end_to_end(duration: Duration) {
-    let args = ["--nats-url", "auto", "--async-parallel", "64"];
+    // The callback server is on loopback, which callbacks may reach only when allowed.
+    let args = ["--nats-url", "auto", "--async-parallel", "64", "--callback-allow", "127.0.0.1"];
     let local = local_function("  scale: {min: 1, max: 1}\n", &args).await;
     let later = format!("http://127.0.0.1:{}/async-function/hello", local.port);
     wait_until_stored(&later).await;
     let waiting: Waiting = Arc::default();
     let hook = format!("http://{}/done", callbacks(waiting.clone()).await);
+    // A refusal would otherwise show only as every call lost.
+    let probe = Caller::new().call(Method::POST, &later, &[("X-Callback-Url", hook.as_str())], "hello").await.unwrap();
+    assert_eq!(probe.status, 202, "a call with a callback was refused: {}", probe.text());
     println!(
         "# end to end: POST /async-function/hello -> 202 -> worker -> function -> callback, {}s per point",
         duration.as_secs()
