@@ -11,9 +11,24 @@ import os
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def read_body(self):
+        # http.server does not decode a chunked body (one whose length the caller did not
+        # know, e.g. streamed): read it chunk by chunk.
+        if "chunked" not in self.headers.get("transfer-encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("content-length") or 0))
+        chunks = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                # Trailers, if any, up to the empty line.
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+
     def do_any(self):
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length).decode(errors="replace")
+        body = self.read_body().decode(errors="replace")
         out = json.dumps({
             "greeting": "Hello from Python",
             "method": self.command,

@@ -28,7 +28,7 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
         if reader.read_line(&mut request_line)? == 0 {
             return Ok(());
         }
-        let mut length = 0usize;
+        let (mut length, mut chunked) = (0usize, false);
         loop {
             let mut header = String::new();
             reader.read_line(&mut header)?;
@@ -36,15 +36,44 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
             if header.is_empty() {
                 break;
             }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = value.to_ascii_lowercase().contains("chunked");
+                }
             }
         }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
+        let body = if chunked { read_chunked(&mut reader)? } else { read_exact(&mut reader, length)? };
         let reply = format!("Hello from Rust! You said: {}\n", String::from_utf8_lossy(&body));
         write!(writer, "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{reply}", reply.len())?;
+    }
+}
+
+fn read_exact(reader: &mut impl Read, length: usize) -> std::io::Result<Vec<u8>> {
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// A body whose length the caller did not know (streamed): chunks, each after its size in hex,
+/// up to a chunk of size 0 and the trailers' empty line.
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let size = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+        if size == 0 {
+            line.clear();
+            while reader.read_line(&mut line)? > 0 && !matches!(line.as_str(), "\r\n" | "\n") {
+                line.clear();
+            }
+            return Ok(body);
+        }
+        body.extend(read_exact(reader, size)?);
+        reader.read_line(&mut String::new())?;
     }
 }

@@ -1,13 +1,7 @@
 //! One local replica: a `watchdog` child process on loopback ports, its output sent to the log
 //! hub, reported ready once its `/_/ready` answers 200, and reported again when it exits.
 
-use std::{
-    net::SocketAddr,
-    path::Path,
-    process::Stdio,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, process::Stdio, sync::Arc, time::Duration};
 
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::{
