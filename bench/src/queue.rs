@@ -87,7 +87,7 @@ async fn end_to_end(duration: Duration) {
                 let (later, hook, waiting) = (later.clone(), hook.clone(), waiting.clone());
                 tokio::spawn(async move {
                     let caller = Caller::new();
-                    let (mut took, mut lost) = (Vec::new(), 0u64);
+                    let (mut took, mut lost) = (Vec::new(), Vec::new());
                     let mut n = 0u64;
                     while Instant::now() < until {
                         n += 1;
@@ -97,34 +97,45 @@ async fn end_to_end(duration: Duration) {
                         let start = Instant::now();
                         let headers = [("X-Callback-Url", hook.as_str()), ("X-Call-Id", id.as_str())];
                         let accepted = caller.call(Method::POST, &later, &headers, "hello").await;
-                        if !matches!(&accepted, Ok(r) if r.status == 202) {
-                            lost += 1;
-                            continue;
+                        match &accepted {
+                            Ok(r) if r.status == 202 => {}
+                            Ok(r) => {
+                                lost.push(format!("{id}: {} {}", r.status, r.text()));
+                                continue;
+                            }
+                            Err(e) => {
+                                lost.push(format!("{id}: {e}"));
+                                continue;
+                            }
                         }
                         match tokio::time::timeout(Duration::from_secs(30), rx).await {
                             Ok(Ok(at)) => took.push(at - start),
-                            _ => lost += 1,
+                            _ => lost.push(format!("{id}: accepted, no callback within 30 s")),
                         }
                     }
                     (took, lost)
                 })
             })
             .collect();
-        let (mut took, mut lost) = (Vec::new(), 0);
+        let (mut took, mut lost) = (Vec::new(), Vec::new());
         for t in tasks {
             let (t, l) = t.await.unwrap();
             took.extend(t);
-            lost += l;
+            lost.extend(l);
         }
         took.sort();
         let pct = |p: f64| took.get(((took.len() as f64 * p) as usize).min(took.len().saturating_sub(1))).copied();
         let us = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6);
         println!(
-            "{conns:>5} {:>14.0} {:>7.0}us {:>7.0}us {lost:>7}",
+            "{conns:>5} {:>14.0} {:>7.0}us {:>7.0}us {:>7}",
             took.len() as f64 / duration.as_secs_f64(),
             us(pct(0.5)),
-            us(pct(0.99))
+            us(pct(0.99)),
+            lost.len()
         );
+        for why in lost.iter().take(3) {
+            println!("      lost {why}");
+        }
     }
 }
 
