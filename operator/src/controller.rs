@@ -55,7 +55,7 @@ pub struct Context {
     /// expectations of Kubernetes' own controllers): until the watches show those writes, a
     /// child missing from the cache is not created again, and until the children's controller
     /// has seen them the status waits; each at most `SAY_AFTER_WRITES`.
-    written: std::sync::Mutex<HashMap<ObjectRef<Function>, std::time::Instant>>,
+    written: std::sync::Mutex<HashMap<ObjectRef<Function>, Written>>,
 }
 
 impl Context {
@@ -72,17 +72,19 @@ impl Context {
         }
     }
 
-    fn wrote_children(&self, f: &Function) {
+    fn wrote_children(&self, f: &Function, created: Vec<Version>) {
         let mut written = self.written.lock().unwrap();
         // Entries of Functions deleted meanwhile go here, so the map holds only recent writes.
-        written.retain(|_, at| at.elapsed() < SAY_AFTER_WRITES);
-        written.insert(ObjectRef::from_obj(f), std::time::Instant::now());
+        written.retain(|_, w| w.at.elapsed() < SAY_AFTER_WRITES);
+        written.insert(ObjectRef::from_obj(f), Written { at: std::time::Instant::now(), created });
     }
 
-    /// How much longer what `f`'s children were last written waits to be seen, if that was recent.
-    fn expecting(&self, f: &Function) -> Option<Duration> {
+    /// How much longer what `f`'s children were last written waits to be seen, if that was
+    /// recent; and which versions' children were created then.
+    fn expecting(&self, f: &Function) -> Option<(Duration, Vec<Version>)> {
         let written = self.written.lock().unwrap();
-        written.get(&ObjectRef::from_obj(f)).and_then(|at| SAY_AFTER_WRITES.checked_sub(at.elapsed()))
+        let w = written.get(&ObjectRef::from_obj(f))?;
+        Some((SAY_AFTER_WRITES.checked_sub(w.at.elapsed())?, w.created.clone()))
     }
 
     fn seen(&self, f: &Function) {
@@ -104,6 +106,12 @@ impl Context {
             tracing::warn!(function = %f.name_any(), error = %e, "could not record an event");
         }
     }
+}
+
+/// A Function's last child writes: when, and the versions whose children were created.
+struct Written {
+    at: std::time::Instant,
+    created: Vec<Version>,
 }
 
 /// Dispatches; the work is in the helpers.
@@ -165,26 +173,30 @@ async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<
     let cached = ctx.cache.ready(namespace).await.ok_or(Error::NotWatched)?;
     let wanted = resources::versions(f);
     let expecting = ctx.expecting(f);
-    if let Some(wait) = expecting {
-        let missing = wanted.iter().any(|&v| {
+    if let Some((wait, created)) = &expecting {
+        let missing = created.iter().filter(|v| wanted.contains(v)).any(|&v| {
             let name = resources::object_name(f, v);
             cached.deployment(namespace, &name).is_none() || cached.service(namespace, &name).is_none()
         });
         if missing {
             // The watch's echo of one create woke this before the other's: creating it again
-            // would meet 409 and a read. Its echo wakes this again.
-            return Ok(Action::requeue(wait));
+            // would meet 409 and a read. Its echo wakes this again. (A version wanted since,
+            // such as a canary just added, is not waited for.)
+            return Ok(Action::requeue(*wait));
         }
     }
     let mut observed = Observed::default();
     let mut done = Done { first: f.status.as_ref().is_none_or(|s| s.observed_generation.is_none()), ..Done::default() };
+    let mut created = Vec::new();
     let written = async {
         for version in [Version::Stable, Version::Canary] {
             let name = resources::object_name(f, version);
             if wanted.contains(&version) {
-                let d = cached.deployment(namespace, &name);
+                let (d, s) = (cached.deployment(namespace, &name), cached.service(namespace, &name));
+                if d.is_none() || s.is_none() {
+                    created.push(version);
+                }
                 let d = ensure(&deployments, d, resources::desired_deployment(f, version), f, &mut done).await?;
-                let s = cached.service(namespace, &name);
                 ensure(&services, s, resources::desired_service(f, version), f, &mut done).await?;
                 observed.deployments.push((version, Some(d)));
             } else {
@@ -202,7 +214,7 @@ async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<
     if wrote {
         // Nothing new to say yet: the children's controller has not seen them. Their status
         // changing wakes this again (a Service has none: the resync below says it then).
-        ctx.wrote_children(f);
+        ctx.wrote_children(f, created);
         return Ok(Action::requeue(SAY_AFTER_WRITES));
     }
     // Woken by the watch's echo of those writes, before their controller has seen them: a
@@ -211,7 +223,7 @@ async fn apply_children(f: &Function, namespace: &str, ctx: &Context) -> Result<
         d.as_ref().is_none_or(|d| d.status.as_ref().and_then(|s| s.observed_generation) < d.metadata.generation)
     });
     match expecting {
-        Some(wait) if unseen => return Ok(Action::requeue(wait)),
+        Some((wait, _)) if unseen => return Ok(Action::requeue(wait)),
         Some(_) => ctx.seen(f),
         None => {}
     }

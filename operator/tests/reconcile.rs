@@ -214,6 +214,29 @@ async fn a_new_function_gets_a_deployment_a_service_and_a_status_once_there_is_s
 }
 
 #[tokio::test]
+async fn a_canary_added_right_after_the_function_is_created_at_once() {
+    let (ctx, mut api, mut feed) = context();
+    let f = function("  image: acme/resize:1");
+    let task = run(f.clone(), ctx.clone()).await;
+    api.created(DEPLOYMENTS).await;
+    api.created(SERVICES).await;
+    task.await.unwrap();
+    // Both echoes came; the Deployment's controller has not seen it yet. The canary is added:
+    // what the operator expects to see is the stable version's, so the canary's children are
+    // not held back behind it.
+    let mut unseen = resources::desired_deployment(&f, Version::Stable).create;
+    unseen.metadata.generation = Some(1);
+    feed.insert_deployment(unseen);
+    feed.insert_service(resources::desired_service(&f, Version::Stable).create);
+    let with = function("  image: acme/resize:1\n  canary: {image: acme/resize:2, weight: 10}");
+    let task = run(with, ctx).await;
+    assert_eq!(api.created(DEPLOYMENTS).await["metadata"]["name"], "resize-canary");
+    assert_eq!(api.created(SERVICES).await["metadata"]["name"], "resize-canary");
+    api.done().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_child_the_cache_has_not_seen_yet_is_read_not_created_twice() {
     let (ctx, mut api, mut feed) = context();
     let f = function("  image: acme/resize:1");
