@@ -7,18 +7,25 @@ import http.server
 import json
 import os
 
+MAX_BODY = 1 << 20
+
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def read_body(self):
-        # http.server does not decode a chunked body (one whose length the caller did not
-        # know, e.g. streamed): read it chunk by chunk.
+        """The request's body, or None when it is over MAX_BODY (a caller's length is not a
+        reason to allocate it). http.server does not decode a chunked body (one whose length
+        the caller did not know, e.g. streamed): it is read chunk by chunk."""
         if "chunked" not in self.headers.get("transfer-encoding", "").lower():
-            return self.rfile.read(int(self.headers.get("content-length") or 0))
-        chunks = []
+            length = int(self.headers.get("content-length") or 0)
+            return self.rfile.read(length) if length <= MAX_BODY else None
+        chunks, size_so_far = [], 0
         while True:
             size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            size_so_far += size
+            if size_so_far > MAX_BODY:
+                return None
             if size == 0:
                 # Trailers, if any, up to the empty line.
                 while self.rfile.readline() not in (b"\r\n", b"\n", b""):
@@ -28,7 +35,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.rfile.readline()
 
     def do_any(self):
-        body = self.read_body().decode(errors="replace")
+        body = self.read_body()
+        if body is None:
+            self.close_connection = True
+            self.send_error(413, "request body over 1 MiB")
+            return
+        body = body.decode(errors="replace")
         out = json.dumps({
             "greeting": "Hello from Python",
             "method": self.command,

@@ -44,11 +44,31 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
                 }
             }
         }
-        let body = if chunked { read_chunked(&mut reader)? } else { read_exact(&mut reader, length)? };
+        let body = match (chunked, length) {
+            (true, _) => read_chunked(&mut reader)?,
+            (false, length) if length <= MAX_BODY => Some(read_exact(&mut reader, length)?),
+            _ => None,
+        };
+        let Some(body) = body else {
+            // Said, and the connection closed: the rest of the body is not read.
+            let reply = "request body over 1 MiB\n";
+            return write!(
+                writer,
+                "HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{reply}",
+                reply.len()
+            );
+        };
         let reply = format!("Hello from Rust! You said: {}\n", String::from_utf8_lossy(&body));
-        write!(writer, "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{reply}", reply.len())?;
+        write!(
+            writer,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{reply}",
+            reply.len()
+        )?;
     }
 }
+
+/// The largest body read: a caller's length is not a reason to allocate it.
+const MAX_BODY: usize = 1 << 20;
 
 fn read_exact(reader: &mut impl Read, length: usize) -> std::io::Result<Vec<u8>> {
     let mut body = vec![0; length];
@@ -57,8 +77,8 @@ fn read_exact(reader: &mut impl Read, length: usize) -> std::io::Result<Vec<u8>>
 }
 
 /// A body whose length the caller did not know (streamed): chunks, each after its size in hex,
-/// up to a chunk of size 0 and the trailers' empty line.
-fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+/// up to a chunk of size 0 and the trailers' empty line. `None`: over `MAX_BODY`.
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
     let mut body = Vec::new();
     loop {
         let mut line = String::new();
@@ -66,12 +86,15 @@ fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
         let size = line.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size, 16)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+        if size > MAX_BODY - body.len() {
+            return Ok(None);
+        }
         if size == 0 {
             line.clear();
             while reader.read_line(&mut line)? > 0 && !matches!(line.as_str(), "\r\n" | "\n") {
                 line.clear();
             }
-            return Ok(body);
+            return Ok(Some(body));
         }
         body.extend(read_exact(reader, size)?);
         reader.read_line(&mut String::new())?;
