@@ -492,6 +492,19 @@ mod tests {
         tick(s, p, b, from, 0..secs, |_| value, replicas).into_iter().map(|(_, d)| d).collect()
     }
 
+    /// What a tick `t` seconds in sees: `v` in flight (arrived, and the metric), and the replicas.
+    fn calls(start: Instant, t: u64, v: f64, replicas: u32, ready: u32) -> Observation {
+        Observation {
+            now: start + Duration::from_secs(t),
+            value: Some(v),
+            arrivals: v,
+            in_flight: v,
+            waiting: 0,
+            replicas,
+            ready,
+        }
+    }
+
     /// One observation a second at each of `seconds` after `start`, `value(t)` of them all;
     /// replicas follow each decision (ready at once). The decisions, by second.
     fn tick(
@@ -505,17 +518,7 @@ mod tests {
     ) -> Vec<(u64, Decision)> {
         seconds
             .map(|t| {
-                let v = value(t);
-                let o = Observation {
-                    now: start + Duration::from_secs(t),
-                    value: Some(v),
-                    arrivals: v,
-                    in_flight: v,
-                    waiting: 0,
-                    replicas: *replicas,
-                    ready: *replicas,
-                };
-                let d = s.decide(p, b, o);
+                let d = s.decide(p, b, calls(start, t, value(t), *replicas, *replicas));
                 *replicas = d.desired;
                 (t, d)
             })
@@ -793,16 +796,7 @@ mod tests {
             .map(|t| {
                 let v = if t % 20 == 0 { 1.0 } else { 0.0 };
                 let ready = if wanted_since.is_some_and(|since| t - since >= 3) { replicas } else { 0 };
-                let o = Observation {
-                    now: start + Duration::from_secs(t),
-                    value: Some(v),
-                    arrivals: v,
-                    in_flight: v,
-                    waiting: 0,
-                    replicas,
-                    ready,
-                };
-                let d = s.decide(&p, b, o);
+                let d = s.decide(&p, b, calls(start, t, v, replicas, ready));
                 replicas = d.desired;
                 wanted_since = if replicas == 0 { None } else { wanted_since.or(Some(t)) };
                 (t, d)
