@@ -63,9 +63,9 @@ pub async fn run(duration: Duration, rounds: usize, cold_rounds: usize) {
     println!("# requests per second, the same function (fast upstream, http mode) in one run");
     crate::compare(
         &[
-            ("local gateway+watchdog", local.url.clone()),
-            ("k8s gateway+pod", through_k8s),
-            ("pod watchdog direct", format!("http://{pod_ip}:8080/")),
+            local.target("local gateway+watchdog"),
+            crate::target("k8s gateway+pod", through_k8s),
+            crate::target("pod watchdog direct", format!("http://{pod_ip}:8080/")),
         ],
         duration,
         rounds,

@@ -49,7 +49,8 @@ mod wrk;
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use flint_testkit::{Spawned, free_port, get, rss, wait_for};
+use flint_testkit::{Spawned, cpu_times, free_port, get, rss, wait_for};
+use nix::unistd::Pid;
 
 #[derive(Parser)]
 struct Cli {
@@ -213,6 +214,13 @@ pub struct Behind {
     port: u16,
 }
 
+impl Behind {
+    /// The watchdog as a `compare` target, its own process the hop.
+    fn target(&self, label: &str) -> Target {
+        target(label, format!("http://127.0.0.1:{}/", self.port)).hop([self.watchdog.pid()])
+    }
+}
+
 pub async fn start_watchdog(binary: &std::path::Path) -> Behind {
     let me = std::env::current_exe().unwrap();
     let (upstream_port, port, metrics_port) = (free_port(), free_port(), free_port());
@@ -243,32 +251,79 @@ pub async fn start_watchdog(binary: &std::path::Path) -> Behind {
     Behind { watchdog, upstream_port, port }
 }
 
+/// One thing `compare` loads.
+pub struct Target {
+    label: String,
+    url: String,
+    /// The processes that make up the hop: their CPU time per request is shown beside its rate
+    /// (on a machine that the load, the upstream and the hop share, what a hop costs is what
+    /// decides its rate).
+    hop: Vec<Pid>,
+}
+
+pub fn target(label: impl Into<String>, url: impl Into<String>) -> Target {
+    Target { label: label.into(), url: url.into(), hop: Vec::new() }
+}
+
+impl Target {
+    fn hop(mut self, pids: impl IntoIterator<Item = Pid>) -> Self {
+        self.hop.extend(pids);
+        self
+    }
+}
+
+/// One load of one target: wrk's figures, and its hop's CPU microseconds per request (user, kernel).
+struct Run {
+    load: wrk::Load,
+    cpu_us: Option<(f64, f64)>,
+}
+
+fn run(target: &Target, conns: usize, duration: Duration) -> Run {
+    let used = || {
+        target
+            .hop
+            .iter()
+            .map(|pid| cpu_times(*pid))
+            .fold((Duration::ZERO, Duration::ZERO), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    let before = used();
+    let load = wrk::run(&target.url, conns, duration);
+    let after = used();
+    let per_request = |a: Duration, b: Duration| (b - a).as_secs_f64() * 1e6 / load.requests.max(1) as f64;
+    let cpu_us = (!target.hop.is_empty()).then(|| (per_request(before.0, after.0), per_request(before.1, after.1)));
+    Run { load, cpu_us }
+}
+
 /// Loads every target in turn, round after round, and prints medians with ratios to the first.
-fn compare(targets: &[(&str, String)], duration: Duration, rounds: usize) {
+fn compare(targets: &[Target], duration: Duration, rounds: usize) {
     println!(
-        "# {rounds} rounds x {}s per point, targets alternating; ratio = rps / rps of {}",
+        "# {rounds} rounds x {}s per point, targets alternating; ratio = rps / rps of {}; cpu/req = the hop's own \
+         processes' CPU per request, user + kernel",
         duration.as_secs(),
-        targets[0].0
+        targets[0].label
     );
     println!(
-        "{:>5} {:>24} {:>10} {:>7} {:>9} {:>10} {:>9} {:>7}",
-        "conns", "target", "rps", "ratio", "p50", "added p50", "p99", "errors"
+        "{:>5} {:>24} {:>10} {:>7} {:>9} {:>10} {:>9} {:>7} {:>16}",
+        "conns", "target", "rps", "ratio", "p50", "added p50", "p99", "errors", "cpu/req"
     );
     for conns in [1, 16, 64] {
-        let mut runs: Vec<Vec<wrk::Load>> = vec![Vec::new(); targets.len()];
+        let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
         for _ in 0..rounds {
-            for (i, (_, url)) in targets.iter().enumerate() {
-                runs[i].push(wrk::run(url, conns, duration));
+            for (i, target) in targets.iter().enumerate() {
+                runs[i].push(run(target, conns, duration));
             }
         }
-        let medians: Vec<wrk::Load> = runs.iter().map(|r| median(r)).collect();
-        for ((label, _), m) in targets.iter().zip(&medians) {
+        let medians: Vec<(wrk::Load, String)> =
+            runs.iter().map(|r| (median(&r.iter().map(|r| r.load).collect::<Vec<_>>()), median_cpu(r))).collect();
+        let first = medians[0].0;
+        for (target, (m, cpu)) in targets.iter().zip(&medians) {
             println!(
-                "{conns:>5} {label:>24} {:>10.0} {:>7.3} {:>7.0}us {:>8.0}us {:>7.0}us {:>7}",
+                "{conns:>5} {:>24} {:>10.0} {:>7.3} {:>7.0}us {:>8.0}us {:>7.0}us {:>7} {cpu:>16}",
+                target.label,
                 m.rps,
-                m.rps / medians[0].rps,
+                m.rps / first.rps,
                 m.p50_us,
-                m.p50_us - medians[0].p50_us,
+                m.p50_us - first.p50_us,
                 m.p99_us,
                 m.errors
             );
@@ -284,11 +339,11 @@ async fn watchdog(duration: Duration, rounds: usize, baseline: Option<PathBuf>) 
     };
     let idle_rss = rss(behind.watchdog.pid());
     println!("# watchdog benchmark");
-    let mut targets = vec![("direct", format!("http://127.0.0.1:{}/", behind.upstream_port))];
+    let mut targets = vec![target("direct", format!("http://127.0.0.1:{}/", behind.upstream_port))];
     if let Some(before) = &before {
-        targets.push(("watchdog (baseline)", format!("http://127.0.0.1:{}/", before.port)));
+        targets.push(before.target("watchdog (baseline)"));
     }
-    targets.push(("watchdog", format!("http://127.0.0.1:{}/", behind.port)));
+    targets.push(behind.target("watchdog"));
     compare(&targets, duration, rounds);
     drop((behind, before));
     let watchdog = release_bin("watchdog");
@@ -313,6 +368,16 @@ pub struct LocalHello {
 impl Drop for LocalHello {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl LocalHello {
+    /// `hello` through the gateway as a `compare` target: the gateway and its replicas'
+    /// watchdogs are the hops (each watchdog's child, the function, is not).
+    pub fn target(&self, label: &str) -> Target {
+        let gateway = self.gateway.pid();
+        let watchdogs = flint_testkit::children(gateway).into_iter().map(Pid::from_raw);
+        target(label, self.url.clone()).hop(std::iter::once(gateway).chain(watchdogs))
     }
 }
 
@@ -408,7 +473,7 @@ pub fn write_hello(dir: &std::path::Path, tail: &str) {
 async fn gateway(duration: Duration, rounds: usize, idle_conns: usize, baseline: Option<PathBuf>) {
     let behind = start_watchdog(&release_bin("watchdog")).await;
     let local = local_hello().await;
-    let (gw, port, url) = (&local.gateway, local.port, local.url.clone());
+    let (gw, port) = (&local.gateway, local.port);
     let idle_rss = rss(gw.pid());
     let nginx = nginx::Nginx::start(behind.upstream_port).await;
     let bare = BareReplica::write();
@@ -424,17 +489,18 @@ async fn gateway(duration: Duration, rounds: usize, idle_conns: usize, baseline:
         None => None,
     };
     println!("# gateway benchmark");
-    let mut targets = vec![("direct", format!("http://127.0.0.1:{}/", behind.upstream_port))];
+    let mut targets = vec![target("direct", format!("http://127.0.0.1:{}/", behind.upstream_port))];
     match &nginx {
-        Some(n) => targets.push(("nginx (one hop)", format!("http://127.0.0.1:{}/", n.port))),
+        Some(n) => targets.push(target("nginx (one hop)", format!("http://127.0.0.1:{}/", n.port)).hop([n.worker()])),
         None => println!("# nginx is not installed (Debian: nginx-light): no yardstick in this run"),
     }
-    targets.push(("gateway (one hop)", hop.url.clone()));
-    targets.push(("watchdog (one hop)", format!("http://127.0.0.1:{}/", behind.port)));
+    // The gateway's own hop: its replica is the upstream itself, whose CPU is not the hop's.
+    targets.push(target("gateway (one hop)", hop.url.clone()).hop([hop.gateway.pid()]));
+    targets.push(behind.target("watchdog (one hop)"));
     if let Some(before) = &before {
-        targets.push(("gateway+watchdog (base)", before.url.clone()));
+        targets.push(before.target("gateway+watchdog (base)"));
     }
-    targets.push(("gateway+watchdog", url.clone()));
+    targets.push(local.target("gateway+watchdog"));
     compare(&targets, duration, rounds);
     println!(
         "gateway idle RSS (one function loaded, before load): {:.2} MiB (target <= 15 MiB)",
@@ -457,17 +523,30 @@ async fn gateway(duration: Duration, rounds: usize, idle_conns: usize, baseline:
 
 /// Medians of the runs, field by field.
 fn median(loads: &[wrk::Load]) -> wrk::Load {
-    let pick = |f: fn(&wrk::Load) -> f64| {
-        let mut v: Vec<f64> = loads.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let pick = |f: fn(&wrk::Load) -> f64| middle(loads.iter().map(f).collect());
     wrk::Load {
+        requests: loads.iter().map(|l| l.requests).sum(),
         rps: pick(|l| l.rps),
         p50_us: pick(|l| l.p50_us),
         p99_us: pick(|l| l.p99_us),
         errors: loads.iter().map(|l| l.errors).sum(),
     }
+}
+
+/// The runs' median CPU per request, "user+kernel us" (empty where the hop is not measured).
+fn median_cpu(runs: &[Run]) -> String {
+    let cpu: Vec<(f64, f64)> = runs.iter().filter_map(|r| r.cpu_us).collect();
+    if cpu.is_empty() {
+        return String::new();
+    }
+    let user = middle(cpu.iter().map(|c| c.0).collect());
+    let kernel = middle(cpu.iter().map(|c| c.1).collect());
+    format!("{user:.1}+{kernel:.1}us")
+}
+
+fn middle(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Median and max milliseconds from spawning the watchdog to its first 200 on `/_/ready`.

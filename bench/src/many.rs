@@ -238,7 +238,11 @@ async fn report(
 
     let one_label = "hello, one function";
     let many_label = format!("hello, {functions} functions");
-    compare(&[(one_label, one.url.clone()), (&many_label, many.url.clone())], duration, rounds);
+    compare(
+        &[crate::target(one_label, one.url.clone()), crate::target(many_label, many.url.clone())],
+        duration,
+        rounds,
+    );
 }
 
 struct Answers {

@@ -54,6 +54,14 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // A killed master (`_process` is killed when dropped) leaves its workers running, and
+        // a master whose worker is killed starts another: it is asked to stop them itself.
+        let master = self._process.pid();
+        let _ = nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !flint_testkit::children(master).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

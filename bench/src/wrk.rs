@@ -4,6 +4,7 @@ use std::{process::Command, time::Duration};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Load {
+    pub requests: u64,
     pub rps: f64,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -41,6 +42,7 @@ fn parse(text: &str) -> Option<Load> {
     for line in text.lines().map(str::trim) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
+            [n, "requests", "in", ..] => load.requests = n.parse().ok()?,
             ["Requests/sec:", v] => load.rps = v.parse().ok()?,
             ["50.000%", v] | ["50%", v] => load.p50_us = micros(v)?,
             ["99.000%", v] | ["99%", v] => load.p99_us = micros(v)?,
@@ -72,8 +74,9 @@ mod tests {
     fn reads_wrk_summaries() {
         let text = "  Latency Distribution\n     50%  120.00us\n     75%  1.50ms\n     99%    2.00ms\n  \
                     Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 5\n\
-                    Requests/sec:  41234.56\n";
+                    206172 requests in 5.00s, 24.12MB read\nRequests/sec:  41234.56\n";
         let load = super::parse(text).unwrap();
+        assert_eq!(load.requests, 206172);
         assert_eq!(load.rps, 41234.56);
         assert_eq!(load.p50_us, 120.0);
         assert_eq!(load.p99_us, 2000.0);

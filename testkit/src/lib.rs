@@ -284,10 +284,16 @@ pub fn alive(pid: i32) -> bool {
 
 /// CPU time process `pid` has used so far, user and system.
 pub fn cpu_time(pid: Pid) -> Duration {
+    let (user, system) = cpu_times(pid);
+    user + system
+}
+
+/// CPU time process `pid` has used so far: (in user space, in the kernel).
+pub fn cpu_times(pid: Pid) -> (Duration, Duration) {
     let fields = stat_fields(pid.as_raw()).unwrap_or_else(|| panic!("no process {pid}"));
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
-    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+    let time = |i: usize| Duration::from_secs_f64(fields[i].parse::<u64>().unwrap() as f64 / per_second as f64);
+    (time(11), time(12))
 }
 
 /// Peak resident memory of a process, in bytes (VmHWM).
