@@ -3,6 +3,16 @@
 /// Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection and are never forwarded.
 pub fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
     use hyper::header::*;
+    const HOP_BY_HOP: [HeaderName; 7] =
+        [CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE];
+    let hop_by_hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name) || name.as_str() == "keep-alive" || name.as_str() == "proxy-connection"
+    };
+    // Most messages have none: one look at each name, rather than a removal (a hash) for each
+    // kind. Headers named in Connection need a Connection header, itself hop-by-hop.
+    if !headers.keys().any(hop_by_hop) {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -14,7 +24,7 @@ pub fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     headers.remove("keep-alive");
@@ -43,5 +53,13 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["content-type", "x-kept"]);
+        // Each kind alone is found.
+        for kind in ["connection", "te", "trailer", "transfer-encoding", "upgrade", "keep-alive", "proxy-connection"] {
+            let mut h = HeaderMap::new();
+            h.insert("x-kept", HeaderValue::from_static("yes"));
+            h.insert(kind, HeaderValue::from_static("x"));
+            super::strip_hop_by_hop(&mut h);
+            assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"], "{kind}");
+        }
     }
 }
