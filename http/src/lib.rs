@@ -2,12 +2,14 @@
 //! - [`body`]: the one boxed body type, and [`body::watched`] to keep a guard alive as long as a
 //!   response body;
 //! - [`headers`]: hop-by-hop headers, never forwarded;
+//! - [`client`]: a keep-alive connection goes back to its pool once its response is read;
 //! - [`server`]: the accept loop (HTTP/1.1 + HTTP/2, TCP_NODELAY, graceful stop), which parks idle
 //!   HTTP/1 connections without hyper's buffers;
 //! - [`exit`]: process exit statuses in words;
 //! - [`port`]: loopback ports reserved for a process that binds them later.
 
 pub mod body;
+pub mod client;
 pub mod exit;
 pub mod headers;
 pub mod port;

@@ -85,7 +85,7 @@ async fn run(config: Config, out: logs::Output) -> ExitCode {
                 ready.set_upstream_ready();
                 tracing::info!(upstream_url = %addr, "the function's server accepts connections; ready");
             });
-            (Invoke::Http(mode::http::Proxy::new(url)), Some(upstream))
+            (Invoke::Http(mode::http::Proxy::new(url, addr)), Some(upstream))
         }
     };
 

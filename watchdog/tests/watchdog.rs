@@ -170,6 +170,34 @@ async fn http_mode_proxies_method_path_query_headers_and_bodies() {
 }
 
 #[tokio::test]
+async fn http_mode_survives_the_functions_server_closing_its_connections() {
+    // The function's server closes connections idle for 0.2 s, and after `/close`.
+    let (fprocess, upstream) = echo_server();
+    let fprocess = format!("{fprocess} 0.2");
+    let w = Watchdog::start(&[("mode", "http"), ("fprocess", &fprocess), ("upstream_url", &upstream)]).await;
+    w.wait_ready().await;
+    let calls = || async {
+        let urls: Vec<String> = (0..8).map(|i| w.url(&format!("/{i}"))).collect();
+        let replies = futures::future::join_all(urls.iter().map(|url| get(url))).await;
+        for reply in replies {
+            let reply = reply.unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.text());
+        }
+    };
+    calls().await;
+    // Every connection the watchdog keeps is closed by the server meanwhile.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    calls().await;
+    for _ in 0..5 {
+        let reply = get(&w.url("/close")).await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let seen: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(seen["path"], "/close");
+    }
+    calls().await;
+}
+
+#[tokio::test]
 async fn http_mode_is_ready_only_once_the_upstream_accepts() {
     let (fprocess, upstream) = echo_server();
     let delayed = format!("sh -c 'sleep 1; exec {fprocess}'");

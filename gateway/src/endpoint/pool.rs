@@ -14,11 +14,7 @@ use std::{
     time::Duration,
 };
 
-use flint_http::{
-    Body, BoxError,
-    body::{Watch, watched},
-};
-use http_body_util::BodyExt;
+use flint_http::Body;
 use hyper::{Request, Response, client::conn::http1};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
@@ -137,11 +133,8 @@ impl Pool {
         sender: Sender,
         response: Response<hyper::body::Incoming>,
     ) -> Response<Body> {
-        response.map(|body| {
-            let ended = hyper::body::Body::is_end_stream(&body);
-            let body = body.map_err(BoxError::from).boxed_unsync();
-            watched(body, Checkin { pool: self.clone(), endpoint: endpoint.clone(), sender: Some(sender), ended })
-        })
+        let (pool, endpoint) = (self.clone(), endpoint.clone());
+        response.map(|body| flint_http::client::give_back_after(body, sender, move |s| pool.checkin(&endpoint, s)))
     }
 
     fn checkin(&self, endpoint: &Arc<Endpoint>, sender: Sender) {
@@ -221,37 +214,11 @@ fn was_reset(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Returns the connection to its endpoint once its response has been read to the end; a
-/// response dropped half-read leaves the connection unusable, so it is closed instead.
-struct Checkin {
-    pool: Arc<Pool>,
-    endpoint: Arc<Endpoint>,
-    sender: Option<Sender>,
-    ended: bool,
-}
-
-impl Watch for Checkin {
-    fn on_end(&mut self) {
-        self.ended = true;
-    }
-}
-
-impl Drop for Checkin {
-    fn drop(&mut self) {
-        if let Some(sender) = self.sender.take()
-            && self.ended
-            && !sender.is_closed()
-        {
-            self.pool.checkin(&self.endpoint, sender);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
 
-    use http_body_util::Full;
+    use http_body_util::{BodyExt, Full};
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
         net::TcpListener,

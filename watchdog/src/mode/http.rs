@@ -1,13 +1,25 @@
 //! `http` mode: the function is a long-running HTTP server (`upstream_url`); every invocation is
-//! proxied to it over a pooled keep-alive connection, bodies streamed both ways.
+//! proxied to it over a keep-alive connection, bodies streamed both ways.
+//!
+//! The connections are kept here, over hyper's own HTTP/1 client connections: the one server
+//! needs no general-purpose pool (hyper-util's keys, locks and checkout futures were a tenth of
+//! the watchdog's work per request). An idle connection is reused most recent first; one the
+//! server closed is skipped; one idle longer than `IDLE_TIMEOUT` is closed when it is next seen.
 
-use std::{net::SocketAddr, process::ExitStatus, sync::Arc, time::Duration};
-
-use hyper::{Uri, body::Incoming};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+use std::{
+    net::SocketAddr,
+    process::ExitStatus,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
+
+use hyper::{
+    Request, Uri,
+    body::Incoming,
+    client::conn::http1::{self, SendRequest},
+    header::{HOST, HeaderValue},
+};
+use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::watch};
 
 use crate::{
@@ -16,42 +28,109 @@ use crate::{
     process::{self, Group},
     stack::{Req, ResFuture},
 };
-use http_body_util::BodyExt;
+
+/// Connections to the function's server idle this long are closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an idle connection may take to become ready before another is used.
+const READY_WAIT: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
 pub struct Proxy(Arc<Target>);
 
 struct Target {
-    client: Client<HttpConnector, Incoming>,
     upstream: Uri,
+    addr: SocketAddr,
+    /// The Host a request without one is sent with.
+    host: HeaderValue,
+    idle: Mutex<Vec<(SendRequest<Incoming>, Instant)>>,
 }
 
 impl Proxy {
-    pub fn new(upstream: Uri) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
-        Self(Arc::new(Target { client, upstream }))
+    /// A proxy to `upstream`, whose address is `addr`.
+    pub fn new(upstream: Uri, addr: SocketAddr) -> Self {
+        let host = upstream.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let host = host.unwrap_or_else(|| HeaderValue::from_str(&addr.to_string()).expect("an address"));
+        Self(Arc::new(Target { upstream, addr, host, idle: Mutex::default() }))
     }
 
     pub fn call(&self, mut req: Req) -> ResFuture {
-        let mut target = self.0.upstream.clone().into_parts();
-        target.path_and_query = req.uri().path_and_query().cloned();
-        *req.uri_mut() = Uri::from_parts(target).expect("upstream URL with the request's path is a URL");
+        // Origin form: the path and query only, as a client sends them to a server.
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
         // HTTP/1.1 to the function's server whatever the caller spoke (an HTTP/2 request on an
         // HTTP/1 connection is refused, and its body could not be framed).
         *req.version_mut() = hyper::Version::HTTP_11;
         flint_http::headers::strip_hop_by_hop(req.headers_mut());
-        let sent = self.0.client.request(req);
-        let upstream = self.0.upstream.clone();
+        if !req.headers().contains_key(HOST) {
+            req.headers_mut().insert(HOST, self.0.host.clone());
+        }
+        let target = self.0.clone();
         Box::pin(async move {
-            let mut response = sent.await.map_err(|e| InvokeError::Upstream {
-                upstream: upstream.to_string(),
-                reason: flint_http::error_chain(&e),
-            })?;
+            let failed = |reason: String| InvokeError::Upstream { upstream: target.upstream.to_string(), reason };
+            let (mut response, sender) = target.send(req).await.map_err(failed)?;
             flint_http::headers::strip_hop_by_hop(response.headers_mut());
-            Ok(response.map(|body| body.map_err(flint_http::BoxError::from).boxed_unsync()))
+            let pool = target.clone();
+            Ok(response.map(|body| flint_http::client::give_back_after(body, sender, move |s| pool.checkin(s))))
         })
+    }
+}
+
+impl Target {
+    /// Sends `req` on an idle connection, or a new one; the response and its connection.
+    async fn send(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<(hyper::Response<Incoming>, SendRequest<Incoming>), String> {
+        // A connection the server closed while it sat idle gives the request back unsent.
+        while let Some(mut sender) = self.checkout() {
+            // Just after its last response a connection may need a moment to be ready again.
+            if !matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(()))) {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok((response, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(back) => req = back,
+                    None => return Err(flint_http::error_chain(&e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let response = sender.send_request(req).await.map_err(|e| flint_http::error_chain(&e))?;
+        Ok((response, sender))
+    }
+
+    /// The most recently used idle connection that is still open and not idle too long.
+    fn checkout(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap();
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, sender: SendRequest<Incoming>) {
+        let mut idle = self.idle.lock().unwrap();
+        // The oldest are first: those idle too long go now, not only when reached.
+        let now = Instant::now();
+        let expired = idle.iter().take_while(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT).count();
+        idle.drain(..expired);
+        idle.push((sender, now));
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, String> {
+        let stream = TcpStream::connect(self.addr).await.map_err(|e| format!("connect to {}: {e}", self.addr))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            http1::handshake(TokioIo::new(stream)).await.map_err(|e| flint_http::error_chain(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection to the function's server ended");
+            }
+        });
+        Ok(sender)
     }
 }
 
