@@ -141,7 +141,8 @@ where
         let mut observation = Observation {
             metrics,
             method: req.method().clone(),
-            path: req.uri().path().to_string(),
+            // Shares the request's bytes: nothing is copied for a line that may not be written.
+            uri: req.uri().clone(),
             start: Instant::now(),
             // Until a response exists, the caller is the one who went away (nginx's 499).
             code: 499,
@@ -154,7 +155,7 @@ where
                 Ok(response) => response,
                 Err(error) => {
                     if error.status().is_server_error() {
-                        tracing::warn!(method = %observation.method, path = %observation.path, %error, "invocation failed");
+                        tracing::warn!(method = %observation.method, path = observation.uri.path(), %error, "invocation failed");
                     }
                     error.into_response()
                 }
@@ -169,7 +170,7 @@ where
 struct Observation {
     metrics: Arc<Metrics>,
     method: Method,
-    path: String,
+    uri: hyper::Uri,
     start: Instant,
     code: u16,
     bytes: u64,
@@ -194,7 +195,7 @@ impl Drop for Observation {
         self.metrics.in_flight.dec();
         tracing::info!(
             method = %self.method,
-            path = %self.path,
+            path = self.uri.path(),
             status = self.code,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes = self.bytes,
