@@ -146,6 +146,17 @@ mod tests {
     }
 
     #[test]
+    fn a_path_that_looks_like_an_authority_stays_a_path() {
+        let id = HeaderValue::from_static("id");
+        let (replica, peer) = ("127.0.0.1:9000".parse().unwrap(), "192.0.2.7:5555".parse().unwrap());
+        for path in ["//evil.example/x", "//evil.example:80/x?y=//z", "/http://evil.example/"] {
+            let mut req = Request::get("/function/f").header("host", "gw").body(()).unwrap();
+            prepare(&mut req, replica, path, peer, &id);
+            assert_eq!((req.uri().authority(), req.uri().to_string()), (None, path.to_string()));
+        }
+    }
+
+    #[test]
     fn writes_every_ipv4_address_as_rust_does() {
         for octet in 0..=255u8 {
             for ip in [[octet, 0, 0, 0], [1, octet, 2, 3], [10, 0, octet, 255], [255, 255, 255, octet]] {
