@@ -62,8 +62,13 @@ pub fn prepare<B>(
     *req.version_mut() = hyper::Version::HTTP_11;
     let headers = req.headers_mut();
     flint_http::headers::strip_hop_by_hop(headers);
+    // The host the caller asked for, if it named one.
+    let asked = headers.get(HOST).cloned().or(named);
+    if let Some(host) = &asked {
+        headers.insert(FORWARDED_HOST, host.clone());
+    }
     if !headers.contains_key(HOST) {
-        let host = named.unwrap_or_else(|| HeaderValue::from_str(&replica.to_string()).expect("an address"));
+        let host = asked.unwrap_or_else(|| HeaderValue::from_str(&replica.to_string()).expect("an address"));
         headers.insert(HOST, host);
     }
     let peer_ip = ip_text(peer.ip());
@@ -73,9 +78,6 @@ pub fn prepare<B>(
     };
     if let Some(v) = forwarded_for {
         headers.insert(FORWARDED_FOR, v);
-    }
-    if let Some(host) = headers.get(HOST).cloned() {
-        headers.insert(FORWARDED_HOST, host);
     }
     headers.insert(CALL_ID, call_id.clone());
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -137,11 +139,13 @@ mod tests {
         prepare(&mut req, replica, "/", peer, &id);
         assert_eq!(req.uri(), "/");
         assert_eq!(req.headers()["host"], "gw.example.com");
+        assert_eq!(req.headers()["x-forwarded-host"], "gw.example.com");
         assert_eq!(req.headers()["x-forwarded-for"], "2001:db8::7");
         let mut req = Request::get("/function/f/").version(hyper::Version::HTTP_10).body(()).unwrap();
         prepare(&mut req, replica, "/", "10.0.0.255:1".parse().unwrap(), &id);
         assert_eq!(req.uri(), "/");
         assert_eq!(req.headers()["host"], "127.0.0.1:9000");
+        assert!(req.headers().get("x-forwarded-host").is_none(), "the caller named no host");
         assert_eq!(req.headers()["x-forwarded-for"], "10.0.0.255");
     }
 
