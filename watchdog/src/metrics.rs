@@ -155,7 +155,7 @@ where
                 Ok(response) => response,
                 Err(error) => {
                     if error.status().is_server_error() {
-                        tracing::warn!(method = %observation.method, path = observation.uri.path(), %error, "invocation failed");
+                        tracing::warn!(method = %observation.method, path = %observation.uri.path(), %error, "invocation failed");
                     }
                     error.into_response()
                 }
@@ -195,7 +195,7 @@ impl Drop for Observation {
         self.metrics.in_flight.dec();
         tracing::info!(
             method = %self.method,
-            path = self.uri.path(),
+            path = %self.uri.path(),
             status = self.code,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes = self.bytes,
