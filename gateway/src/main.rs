@@ -24,8 +24,15 @@ fn main() -> ExitCode {
     // One TLS crypto provider for the whole process, before any Kubernetes client exists.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    // Written until exit: the guard writes what is waiting when main returns.
-    let (_, _write_on_exit) = flint_http::logs::init(matches!(args.log_format, LogFormat::Json));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(run(args))
 }

@@ -5,7 +5,7 @@
 //! - [`client`]: a keep-alive connection goes back to its pool once its response is read;
 //! - [`server`]: the accept loop (HTTP/1.1 + HTTP/2, TCP_NODELAY, graceful stop), which parks idle
 //!   HTTP/1 connections without hyper's buffers;
-//! - [`logs`]: log lines (one per invocation) written off the request path, in batches;
+//! - [`logs`]: the watchdog's log lines written off the request path, in batches;
 //! - [`exit`]: process exit statuses in words;
 //! - [`port`]: loopback ports reserved for a process that binds them later.
 

@@ -1,10 +1,11 @@
-//! Where the gateway's and the watchdog's log lines go (one per invocation by default): off the
-//! request path, in batches.
+//! Where the watchdog's log lines go (one per invocation by default, and the function's output):
+//! off the request path, in batches. (The gateway still writes its lines as they come: its tests
+//! and its operators read a line as soon as what it tells has happened.)
 //!
 //! A line is appended to a buffer in memory: no system call and no other thread woken for it.
 //! One thread writes what has gathered to stdout, in one write, `GATHER` after the first line
 //! of a batch (at once when `WRITE_AT` bytes have gathered, and at exit). Written one by one,
-//! with a wake-up of a writer thread each, the lines cost a proxy a third of its work per
+//! with a wake-up of a writer thread each, the lines cost the watchdog a quarter of its work per
 //! request. A slow reader of the logs never stalls a request: beyond `LIMIT` bytes waiting, lines
 //! are dropped, and how many is said once the reader catches up.
 
