@@ -149,23 +149,45 @@ async fn run(args: Args) -> ExitCode {
             tick: args.autoscale_tick,
         })
     });
+    let stored = Arc::new(tokio::sync::Notify::new());
+    let accept = queue::accept::Accept {
+        provider: provider.clone(),
+        namespaces: namespaces.clone(),
+        link: link.clone(),
+        max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
+        metrics: metrics.clone(),
+        callbacks: callbacks.clone(),
+        stored: stored.clone(),
+    };
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gateway = Arc::new(routes::Gateway {
+        accept,
+        api: rest::Api { provider: provider.clone(), metrics: metrics.clone(), namespaces, invoker: invoker.clone() },
+        invoker,
+        provider: provider.clone(),
+        metrics: metrics.clone(),
+        auth,
+        auth_functions: args.auth_functions,
+        hosts: flint_gateway::origin::Hosts::new(&args.allowed_hosts),
+        draining: draining.clone(),
+    });
     let own_ip = if args.bind.is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { args.bind };
-    let itself = client::SelfClient::new(
-        format!("http://{}", SocketAddr::new(own_ip, args.port)),
-        auth.as_ref().filter(|_| args.auth_functions).map(auth::Credentials::header_value),
+    let itself = client::SelfClient::here(
+        gateway.clone(),
+        own_ip,
+        gateway.auth.as_ref().filter(|_| args.auth_functions).map(auth::Credentials::header_value),
     );
     let cron = Arc::new(cron::Cron { provider: provider.clone(), client: itself.clone() });
-    let stored = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(take_queued(
         link.clone(),
         Some(provider.clone()),
         itself,
         (args.worker_settings(), args.async_worker),
-        (metrics.clone(), callbacks.clone()),
-        stored.clone(),
+        (metrics.clone(), callbacks),
+        stored,
         stop.clone(),
     ));
-    tokio::spawn(forget_deleted(provider.clone(), metrics.clone(), stop.clone()));
+    tokio::spawn(forget_deleted(provider.clone(), metrics, stop.clone()));
     let loops = Loops { autoscaler, cron };
     let loops = match client.clone() {
         // Several gateway replicas: only the Lease holder runs the loops (each still scales
@@ -179,27 +201,6 @@ async fn run(args: Args) -> ExitCode {
         )),
         None => tokio::spawn(loops.run(stop.clone())),
     };
-    let accept = queue::accept::Accept {
-        provider: provider.clone(),
-        namespaces: namespaces.clone(),
-        link,
-        max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
-        metrics: metrics.clone(),
-        callbacks,
-        stored,
-    };
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let gateway = Arc::new(routes::Gateway {
-        accept,
-        api: rest::Api { provider: provider.clone(), metrics: metrics.clone(), namespaces, invoker: invoker.clone() },
-        invoker,
-        provider: provider.clone(),
-        metrics,
-        auth,
-        auth_functions: args.auth_functions,
-        hosts: flint_gateway::origin::Hosts::new(&args.allowed_hosts),
-        draining: draining.clone(),
-    });
     print_banner(&*provider, addr).await;
 
     let make = {
@@ -373,7 +374,7 @@ async fn queue_worker(args: Args, auth: Option<auth::Credentials>) -> ExitCode {
     let shown = nats.shown();
     let link = connect_in_background(nats, &stop);
     // Functions behind basic auth: the worker calls them with the gateway's credentials.
-    let client = client::SelfClient::new(
+    let client = client::SelfClient::there(
         args.gateway_url.trim_end_matches('/').to_string(),
         auth.as_ref().map(auth::Credentials::header_value),
     );

@@ -42,24 +42,14 @@ impl Gateway {
             );
         }
         let path = req.uri().path().to_string();
-        let sync = path.strip_prefix("/function/");
-        let later = path.strip_prefix("/async-function/");
-        if sync.is_some() || later.is_some() {
-            if self.auth_functions && !self.authorized(&req) {
-                return unauthorized();
+        if let Some(target) = path.strip_prefix("/function/") {
+            return self.call_function(req, target, peer).await;
+        }
+        if let Some(target) = path.strip_prefix("/async-function/") {
+            if let Some(refused) = self.function_door(&mut req) {
+                return refused;
             }
-            // The gateway's own credential (which can also deploy) never reaches a function, nor
-            // a stored call, whether it protects functions or a browser sent it along anyway.
-            self.strip_own_credential(req.headers_mut());
-            return match (sync, later) {
-                (Some(target), _) => {
-                    let mut response = self.invoker.invoke(req, target, peer).await;
-                    self.strip_own_realm(&mut response);
-                    response
-                }
-                (_, Some(target)) => self.accept.accept(req, target).await,
-                _ => unreachable!("one of the two"),
-            };
+            return self.accept.accept(req, target).await;
         }
         if let Some(api) = path.strip_prefix("/system/") {
             if !self.authorized(&req) {
@@ -91,6 +81,32 @@ impl Gateway {
         }
     }
 
+    /// `/function/TARGET`, from the front door or from the gateway's own cron and queue worker
+    /// (`client`), which call it in place.
+    pub async fn call_function<B>(&self, mut req: Request<B>, target: &str, peer: SocketAddr) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<flint_http::BoxError>,
+    {
+        if let Some(refused) = self.function_door(&mut req) {
+            return refused;
+        }
+        let mut response = self.invoker.invoke(req, target, peer).await;
+        self.strip_own_realm(&mut response);
+        response
+    }
+
+    /// What every call to a function passes, now or stored: the caller may call functions, and
+    /// the gateway's own credential (which can also deploy) never reaches a function, nor a
+    /// stored call, whether it protects functions or a browser sent it along anyway.
+    fn function_door<B>(&self, req: &mut Request<B>) -> Option<Response<Body>> {
+        if self.auth_functions && !self.authorized(req) {
+            return Some(unauthorized());
+        }
+        self.strip_own_credential(req.headers_mut());
+        None
+    }
+
     fn strip_own_credential(&self, headers: &mut HeaderMap) {
         if self.auth_functions || self.auth.as_ref().is_some_and(|c| c.allows(headers)) {
             headers.remove(AUTHORIZATION);
@@ -106,7 +122,7 @@ impl Gateway {
         }
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
         self.auth.as_ref().is_none_or(|c| c.allows(req.headers()))
     }
 

@@ -582,6 +582,67 @@ async fn cron_triggers_invoke_the_function_through_the_gateway() {
     assert!(g.process.log().contains("status=200"), "{}", g.process.log());
 }
 
+/// The gateway's own calls (cron triggers; stored calls take the same door) are made in place,
+/// not over a connection to its own port: a front door held full by clients that never finish
+/// asking does not stop them.
+#[tokio::test]
+async fn cron_triggers_still_run_while_the_front_door_is_full() {
+    let dir = Dir::new("cron-full");
+    dir.function("ticker", "  image: x\n  command: [cat]", &[]);
+    let args = ["--max-connections", "4", "--header-timeout", "60s", "--idle-timeout", "60s"];
+    let g = Gateway::start(&dir.0, &args).await;
+    let probe = || async {
+        let mut c = TcpStream::connect(("127.0.0.1", g.port)).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out).await;
+        out
+    };
+    // Every place is taken by a connection that sends half a request head, once the start-up
+    // check's connection has gone (so that no place frees up later).
+    wait_for("the start-up check's connection to close", SECS_20, || async { (held_open(g.port) == 0).then_some(()) })
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = TcpStream::connect(("127.0.0.1", g.port)).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n").await.unwrap();
+        held.push(c);
+    }
+    let refused = probe().await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "the door is not full: {refused}");
+    // The trigger comes only now, so no connection made before the door filled can serve it.
+    dir.function(
+        "ticker",
+        "  image: x\n  command: [cat]\n  triggers: [{cron: {schedule: '* * * * * *', path: /tick}}]",
+        &[],
+    );
+    g.process.signal(Signal::SIGHUP);
+    let fired =
+        |log: &str| log.lines().filter(|l| l.contains("cron trigger fired") && l.contains("status=200")).count();
+    wait_for("two scheduled calls answered 200 while the door is full", SECS_20, || async {
+        (fired(&g.process.log()) >= 2).then_some(())
+    })
+    .await;
+    assert!(probe().await.starts_with("HTTP/1.1 503"), "the door was no longer full");
+    assert!(!g.process.log().contains("cron trigger failed"), "{}", g.process.log());
+    drop(held);
+}
+
+/// Connections to `port` on loopback the server still holds open (established, or closed by
+/// the client but not yet by the server), from the kernel's table.
+fn held_open(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && matches!(fields.get(3), Some(&"01") | Some(&"08"))
+        })
+        .count()
+}
+
 #[tokio::test]
 async fn an_http2_body_without_a_length_reaches_the_function_whole() {
     use http_body_util::{BodyExt, StreamBody};

@@ -24,7 +24,7 @@ use std::{
 };
 
 use flint_http::{Body, body::watched};
-use hyper::{Request, Response, body::Incoming};
+use hyper::{Request, Response};
 use tokio::time::Instant;
 
 use self::{
@@ -97,7 +97,12 @@ impl Invoker {
     }
 
     /// `target` is what follows `/function/`: `NAME[.NAMESPACE][/rest]`.
-    pub async fn invoke(&self, req: Request<Incoming>, target: &str, peer: SocketAddr) -> Response<Body> {
+    /// `B`: a front-door request's body, or a stored or scheduled call's (`client`).
+    pub async fn invoke<B>(&self, req: Request<B>, target: &str, peer: SocketAddr) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<flint_http::BoxError>,
+    {
         let Target { name, namespace, rest } = Target::parse(target);
         let namespace = self.settings.namespaces.resolve(&*self.provider, namespace);
         let Some(route) = self.provider.route(namespace, name) else {
@@ -140,13 +145,17 @@ impl Invoker {
         }
     }
 
-    async fn forward(
+    async fn forward<B>(
         &self,
-        req: Request<Incoming>,
+        req: Request<B>,
         route: &Route,
         call: &Call<'_>,
         observation: &mut Observation,
-    ) -> Result<Response<Body>, InvokeError> {
+    ) -> Result<Response<Body>, InvokeError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<flint_http::BoxError>,
+    {
         let handles = observation.metrics.clone();
         let function = &handles.function;
         if let (Some(max), Some(len)) = (self.settings.max_body, payload::declared_length(req.headers()))
