@@ -47,11 +47,11 @@ pub struct SelfClient {
 #[derive(Clone)]
 enum Door {
     /// This process's: called in place, with no connection, no second parse and no loopback
-    /// round trip (a stored call's own HTTP hop was about a third of the gateway's work for it).
+    /// round trip.
     /// `peer` is the address the function sees the call come from.
     Here { gateway: Arc<Gateway>, peer: SocketAddr },
     /// Another process's (a queue worker of its own): `base` is its URL (`http://gateway:8080`).
-    There { base: String, client: Client<HttpConnector, Full<Bytes>> },
+    There { base: String, client: Box<Client<HttpConnector, Full<Bytes>>> },
 }
 
 impl SelfClient {
@@ -63,7 +63,7 @@ impl SelfClient {
     /// Calls the gateway at `base` over HTTP.
     pub fn there(base: String, authorization: Option<String>) -> Self {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-        SelfClient { door: Door::There { base, client }, authorization }
+        SelfClient { door: Door::There { base, client: Box::new(client) }, authorization }
     }
 
     /// Invokes `name.namespace` at `path` (below the function, with its query; joined after a

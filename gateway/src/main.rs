@@ -149,7 +149,7 @@ async fn run(args: Args) -> ExitCode {
             tick: args.autoscale_tick,
         })
     });
-    let stored = Arc::new(tokio::sync::Notify::new());
+    let lanes = Arc::new(queue::worker::Lanes::default());
     let accept = queue::accept::Accept {
         provider: provider.clone(),
         namespaces: namespaces.clone(),
@@ -157,7 +157,7 @@ async fn run(args: Args) -> ExitCode {
         max_body: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
         metrics: metrics.clone(),
         callbacks: callbacks.clone(),
-        stored: stored.clone(),
+        lanes: lanes.clone(),
     };
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let gateway = Arc::new(routes::Gateway {
@@ -184,7 +184,7 @@ async fn run(args: Args) -> ExitCode {
         itself,
         (args.worker_settings(), args.async_worker),
         (metrics.clone(), callbacks),
-        stored,
+        lanes,
         stop.clone(),
     ));
     tokio::spawn(forget_deleted(provider.clone(), metrics, stop.clone()));
@@ -338,7 +338,7 @@ async fn take_queued(
     client: client::SelfClient,
     (settings, take_calls): (queue::worker::Settings, bool),
     (metrics, callbacks): (Arc<metrics::Metrics>, Arc<queue::callback::Callbacks>),
-    stored: Arc<tokio::sync::Notify>,
+    lanes: Arc<queue::worker::Lanes>,
     stop: CancellationToken,
 ) {
     let queue = tokio::select! {
@@ -346,7 +346,7 @@ async fn take_queued(
         _ = stop.cancelled() => return,
     };
     let worker = Arc::new(Worker { queue, client, settings, metrics, callbacks });
-    let calls = take_calls.then(|| tokio::spawn(worker.clone().run_calls(stored, stop.clone())));
+    let calls = take_calls.then(|| tokio::spawn(worker.clone().run_calls(lanes, stop.clone())));
     if let Some(provider) = provider {
         Triggers { provider, worker }.run(stop).await;
     }
@@ -384,7 +384,7 @@ async fn queue_worker(args: Args, auth: Option<auth::Credentials>) -> ExitCode {
         client,
         (args.worker_settings(), true),
         (metrics.clone(), callbacks),
-        Arc::new(tokio::sync::Notify::new()),
+        Arc::default(),
         stop.clone(),
     ));
     tracing::info!(%addr, nats = %shown, gateway = %args.gateway_url, "queue worker");

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use flint_http::Body;
 use http_body_util::{BodyExt, Limited};
 use hyper::{Request, Response, StatusCode, body::Incoming, header::HeaderValue};
-use tokio::sync::Notify;
 
 use super::{
     Link,
     callback::Callbacks,
     message::{self, Call},
+    worker::Lanes,
 };
 use crate::{
     invoke::{Target, call_id},
@@ -33,9 +33,9 @@ pub struct Accept {
     pub metrics: Arc<Metrics>,
     /// Where callbacks may go.
     pub callbacks: Arc<Callbacks>,
-    /// Woken on each stored call, so that a worker in this process takes a new function's
-    /// calls at once rather than at its next look.
-    pub stored: Arc<Notify>,
+    /// Told of each stored call, so that a worker in this process takes a new function's calls
+    /// at once rather than at its next look.
+    pub lanes: Arc<Lanes>,
 }
 
 /// Room left for the message's headers within NATS's largest payload.
@@ -110,7 +110,7 @@ impl Accept {
             };
         }
         self.metrics.queue.queued.get_or_create(&crate::metrics::FunctionLabels { function_name: function }).inc();
-        self.stored.notify_waiters();
+        self.lanes.stored(namespace, name);
         let mut response = reply::empty(StatusCode::ACCEPTED);
         response.headers_mut().insert("x-call-id", HeaderValue::from_str(&call_id).expect("hex and dashes"));
         response

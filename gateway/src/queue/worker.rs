@@ -18,7 +18,11 @@
 //! after the lane's slot is given back (`callback`). A calls lane with nothing waiting for a
 //! while is stopped and its consumer deleted, so a deleted function leaves nothing behind.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use async_nats::jetstream::{
     self, AckKind,
@@ -137,6 +141,37 @@ const PAUSED_RETRY: Duration = Duration::from_secs(2);
 /// The longest a throttled call waits before it is tried again, whatever `Retry-After` says.
 const THROTTLED_RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// The functions the worker in this process has a calls lane for, and how a call stored for any
+/// other wakes it: a stored call of a function already taken needs no look at the stream (at
+/// thousands of calls a second, one look per call was two JetStream API requests each).
+#[derive(Default)]
+pub struct Lanes {
+    running: RwLock<HashSet<String>>,
+    wake: Notify,
+}
+
+impl Lanes {
+    /// A call of `name` in `namespace` was stored.
+    pub fn stored(&self, namespace: &str, name: &str) {
+        if !self.running.read().expect("never poisoned").contains(&lane_key(namespace, name)) {
+            self.wake.notify_waiters();
+        }
+    }
+
+    fn started(&self, function: &str) {
+        self.running.write().expect("never poisoned").insert(function.to_string());
+    }
+
+    fn stopped(&self, function: &str) {
+        self.running.write().expect("never poisoned").remove(function);
+    }
+}
+
+/// How the calls stream's subjects name a function, and so its lane.
+fn lane_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
 struct Running {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -146,8 +181,8 @@ struct Running {
 
 impl Worker {
     /// Takes asynchronous calls until `stop`: a lane for each function with calls in the stream,
-    /// looked for every second and whenever `stored` says a call was stored here.
-    pub async fn run_calls(self: Arc<Self>, stored: Arc<Notify>, stop: CancellationToken) {
+    /// looked for every second and whenever a call is stored here for a function with none.
+    pub async fn run_calls(self: Arc<Self>, known: Arc<Lanes>, stop: CancellationToken) {
         let mut lanes: HashMap<String, Running> = HashMap::new();
         loop {
             match self.waiting().await {
@@ -163,6 +198,7 @@ impl Worker {
                         let token = stop.child_token();
                         let task = tokio::spawn(self.clone().run_lane(lane, token.clone()));
                         lanes.insert(function.clone(), Running { stop: token, task, empty_since: None });
+                        known.started(function);
                     }
                     let now = Instant::now();
                     let mut idle = Vec::new();
@@ -173,6 +209,7 @@ impl Worker {
                     }
                     for function in idle {
                         let lane = lanes.remove(&function).expect("listed");
+                        known.stopped(&function);
                         self.retire(&function, lane).await;
                     }
                 }
@@ -180,7 +217,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(LOOK_EVERY) => {}
-                _ = stored.notified() => {}
+                _ = known.wake.notified() => {}
                 _ = stop.cancelled() => break,
             }
         }
@@ -214,7 +251,7 @@ impl Worker {
         while let Some(entry) = subjects.next().await {
             let (subject, count) = entry.map_err(|e| flint_http::error_chain(&e))?;
             if let Some((namespace, name)) = names.function_of(&subject) {
-                out.insert(format!("{namespace}/{name}"), count);
+                out.insert(lane_key(namespace, name), count);
             }
         }
         Ok(out)
@@ -502,7 +539,29 @@ fn backoff(settings: &Settings, attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
+
+    /// Whether a call stored for `name` woke a worker waiting for new functions.
+    fn wakes(lanes: &Lanes, name: &str) -> bool {
+        let woken = lanes.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        lanes.stored("default", name);
+        woken.now_or_never().is_some()
+    }
+
+    #[test]
+    fn only_a_call_of_a_function_without_a_lane_wakes_the_worker() {
+        let lanes = Lanes::default();
+        assert!(wakes(&lanes, "hello"));
+        lanes.started(&lane_key("default", "hello"));
+        assert!(!wakes(&lanes, "hello"), "its lane takes it: no look at the stream");
+        assert!(wakes(&lanes, "other"));
+        lanes.stopped(&lane_key("default", "hello"));
+        assert!(wakes(&lanes, "hello"), "a retired lane is started again");
+    }
 
     fn answer(code: u16) -> Result<Answer, CallError> {
         Ok(Answer {
