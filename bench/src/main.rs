@@ -22,7 +22,8 @@
 //!   a canary forward and back, SIGHUP reloads, replicas killed): errors by status, latency per
 //!   phase, the gateway's memory over time;
 //! - `async`: asynchronous calls stored per second vs. synchronous calls, and end to end
-//!   (POST → worker → function → callback) at 1, 16 and 64 callers;
+//!   (POST → worker → function → callback) at 1, 16 and 64 callers, with the gateway's and
+//!   nats-server's CPU per result; `--baseline DIR` adds another build's end to end;
 //! - `many`: a gateway with 10,000 functions deployed and scaled to zero beside one with a
 //!   single function: memory per function, list times, idle CPU, a warm function's latency;
 //!   in local mode, or with `--kubernetes` on the test node;
@@ -133,6 +134,9 @@ enum Command {
         seconds: u64,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Another build's release binaries (flint-gateway, watchdog), measured end to end too.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
     },
     /// Many functions deployed and scaled to zero on one gateway, against one: local mode, or
     /// with `--kubernetes` on the test node (KUBEBUILDER_ASSETS, root).
@@ -200,7 +204,9 @@ async fn main() {
             many::kubernetes(functions, Duration::from_secs(seconds), rounds).await
         }
         Command::Portal { functions, loads } => portal::run(functions, loads).await,
-        Command::Async { seconds, rounds } => queue::run(Duration::from_secs(seconds), rounds).await,
+        Command::Async { seconds, rounds, baseline } => {
+            queue::run(Duration::from_secs(seconds), rounds, baseline).await
+        }
         Command::Gateway { seconds, rounds, idle, baseline } => {
             gateway(Duration::from_secs(seconds), rounds, idle, baseline).await
         }
@@ -391,7 +397,7 @@ pub async fn local_function(tail: &str, args: &[&str]) -> LocalHello {
 }
 
 /// `local_function` with the gateway `binary`, its functions in a folder named with `name`.
-async fn local_function_of(binary: &std::path::Path, name: &str, tail: &str, args: &[&str]) -> LocalHello {
+pub async fn local_function_of(binary: &std::path::Path, name: &str, tail: &str, args: &[&str]) -> LocalHello {
     let dir = std::env::temp_dir().join(format!("flint-bench-{}{name}", std::process::id()));
     write_hello(&dir, tail);
     start_local(binary, dir, args).await

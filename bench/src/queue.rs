@@ -1,12 +1,14 @@
 //! `async`: asynchronous invocations in local mode, through the nats-server local mode starts:
 //! calls stored per second (202s, no worker taking them) against synchronous invocations of
 //! the same function in the same run; then end to end, from the POST to the result arriving
-//! at the caller's callback URL, at 1, 16 and 64 callers.
+//! at the caller's callback URL, at 1, 16 and 64 callers, with the gateway's and nats-server's
+//! CPU per result (and another build's beside it, `--baseline DIR`).
 
 use std::{
     collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -16,11 +18,14 @@ use flint_testkit::{Caller, wait_for};
 use hyper::Method;
 use tokio::sync::oneshot;
 
-use crate::{local_function, median, wrk};
+use nix::unistd::Pid;
 
-pub async fn run(duration: Duration, rounds: usize) {
+use crate::{LocalHello, local_function, median, wrk};
+
+/// `baseline`: another build's release binaries, measured end to end in the same run.
+pub async fn run(duration: Duration, rounds: usize, baseline: Option<PathBuf>) {
     stored(duration, rounds).await;
-    end_to_end(duration).await;
+    end_to_end(duration, rounds, baseline).await;
 }
 
 async fn stored(duration: Duration, rounds: usize) {
@@ -64,78 +69,160 @@ async fn wait_until_stored(url: &str) {
 /// Callbacks awaited, by call id.
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
 
-async fn end_to_end(duration: Duration) {
-    // The callback server is on loopback, which callbacks may reach only when allowed.
-    let args = ["--nats-url", "auto", "--async-parallel", "64", "--callback-allow", "127.0.0.1"];
-    let local = local_function("  scale: {min: 1, max: 1}\n", &args).await;
-    let later = format!("http://127.0.0.1:{}/async-function/hello", local.port);
-    wait_until_stored(&later).await;
+/// One build's gateway taking calls end to end.
+struct Build {
+    label: &'static str,
+    local: LocalHello,
+    later: String,
+}
+
+impl Build {
+    /// This build's gateway, or the one in `baseline` (with its watchdog).
+    async fn start(label: &'static str, baseline: Option<&Path>, hook: &str) -> Build {
+        // The callback server is on loopback, which callbacks may reach only when allowed.
+        let mut args = vec!["--nats-url", "auto", "--async-parallel", "64", "--callback-allow", "127.0.0.1"];
+        let (gateway, watchdog) = match baseline {
+            Some(dir) => (dir.join("flint-gateway"), dir.join("watchdog").to_string_lossy().into_owned()),
+            None => (crate::release_bin("flint-gateway"), String::new()),
+        };
+        if baseline.is_some() {
+            args.extend(["--watchdog", &watchdog]);
+        }
+        let name = if baseline.is_some() { "-baseline" } else { "" };
+        let local = crate::local_function_of(&gateway, name, "  scale: {min: 1, max: 1}\n", &args).await;
+        let later = format!("http://127.0.0.1:{}/async-function/hello", local.port);
+        wait_until_stored(&later).await;
+        // A refusal would otherwise show only as every call lost.
+        let probe = Caller::new().call(Method::POST, &later, &[("X-Callback-Url", hook)], "hello").await.unwrap();
+        assert_eq!(probe.status, 202, "a call with a callback was refused: {}", probe.text());
+        Build { label, local, later }
+    }
+
+    /// The gateway and local mode's nats-server, its child.
+    fn processes(&self) -> [Pid; 2] {
+        let gateway = self.local.gateway.pid();
+        let nats = flint_testkit::children(gateway)
+            .into_iter()
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() == "nats-server"
+            })
+            .expect("local mode runs nats-server as the gateway's child");
+        [gateway, Pid::from_raw(nats)]
+    }
+}
+
+/// One build at one number of callers.
+struct Point {
+    completed_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    lost: Vec<String>,
+    /// CPU per completed call, user + kernel microseconds: the gateway's, nats-server's.
+    cpu_us: [f64; 2],
+}
+
+async fn end_to_end(duration: Duration, rounds: usize, baseline: Option<PathBuf>) {
     let waiting: Waiting = Arc::default();
     let hook = format!("http://{}/done", callbacks(waiting.clone()).await);
-    // A refusal would otherwise show only as every call lost.
-    let probe = Caller::new().call(Method::POST, &later, &[("X-Callback-Url", hook.as_str())], "hello").await.unwrap();
-    assert_eq!(probe.status, 202, "a call with a callback was refused: {}", probe.text());
+    let mut builds = vec![Build::start("flint", None, &hook).await];
+    if let Some(dir) = &baseline {
+        builds.push(Build::start("baseline", Some(dir), &hook).await);
+    }
     println!(
-        "# end to end: POST /async-function/hello -> 202 -> worker -> function -> callback, {}s per point",
+        "# end to end: POST /async-function/hello -> 202 -> worker -> function -> callback, median of {rounds} \
+         rounds x {}s, builds alternating; CPU per completed call (user+kernel)",
         duration.as_secs()
     );
-    println!("{:>5} {:>14} {:>9} {:>9} {:>7}", "conns", "completed/s", "p50", "p99", "lost");
+    println!(
+        "{:>5} {:>9} {:>12} {:>9} {:>9} {:>6} {:>14} {:>14}",
+        "conns", "build", "completed/s", "p50", "p99", "lost", "gateway cpu", "nats cpu"
+    );
     for conns in [1, 16, 64] {
-        let until = Instant::now() + duration;
-        let tasks: Vec<_> = (0..conns)
-            .map(|c| {
-                let (later, hook, waiting) = (later.clone(), hook.clone(), waiting.clone());
-                tokio::spawn(async move {
-                    let caller = Caller::new();
-                    let (mut took, mut lost) = (Vec::new(), Vec::new());
-                    let mut n = 0u64;
-                    while Instant::now() < until {
-                        n += 1;
-                        let id = format!("bench-{conns}-{c}-{n}");
-                        let (tx, rx) = oneshot::channel();
-                        waiting.lock().unwrap().insert(id.clone(), tx);
-                        let start = Instant::now();
-                        let headers = [("X-Callback-Url", hook.as_str()), ("X-Call-Id", id.as_str())];
-                        let accepted = caller.call(Method::POST, &later, &headers, "hello").await;
-                        match &accepted {
-                            Ok(r) if r.status == 202 => {}
-                            Ok(r) => {
-                                lost.push(format!("{id}: {} {}", r.status, r.text()));
-                                continue;
-                            }
-                            Err(e) => {
-                                lost.push(format!("{id}: {e}"));
-                                continue;
-                            }
+        let mut points: Vec<Vec<Point>> = builds.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (build, points) in builds.iter().zip(&mut points) {
+                points.push(measure(build, &hook, &waiting, conns, duration).await);
+            }
+        }
+        for (build, mut points) in builds.iter().zip(points) {
+            points.sort_by(|a, b| a.completed_per_s.total_cmp(&b.completed_per_s));
+            let lost: usize = points.iter().map(|p| p.lost.len()).sum();
+            let m = &points[points.len() / 2];
+            println!(
+                "{conns:>5} {:>9} {:>12.0} {:>7.0}us {:>7.0}us {:>6} {:>12.1}us {:>12.1}us",
+                build.label, m.completed_per_s, m.p50_us, m.p99_us, lost, m.cpu_us[0], m.cpu_us[1]
+            );
+            for why in points.iter().flat_map(|p| &p.lost).take(3) {
+                println!("      lost {why}");
+            }
+        }
+    }
+}
+
+/// `conns` callers for `duration`, each POSTing a call and waiting for its callback before the
+/// next.
+async fn measure(build: &Build, hook: &str, waiting: &Waiting, conns: usize, duration: Duration) -> Point {
+    let processes = build.processes();
+    let cpu = || {
+        processes.map(|p| {
+            let (user, kernel) = flint_testkit::cpu_times(p);
+            user + kernel
+        })
+    };
+    let cpu_before = cpu();
+    let until = Instant::now() + duration;
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| {
+            let (later, hook, waiting, label) = (build.later.clone(), hook.to_string(), waiting.clone(), build.label);
+            tokio::spawn(async move {
+                let caller = Caller::new();
+                let (mut took, mut lost) = (Vec::new(), Vec::new());
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    n += 1;
+                    let id = format!("bench-{label}-{conns}-{c}-{n}");
+                    let (tx, rx) = oneshot::channel();
+                    waiting.lock().unwrap().insert(id.clone(), tx);
+                    let start = Instant::now();
+                    let headers = [("X-Callback-Url", hook.as_str()), ("X-Call-Id", id.as_str())];
+                    let accepted = caller.call(Method::POST, &later, &headers, "hello").await;
+                    match &accepted {
+                        Ok(r) if r.status == 202 => {}
+                        Ok(r) => {
+                            lost.push(format!("{id}: {} {}", r.status, r.text()));
+                            continue;
                         }
-                        match tokio::time::timeout(Duration::from_secs(30), rx).await {
-                            Ok(Ok(at)) => took.push(at - start),
-                            _ => lost.push(format!("{id}: accepted, no callback within 30 s")),
+                        Err(e) => {
+                            lost.push(format!("{id}: {e}"));
+                            continue;
                         }
                     }
-                    (took, lost)
-                })
+                    match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                        Ok(Ok(at)) => took.push(at - start),
+                        _ => lost.push(format!("{id}: accepted, no callback within 30 s")),
+                    }
+                }
+                (took, lost)
             })
-            .collect();
-        let (mut took, mut lost) = (Vec::new(), Vec::new());
-        for t in tasks {
-            let (t, l) = t.await.unwrap();
-            took.extend(t);
-            lost.extend(l);
-        }
-        took.sort();
-        let pct = |p: f64| took.get(((took.len() as f64 * p) as usize).min(took.len().saturating_sub(1))).copied();
-        let us = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6);
-        println!(
-            "{conns:>5} {:>14.0} {:>7.0}us {:>7.0}us {:>7}",
-            took.len() as f64 / duration.as_secs_f64(),
-            us(pct(0.5)),
-            us(pct(0.99)),
-            lost.len()
-        );
-        for why in lost.iter().take(3) {
-            println!("      lost {why}");
-        }
+        })
+        .collect();
+    let (mut took, mut lost) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (t, l) = t.await.unwrap();
+        took.extend(t);
+        lost.extend(l);
+    }
+    let cpu_after = cpu();
+    took.sort();
+    let pct = |p: f64| took.get(((took.len() as f64 * p) as usize).min(took.len().saturating_sub(1))).copied();
+    let us = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6);
+    let per_call = |i: usize| (cpu_after[i] - cpu_before[i]).as_secs_f64() * 1e6 / took.len().max(1) as f64;
+    Point {
+        completed_per_s: took.len() as f64 / duration.as_secs_f64(),
+        p50_us: us(pct(0.5)),
+        p99_us: us(pct(0.99)),
+        lost,
+        cpu_us: [per_call(0), per_call(1)],
     }
 }
 
