@@ -2,7 +2,8 @@
 //! calls stored per second (202s, no worker taking them) against synchronous invocations of
 //! the same function in the same run; then end to end, from the POST to the result arriving
 //! at the caller's callback URL, at 1, 16 and 64 callers, with the gateway's and nats-server's
-//! CPU per result (and another build's beside it, `--baseline DIR`).
+//! CPU per result and how long a call waits in the stream before the worker takes it (and
+//! another build's beside it, `--baseline DIR`).
 
 use std::{
     collections::HashMap,
@@ -98,6 +99,20 @@ impl Build {
         Build { label, local, later }
     }
 
+    /// The gateway's `flint_async_queue_age_seconds` (stored to taken) so far: sum, count.
+    async fn queue_age(&self) -> (f64, f64) {
+        let metrics =
+            flint_testkit::get(&format!("http://127.0.0.1:{}/metrics", self.local.port)).await.unwrap().text();
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(name) && l.contains("function_name=\"hello.default\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        (value("flint_async_queue_age_seconds_sum{"), value("flint_async_queue_age_seconds_count{"))
+    }
+
     /// The gateway and local mode's nats-server, its child.
     fn processes(&self) -> [Pid; 2] {
         let gateway = self.local.gateway.pid();
@@ -119,6 +134,8 @@ struct Point {
     lost: Vec<String>,
     /// CPU per completed call, user + kernel microseconds: the gateway's, nats-server's.
     cpu_us: [f64; 2],
+    /// Mean time from stored to taken by the worker.
+    taken_us: f64,
 }
 
 async fn end_to_end(duration: Duration, rounds: usize, baseline: Option<PathBuf>) {
@@ -134,8 +151,8 @@ async fn end_to_end(duration: Duration, rounds: usize, baseline: Option<PathBuf>
         duration.as_secs()
     );
     println!(
-        "{:>5} {:>9} {:>12} {:>9} {:>9} {:>6} {:>14} {:>14}",
-        "conns", "build", "completed/s", "p50", "p99", "lost", "gateway cpu", "nats cpu"
+        "{:>5} {:>9} {:>12} {:>9} {:>9} {:>6} {:>11} {:>14} {:>14}",
+        "conns", "build", "completed/s", "p50", "p99", "lost", "taken after", "gateway cpu", "nats cpu"
     );
     for conns in [1, 16, 64] {
         let mut points: Vec<Vec<Point>> = builds.iter().map(|_| Vec::new()).collect();
@@ -149,8 +166,8 @@ async fn end_to_end(duration: Duration, rounds: usize, baseline: Option<PathBuf>
             let lost: usize = points.iter().map(|p| p.lost.len()).sum();
             let m = &points[points.len() / 2];
             println!(
-                "{conns:>5} {:>9} {:>12.0} {:>7.0}us {:>7.0}us {:>6} {:>12.1}us {:>12.1}us",
-                build.label, m.completed_per_s, m.p50_us, m.p99_us, lost, m.cpu_us[0], m.cpu_us[1]
+                "{conns:>5} {:>9} {:>12.0} {:>7.0}us {:>7.0}us {:>6} {:>9.0}us {:>12.1}us {:>12.1}us",
+                build.label, m.completed_per_s, m.p50_us, m.p99_us, lost, m.taken_us, m.cpu_us[0], m.cpu_us[1]
             );
             for why in points.iter().flat_map(|p| &p.lost).take(3) {
                 println!("      lost {why}");
@@ -170,6 +187,7 @@ async fn measure(build: &Build, hook: &str, waiting: &Waiting, conns: usize, dur
         })
     };
     let cpu_before = cpu();
+    let age_before = build.queue_age().await;
     let until = Instant::now() + duration;
     let tasks: Vec<_> = (0..conns)
         .map(|c| {
@@ -213,6 +231,7 @@ async fn measure(build: &Build, hook: &str, waiting: &Waiting, conns: usize, dur
         lost.extend(l);
     }
     let cpu_after = cpu();
+    let age_after = build.queue_age().await;
     took.sort();
     let pct = |p: f64| took.get(((took.len() as f64 * p) as usize).min(took.len().saturating_sub(1))).copied();
     let us = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6);
@@ -223,6 +242,7 @@ async fn measure(build: &Build, hook: &str, waiting: &Waiting, conns: usize, dur
         p99_us: us(pct(0.99)),
         lost,
         cpu_us: [per_call(0), per_call(1)],
+        taken_us: (age_after.0 - age_before.0) * 1e6 / (age_after.1 - age_before.1).max(1.0),
     }
 }
 
