@@ -171,6 +171,37 @@ async fn a_failing_call_is_retried_one_that_keeps_failing_is_dead_lettered_and_c
     .await;
 }
 
+/// Results for one receiver go over connections the gateway keeps (making a connection per
+/// result was about a fifth of the gateway's CPU for an asynchronous call); a receiver that
+/// closes each connection after answering still gets every result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callbacks_to_one_receiver_reuse_connections_and_one_that_closes_them_gets_every_result() {
+    let dir = Dir::new("async-kept");
+    dir.function("echo", "  image: x\n  command: [cat]", &[]);
+    let (kept, kept_addr) = Hooks::start().await;
+    let (closing, closing_addr) = Hooks::start_closing().await;
+    let g = with_nats(&dir, &["--nats-url", "auto", "--callback-allow", "127.0.0.1"]).await;
+    g.wait_available("echo", 1).await;
+    for (hooks, addr, tag) in [(&kept, kept_addr, "kept"), (&closing, closing_addr, "closed")] {
+        for i in 0..10 {
+            let hook = format!("http://{addr}/{tag}/{i}");
+            call_id(&call_async(&g, "/async-function/echo", &[("X-Callback-Url", &hook)], &format!("{tag} {i}")).await);
+            let (_, body) = hooks.wait(&format!("/{tag}/{i}")).await;
+            assert_eq!(body, format!("{tag} {i}"));
+        }
+    }
+    // One after another, each well within the 2 s a connection is kept idle.
+    let made = kept.1.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(made <= 3, "10 results one after another took {made} connections");
+    assert_eq!(closing.1.load(std::sync::atomic::Ordering::Relaxed), 10, "one connection per result it closed");
+    wait_for("20 callbacks counted as delivered", SECS_20, || async {
+        let metrics = g.metrics().await;
+        (sample(&metrics, "flint_async_callbacks_total{outcome=\"delivered\"}") == 20.0).then_some(())
+    })
+    .await;
+    assert_eq!(kept.0.lock().unwrap().len() + closing.0.lock().unwrap().len(), 20, "a result came twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn calls_stored_while_no_worker_runs_survive_a_gateway_restart_faas_cli_paths_included() {
     let dir = Dir::new("async-restart");

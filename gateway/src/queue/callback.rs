@@ -13,6 +13,11 @@
 //! `TIMEOUT`, the receiver's answer read no further than `ANSWER_READ`. Results waiting to be
 //! sent hold at most `BUDGET` bytes; one more is dropped (counted, logged), so a black-hole
 //! receiver slows nothing but its own callbacks.
+//!
+//! A connection whose answer was read whole is kept for the next result to the same host and
+//! port: at most `KEPT` in all, whatever hosts callers name, and none reused after `KEPT_IDLE`.
+//! A kept connection goes to the address that was checked when it was made, so keeping it
+//! reaches nothing a new one could not.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -21,18 +26,31 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{HeaderMap, Method, Request, Uri};
-use hyper_util::client::legacy::{
-    Client,
-    connect::{HttpConnector, dns::Name},
+use flint_http::{
+    BoxError,
+    client::{Idle, Made, give_back_after},
 };
+use http_body_util::Full;
+use hyper::{
+    HeaderMap, Method, Request, Uri,
+    client::conn::http1,
+    header::{HOST, HeaderValue},
+    http::uri::Authority,
+};
+use hyper_util::client::legacy::connect::{HttpConnector, dns::Name};
 use ipnet::IpNet;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 use crate::metrics::{CallbackLabels, Metrics};
 
 const SENDING: usize = 64;
+/// Idle connections to receivers kept at most, all receivers together (however many hosts
+/// and ports callers name, the gateway holds no more sockets for them than this).
+const KEPT: usize = SENDING;
+/// A kept connection idle this long is closed: below the 5 s of common servers (Node's,
+/// uvicorn's), so that the receiver seldom closes one just as a result goes out on it.
+const KEPT_IDLE: Duration = Duration::from_secs(2);
 const BUDGET: usize = 64 << 20;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,10 +234,17 @@ pub struct Delivery {
 
 pub struct Callbacks {
     policy: Arc<Policy>,
-    client: Client<HttpConnector<Resolver>, Full<Bytes>>,
+    sender: Arc<Sender>,
     sending: Arc<Semaphore>,
     budget: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+}
+
+/// Connections to receivers: made through the policy's resolver, kept while idle by the URL's
+/// host and port.
+struct Sender {
+    connector: HttpConnector<Resolver>,
+    idle: Idle<Authority, Full<Bytes>>,
 }
 
 /// Resolves a callback's host name to the addresses the policy lets it reach.
@@ -248,13 +273,9 @@ impl Callbacks {
         let mut connector = HttpConnector::new_with_resolver(Resolver(policy.clone()));
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            // One callback, one connection: nothing of a receiver's is kept between results.
-            .pool_max_idle_per_host(0)
-            .build(connector);
         Callbacks {
             policy,
-            client,
+            sender: Arc::new(Sender { connector, idle: Idle::new(KEPT, KEPT_IDLE) }),
             sending: Arc::new(Semaphore::new(SENDING)),
             budget: Arc::new(Semaphore::new(BUDGET >> 10)),
             metrics,
@@ -273,12 +294,12 @@ impl Callbacks {
             self.count("dropped");
             return;
         };
-        let (client, policy, sending, metrics) =
-            (self.client.clone(), self.policy.clone(), self.sending.clone(), self.metrics.clone());
+        let (sender, policy, sending, metrics) =
+            (self.sender.clone(), self.policy.clone(), self.sending.clone(), self.metrics.clone());
         tokio::spawn(async move {
             let _held = held;
             let Ok(_turn) = sending.acquire_owned().await else { return };
-            let outcome = send(&client, &policy, result).await;
+            let outcome = sender.send(&policy, result).await;
             metrics.queue.callbacks.get_or_create(&CallbackLabels { outcome }).inc();
         });
     }
@@ -288,47 +309,85 @@ impl Callbacks {
     }
 }
 
-/// One POST; the outcome for the metric (never the target: a caller who can read /metrics
-/// learns nothing about the address it aimed at beyond whether its result went out).
-async fn send(
-    client: &Client<HttpConnector<Resolver>, Full<Bytes>>,
-    policy: &Policy,
-    result: Delivery,
-) -> &'static str {
-    let Delivery { url, headers, body, function } = result;
-    let uri = match policy.url(&url) {
-        Ok(uri) => uri,
-        Err(e) => {
-            tracing::warn!(%function, error = %e, "callback refused");
-            return "refused";
-        }
-    };
-    let mut req = Request::builder().method(Method::POST).uri(uri);
-    *req.headers_mut().expect("a request under construction") = headers;
-    let req = req.body(Full::new(body)).expect("a valid URI and headers");
-    let answered = tokio::time::timeout(TIMEOUT, async {
-        let response = client.request(req).await?;
-        let status = response.status();
-        // Its body is read a little (a receiver that streams without end gets nowhere), then dropped.
-        let _ = flint_http::body::read_at_most(response.into_body(), ANSWER_READ).await;
-        Ok::<_, hyper_util::client::legacy::Error>(status)
-    })
-    .await;
-    match answered {
-        Ok(Ok(status)) if status.is_success() => "delivered",
-        Ok(Ok(status)) => {
-            tracing::warn!(%function, %url, status = status.as_u16(), "the callback URL refused the result (redirects are not followed)");
-            "failed"
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(%function, %url, error = %flint_http::error_chain(&e), "cannot deliver the result to the callback URL");
-            if refused_by_policy(&e) { "refused" } else { "failed" }
-        }
-        Err(_) => {
-            tracing::warn!(%function, %url, ?TIMEOUT, "the callback URL did not answer in time");
-            "failed"
+impl Sender {
+    /// One POST; the outcome for the metric (never the target: a caller who can read /metrics
+    /// learns nothing about the address it aimed at beyond whether its result went out).
+    async fn send(self: &Arc<Self>, policy: &Policy, result: Delivery) -> &'static str {
+        let Delivery { url, headers, body, function } = result;
+        let uri = match policy.url(&url) {
+            Ok(uri) => uri,
+            Err(e) => {
+                tracing::warn!(%function, error = %e, "callback refused");
+                return "refused";
+            }
+        };
+        let answered = tokio::time::timeout(TIMEOUT, async {
+            let req = || post(&uri, &headers, &body);
+            let response = match self.post(&uri, req()).await {
+                // A kept connection the receiver closed just as the result went out: sent once
+                // more (the receiver may get it twice; its X-Call-Id tells).
+                Err((Made::Kept, _)) => self.post(&uri, req()).await.map_err(|e| e.1)?,
+                other => other.map_err(|e| e.1)?,
+            };
+            let status = response.status();
+            // Its body is read a little (a receiver that streams without end gets nowhere),
+            // then dropped: the connection is kept only when the answer was read whole.
+            let _ = flint_http::body::read_at_most(response.into_body(), ANSWER_READ).await;
+            Ok::<_, BoxError>(status)
+        })
+        .await;
+        match answered {
+            Ok(Ok(status)) if status.is_success() => "delivered",
+            Ok(Ok(status)) => {
+                tracing::warn!(%function, %url, status = status.as_u16(), "the callback URL refused the result (redirects are not followed)");
+                "failed"
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%function, %url, error = %flint_http::error_chain(&*e), "cannot deliver the result to the callback URL");
+                if refused_by_policy(&*e) { "refused" } else { "failed" }
+            }
+            Err(_) => {
+                tracing::warn!(%function, %url, ?TIMEOUT, "the callback URL did not answer in time");
+                "failed"
+            }
         }
     }
+
+    /// `req` on a kept connection to `uri`'s host and port, or a new one; the response, whose
+    /// body gives its connection back once read whole. On failure, which connection it was.
+    async fn post(
+        self: &Arc<Self>,
+        uri: &Uri,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<flint_http::Body>, (Made, BoxError)> {
+        let key = uri.authority().expect("checked by the policy").clone();
+        let connect = || async {
+            let io = self.connector.clone().oneshot(uri.clone()).await?;
+            let (sender, connection) = http1::handshake(io).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "callback connection ended");
+                }
+            });
+            Ok::<_, BoxError>(sender)
+        };
+        let (response, sender, _) = self.idle.send(&key, req, connect).await?;
+        let this = self.clone();
+        Ok(response.map(|body| give_back_after(body, sender, move |s| this.idle.checkin(key, s))))
+    }
+}
+
+/// The POST of a result to `uri`, as a client sends it on its own connection: the path and
+/// query in the request line, the host and port in `Host`.
+fn post(uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Request<Full<Bytes>> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = Request::builder().method(Method::POST).uri(path);
+    let all = req.headers_mut().expect("a request under construction");
+    *all = headers.clone();
+    if let Ok(host) = HeaderValue::from_str(uri.authority().expect("checked by the policy").as_str()) {
+        all.insert(HOST, host);
+    }
+    req.body(Full::new(body.clone())).expect("a path from a valid URI")
 }
 
 /// Whether the connection was not made because the policy refused every address.

@@ -4,7 +4,10 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -102,9 +105,10 @@ pub fn call_id(r: &Reply) -> String {
     r.headers["x-call-id"].to_str().unwrap().to_string()
 }
 
-/// Requests a test's callback URL received: (path, headers, body).
+/// Requests a test's callback URL received: (path, headers, body); and how many connections
+/// it accepted.
 #[derive(Clone, Default)]
-pub struct Hooks(pub Arc<Mutex<Vec<(String, HeaderMap, String)>>>);
+pub struct Hooks(pub Arc<Mutex<Vec<(String, HeaderMap, String)>>>, pub Arc<AtomicUsize>);
 
 impl Hooks {
     /// Listens on a loopback port; answers every request 200.
@@ -114,6 +118,15 @@ impl Hooks {
 
     /// The same on `addr` (the test node's address, for pods to reach).
     pub async fn start_on(addr: &str) -> (Hooks, SocketAddr) {
+        Self::serve(addr, true).await
+    }
+
+    /// Listens on a loopback port; answers every request 200 and closes its connection.
+    pub async fn start_closing() -> (Hooks, SocketAddr) {
+        Self::serve("127.0.0.1:0", false).await
+    }
+
+    async fn serve(addr: &str, keep_alive: bool) -> (Hooks, SocketAddr) {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hooks = Hooks::default();
@@ -121,6 +134,7 @@ impl Hooks {
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
+                seen.1.fetch_add(1, Ordering::Relaxed);
                 let seen = seen.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -134,7 +148,10 @@ impl Hooks {
                         }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(io, service)
+                        .await;
                 });
             }
         });

@@ -1,20 +1,17 @@
 //! `http` mode: the function is a long-running HTTP server (`upstream_url`); every invocation is
 //! proxied to it over a keep-alive connection, bodies streamed both ways.
 //!
-//! The connections are kept here, over hyper's own HTTP/1 client connections: the one server
-//! needs no general-purpose pool (hyper-util's keys, locks and checkout futures were a tenth of
-//! the watchdog's work per request). An idle connection is reused most recent first; one the
-//! server closed is skipped; one idle longer than `IDLE_TIMEOUT` is closed when it is next seen.
+//! The connections are kept here (`flint_http::client::Idle`), over hyper's own HTTP/1 client
+//! connections: the one server needs no general-purpose pool (hyper-util's keys, locks and
+//! checkout futures were a tenth of the watchdog's work per request). An idle connection is
+//! reused most recent first; one the server closed is skipped; one idle longer than
+//! `IDLE_TIMEOUT` is closed when it is next seen.
 
-use std::{
-    net::SocketAddr,
-    process::ExitStatus,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, process::ExitStatus, sync::Arc, time::Duration};
 
+use flint_http::client::{Idle, give_back_after};
 use hyper::{
-    Request, Uri,
+    Uri,
     body::Incoming,
     client::conn::http1::{self, SendRequest},
     header::{HOST, HeaderValue},
@@ -31,8 +28,6 @@ use crate::{
 
 /// Connections to the function's server idle this long are closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long an idle connection may take to become ready before another is used.
-const READY_WAIT: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
 pub struct Proxy(Arc<Target>);
@@ -42,7 +37,8 @@ struct Target {
     addr: SocketAddr,
     /// The Host a request without one is sent with.
     host: HeaderValue,
-    idle: Mutex<Vec<(SendRequest<Incoming>, Instant)>>,
+    /// The function's own callers bound how many.
+    idle: Idle<(), Incoming>,
 }
 
 impl Proxy {
@@ -50,7 +46,7 @@ impl Proxy {
     pub fn new(upstream: Uri, addr: SocketAddr) -> Self {
         let host = upstream.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         let host = host.unwrap_or_else(|| HeaderValue::from_str(&addr.to_string()).expect("an address"));
-        Self(Arc::new(Target { upstream, addr, host, idle: Mutex::default() }))
+        Self(Arc::new(Target { upstream, addr, host, idle: Idle::new(usize::MAX, IDLE_TIMEOUT) }))
     }
 
     pub fn call(&self, mut req: Req) -> ResFuture {
@@ -67,59 +63,16 @@ impl Proxy {
         let target = self.0.clone();
         Box::pin(async move {
             let failed = |reason: String| InvokeError::Upstream { upstream: target.upstream.to_string(), reason };
-            let (mut response, sender) = target.send(req).await.map_err(failed)?;
+            let sent = target.idle.send(&(), req, || target.connect()).await;
+            let (mut response, sender, _) = sent.map_err(|(_, e)| failed(flint_http::error_chain(&*e)))?;
             flint_http::headers::strip_hop_by_hop(response.headers_mut());
             let pool = target.clone();
-            Ok(response.map(|body| flint_http::client::give_back_after(body, sender, move |s| pool.checkin(s))))
+            Ok(response.map(|body| give_back_after(body, sender, move |s| pool.idle.checkin((), s))))
         })
     }
 }
 
 impl Target {
-    /// Sends `req` on an idle connection, or a new one; the response and its connection.
-    async fn send(
-        &self,
-        mut req: Request<Incoming>,
-    ) -> Result<(hyper::Response<Incoming>, SendRequest<Incoming>), String> {
-        // A connection the server closed while it sat idle gives the request back unsent.
-        while let Some(mut sender) = self.checkout() {
-            // Just after its last response a connection may need a moment to be ready again.
-            if !matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(()))) {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(back) => req = back,
-                    None => return Err(flint_http::error_chain(&e.into_error())),
-                },
-            }
-        }
-        let mut sender = self.connect().await?;
-        let response = sender.send_request(req).await.map_err(|e| flint_http::error_chain(&e))?;
-        Ok((response, sender))
-    }
-
-    /// The most recently used idle connection that is still open and not idle too long.
-    fn checkout(&self) -> Option<SendRequest<Incoming>> {
-        let mut idle = self.idle.lock().unwrap();
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    fn checkin(&self, sender: SendRequest<Incoming>) {
-        let mut idle = self.idle.lock().unwrap();
-        // The oldest are first: those idle too long go now, not only when reached.
-        let now = Instant::now();
-        let expired = idle.iter().take_while(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT).count();
-        idle.drain(..expired);
-        idle.push((sender, now));
-    }
-
     async fn connect(&self) -> Result<SendRequest<Incoming>, String> {
         let stream = TcpStream::connect(self.addr).await.map_err(|e| format!("connect to {}: {e}", self.addr))?;
         let _ = stream.set_nodelay(true);
