@@ -177,6 +177,49 @@ async fn callbacks_that_never_answer_do_not_slow_the_functions_calls() {
     assert_eq!(callbacks(&m, "delivered"), 0.0);
 }
 
+/// Connections to callback receivers are kept for the next result, but however many receivers
+/// callers name (hosts, or ports of one host), the gateway keeps no more than 64 of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_kept_to_callback_receivers_are_capped_however_many_receivers_there_are() {
+    let dir = Dir::new("async-many-receivers");
+    dir.function("echo", CAT, &[]);
+    let g = with_nats(&dir, &["--nats-url", "auto", "--callback-allow", "127.0.0.1"]).await;
+    g.wait_available("echo", 1).await;
+    let mut receivers = Vec::new();
+    for _ in 0..100 {
+        receivers.push(Hooks::start().await);
+    }
+    for (i, (_, addr)) in receivers.iter().enumerate() {
+        let hook = format!("http://{addr}/r/{i}");
+        call_id(&call_async(&g, "/async-function/echo", &[("X-Callback-Url", &hook)], "x").await);
+    }
+    for (i, (hooks, _)) in receivers.iter().enumerate() {
+        hooks.wait(&format!("/r/{i}")).await;
+    }
+    let ports: HashSet<u16> = receivers.iter().map(|(_, addr)| addr.port()).collect();
+    // Each receiver keeps its connection open: only the gateway closes one it does not keep.
+    wait_for("the gateway to keep at most 64 connections to the 100 receivers", SECS_20, || async {
+        let kept = open_to(&ports);
+        (1..=64).contains(&kept).then_some(())
+    })
+    .await;
+}
+
+/// Established loopback connections whose far end is one of `ports` (the near end being the
+/// gateway's, as the receivers are in this process and keep theirs open).
+fn open_to(ports: &HashSet<u16>) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let far = fields.get(2).and_then(|a| a.split_once(':')).and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            far.is_some_and(|p| ports.contains(&p)) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn callbacks_cannot_be_aimed_inside_the_platform_nor_redirected_there() {
     let dir = Dir::new("async-ssrf");
