@@ -48,8 +48,9 @@ const SENDING: usize = 64;
 /// Idle connections to receivers kept at most, all receivers together (however many hosts
 /// and ports callers name, the gateway holds no more sockets for them than this).
 const KEPT: usize = SENDING;
-/// A kept connection idle this long is closed: below the 5 s of common servers (Node's,
-/// uvicorn's), so that the receiver seldom closes one just as a result goes out on it.
+/// A kept connection idle this long is not used again (and is closed when next seen, or when
+/// the receiver closes it): below the 5 s of common servers (Node's, uvicorn's), so that a
+/// receiver seldom closes one just as a result goes out on it.
 const KEPT_IDLE: Duration = Duration::from_secs(2);
 const BUDGET: usize = 64 << 20;
 const TIMEOUT: Duration = Duration::from_secs(10);
