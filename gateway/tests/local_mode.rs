@@ -97,11 +97,16 @@ async fn the_rest_api_deploys_lists_scales_logs_updates_and_deletes() {
     assert_eq!(over.status, 400, "{}", over.text());
     assert!(over.text().contains("spec.scale.max"), "{}", over.text());
 
-    let logs = g.call(Method::GET, "/system/logs?name=greeter&tail=50", &[], "").await;
-    assert_eq!(logs.status, 200);
-    assert_eq!(logs.headers["content-type"], "application/x-ndjson");
-    let lines: Vec<serde_json::Value> = logs.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(lines.iter().any(|l| l["text"].as_str().unwrap().contains("invocation")), "{lines:?}");
+    // A watchdog writes its lines in batches, up to 20 ms after they happen (longer on a busy
+    // machine): the invocation's line is waited for.
+    let lines = wait_for("the invocation's line in the logs", SECS_20, || async {
+        let logs = g.call(Method::GET, "/system/logs?name=greeter&tail=50", &[], "").await;
+        assert_eq!(logs.status, 200);
+        assert_eq!(logs.headers["content-type"], "application/x-ndjson");
+        let lines: Vec<serde_json::Value> = logs.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        lines.iter().any(|l| l["text"].as_str().unwrap().contains("invocation")).then_some(lines)
+    })
+    .await;
     assert!(lines.iter().all(|l| l["name"] == "greeter" && l["instance"].as_str().unwrap().starts_with("greeter-")));
 
     let update = deploy.replace("world", "flint");
