@@ -47,8 +47,7 @@ pub struct SelfClient {
 #[derive(Clone)]
 enum Door {
     /// This process's: called in place, with no connection, no second parse and no loopback
-    /// round trip.
-    /// `peer` is the address the function sees the call come from.
+    /// round trip. `peer` is the address the function sees the call come from.
     Here { gateway: Arc<Gateway>, peer: SocketAddr },
     /// Another process's (a queue worker of its own): `base` is its URL (`http://gateway:8080`).
     There { base: String, client: Box<Client<HttpConnector, Full<Bytes>>> },
