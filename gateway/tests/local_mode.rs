@@ -605,8 +605,7 @@ async fn cron_triggers_still_run_while_the_front_door_is_full() {
     };
     // Every place is taken by a connection that sends half a request head, once the start-up
     // check's connection has gone (so that no place frees up later).
-    wait_for("the start-up check's connection to close", SECS_20, || async { (held_open(g.port) == 0).then_some(()) })
-        .await;
+    g.wait_no_connections().await;
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut c = TcpStream::connect(("127.0.0.1", g.port)).await.unwrap();
@@ -631,21 +630,6 @@ async fn cron_triggers_still_run_while_the_front_door_is_full() {
     assert!(probe().await.starts_with("HTTP/1.1 503"), "the door was no longer full");
     assert!(!g.process.log().contains("cron trigger failed"), "{}", g.process.log());
     drop(held);
-}
-
-/// Connections to `port` on loopback the server still holds open (established, or closed by
-/// the client but not yet by the server), from the kernel's table.
-fn held_open(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let local = format!("0100007F:{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let fields: Vec<&str> = l.split_whitespace().collect();
-            fields.get(1) == Some(&local.as_str()) && matches!(fields.get(3), Some(&"01") | Some(&"08"))
-        })
-        .count()
 }
 
 #[tokio::test]

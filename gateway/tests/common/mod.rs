@@ -128,4 +128,28 @@ impl Gateway {
     pub async fn metrics(&self) -> String {
         get(&self.url("/metrics")).await.unwrap().text()
     }
+
+    /// Waits until the gateway holds no connection open (its start-up check's, a probe's), so
+    /// that a test filling its connection places finds none freed later under it.
+    pub async fn wait_no_connections(&self) {
+        wait_for("no connection to the gateway left open", SECS_20, || async {
+            (held_open(self.port) == 0).then_some(())
+        })
+        .await
+    }
+}
+
+/// Connections to `port` on loopback the server still holds open (established, or closed by
+/// the client but not yet by the server), from the kernel's table.
+fn held_open(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && matches!(fields.get(3), Some(&"01") | Some(&"08"))
+        })
+        .count()
 }
