@@ -137,6 +137,9 @@ enum Command {
         /// Another build's release binaries (flint-gateway, watchdog), measured end to end too.
         #[arg(long)]
         baseline: Option<PathBuf>,
+        /// Numbers of connections (callers) measured, in order.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        callers: Vec<usize>,
     },
     /// Many functions deployed and scaled to zero on one gateway, against one: local mode, or
     /// with `--kubernetes` on the test node (KUBEBUILDER_ASSETS, root).
@@ -204,8 +207,8 @@ async fn main() {
             many::kubernetes(functions, Duration::from_secs(seconds), rounds).await
         }
         Command::Portal { functions, loads } => portal::run(functions, loads).await,
-        Command::Async { seconds, rounds, baseline } => {
-            queue::run(Duration::from_secs(seconds), rounds, baseline).await
+        Command::Async { seconds, rounds, baseline, callers } => {
+            queue::run(Duration::from_secs(seconds), rounds, baseline, &callers).await
         }
         Command::Gateway { seconds, rounds, idle, baseline } => {
             gateway(Duration::from_secs(seconds), rounds, idle, baseline).await

@@ -24,12 +24,13 @@ use nix::unistd::Pid;
 use crate::{LocalHello, local_function, median, wrk};
 
 /// `baseline`: another build's release binaries, measured end to end in the same run.
-pub async fn run(duration: Duration, rounds: usize, baseline: Option<PathBuf>) {
-    stored(duration, rounds).await;
-    end_to_end(duration, rounds, baseline).await;
+/// `callers`: the numbers of connections measured.
+pub async fn run(duration: Duration, rounds: usize, baseline: Option<PathBuf>, callers: &[usize]) {
+    stored(duration, rounds, callers).await;
+    end_to_end(duration, rounds, baseline, callers).await;
 }
 
-async fn stored(duration: Duration, rounds: usize) {
+async fn stored(duration: Duration, rounds: usize, callers: &[usize]) {
     let args = ["--nats-url", "auto", "--async-worker", "false", "--async-max-queued", "100000000"];
     let local = local_function("  scale: {min: 1, max: 1}\n", &args).await;
     let later = format!("http://127.0.0.1:{}/async-function/hello", local.port);
@@ -39,7 +40,7 @@ async fn stored(duration: Duration, rounds: usize) {
         duration.as_secs()
     );
     println!("{:>5} {:>12} {:>10} {:>7} {:>9} {:>9} {:>7}", "conns", "target", "rps", "ratio", "p50", "p99", "errors");
-    for conns in [1, 16, 64] {
+    for &conns in callers {
         let (mut sync, mut stored) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             sync.push(wrk::post(&local.url, conns, duration, "hello"));
@@ -113,16 +114,20 @@ impl Build {
         (value("flint_async_queue_age_seconds_sum{"), value("flint_async_queue_age_seconds_count{"))
     }
 
-    /// The gateway and local mode's nats-server, its child.
-    fn processes(&self) -> [Pid; 2] {
+    /// The processes a result's CPU is counted in: the gateway, local mode's nats-server, the
+    /// function's watchdog and the function (the gateway's children and grandchild).
+    fn processes(&self) -> [Pid; 4] {
+        let child_named = |parent: Pid, comm: &str| {
+            let pid = flint_testkit::children(parent)
+                .into_iter()
+                .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() == comm)
+                .unwrap_or_else(|| panic!("no {comm} under process {parent}"));
+            Pid::from_raw(pid)
+        };
         let gateway = self.local.gateway.pid();
-        let nats = flint_testkit::children(gateway)
-            .into_iter()
-            .find(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() == "nats-server"
-            })
-            .expect("local mode runs nats-server as the gateway's child");
-        [gateway, Pid::from_raw(nats)]
+        let watchdog = child_named(gateway, "watchdog");
+        let function = *flint_testkit::children(watchdog).first().expect("the watchdog runs the function");
+        [gateway, child_named(gateway, "nats-server"), watchdog, Pid::from_raw(function)]
     }
 }
 
@@ -132,13 +137,14 @@ struct Point {
     p50_us: f64,
     p99_us: f64,
     lost: Vec<String>,
-    /// CPU per completed call, user + kernel microseconds: the gateway's, nats-server's.
-    cpu_us: [f64; 2],
+    /// CPU per completed call, user + kernel microseconds: the gateway's, nats-server's, the
+    /// watchdog's and the function's together, this bench's own (callers and callback receiver).
+    cpu_us: [f64; 4],
     /// Mean time from stored to taken by the worker.
     taken_us: f64,
 }
 
-async fn end_to_end(duration: Duration, rounds: usize, baseline: Option<PathBuf>) {
+async fn end_to_end(duration: Duration, rounds: usize, baseline: Option<PathBuf>, callers: &[usize]) {
     let waiting: Waiting = Arc::default();
     let hook = format!("http://{}/done", callbacks(waiting.clone()).await);
     let mut builds = vec![Build::start("flint", None, &hook).await];
@@ -151,10 +157,20 @@ async fn end_to_end(duration: Duration, rounds: usize, baseline: Option<PathBuf>
         duration.as_secs()
     );
     println!(
-        "{:>5} {:>9} {:>12} {:>9} {:>9} {:>6} {:>11} {:>14} {:>14}",
-        "conns", "build", "completed/s", "p50", "p99", "lost", "taken after", "gateway cpu", "nats cpu"
+        "{:>5} {:>9} {:>12} {:>9} {:>9} {:>6} {:>11} {:>12} {:>10} {:>14} {:>10}",
+        "conns",
+        "build",
+        "completed/s",
+        "p50",
+        "p99",
+        "lost",
+        "taken after",
+        "gateway cpu",
+        "nats cpu",
+        "watchdog+fn",
+        "bench cpu"
     );
-    for conns in [1, 16, 64] {
+    for &conns in callers {
         let mut points: Vec<Vec<Point>> = builds.iter().map(|_| Vec::new()).collect();
         for _ in 0..rounds {
             for (build, points) in builds.iter().zip(&mut points) {
@@ -166,8 +182,17 @@ async fn end_to_end(duration: Duration, rounds: usize, baseline: Option<PathBuf>
             let lost: usize = points.iter().map(|p| p.lost.len()).sum();
             let m = &points[points.len() / 2];
             println!(
-                "{conns:>5} {:>9} {:>12.0} {:>7.0}us {:>7.0}us {:>6} {:>9.0}us {:>12.1}us {:>12.1}us",
-                build.label, m.completed_per_s, m.p50_us, m.p99_us, lost, m.taken_us, m.cpu_us[0], m.cpu_us[1]
+                "{conns:>5} {:>9} {:>12.0} {:>7.0}us {:>7.0}us {:>6} {:>9.0}us {:>10.1}us {:>8.1}us {:>12.1}us {:>8.1}us",
+                build.label,
+                m.completed_per_s,
+                m.p50_us,
+                m.p99_us,
+                lost,
+                m.taken_us,
+                m.cpu_us[0],
+                m.cpu_us[1],
+                m.cpu_us[2],
+                m.cpu_us[3]
             );
             for why in points.iter().flat_map(|p| &p.lost).take(3) {
                 println!("      lost {why}");
@@ -179,12 +204,10 @@ async fn end_to_end(duration: Duration, rounds: usize, baseline: Option<PathBuf>
 /// `conns` callers for `duration`, each POSTing a call and waiting for its callback before the
 /// next.
 async fn measure(build: &Build, hook: &str, waiting: &Waiting, conns: usize, duration: Duration) -> Point {
-    let processes = build.processes();
+    let [gateway, nats, watchdog, function] = build.processes();
     let cpu = || {
-        processes.map(|p| {
-            let (user, kernel) = flint_testkit::cpu_times(p);
-            user + kernel
-        })
+        [vec![gateway], vec![nats], vec![watchdog, function], vec![nix::unistd::getpid()]]
+            .map(|pids| pids.into_iter().map(flint_testkit::cpu_time).sum::<Duration>())
     };
     let cpu_before = cpu();
     let age_before = build.queue_age().await;
@@ -241,7 +264,7 @@ async fn measure(build: &Build, hook: &str, waiting: &Waiting, conns: usize, dur
         p50_us: us(pct(0.5)),
         p99_us: us(pct(0.99)),
         lost,
-        cpu_us: [per_call(0), per_call(1)],
+        cpu_us: [per_call(0), per_call(1), per_call(2), per_call(3)],
         taken_us: (age_after.0 - age_before.0) * 1e6 / (age_after.1 - age_before.1).max(1.0),
     }
 }
