@@ -159,6 +159,9 @@ fn a_wrong_value_is_refused_with_a_message() {
         helm(&["template", "flint", "charts/flint", "--set", "nats.enabled=false", "--set", "queueWorker.replicas=1"]);
     assert!(!out.status.success(), "queue workers without NATS passed");
     assert!(String::from_utf8_lossy(&out.stderr).contains("nats/url"));
+    // Go's own forms only: a Kubernetes quantity would leave nats-server without a limit.
+    let out = helm(&["template", "flint", "charts/flint", "--set", "nats.goMemLimit=450Mi"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nats/goMemLimit"), "a Kubernetes quantity passed");
     // The default namespace must be one the gateway may write functions in.
     let out = helm(&["template", "flint", "charts/flint", "--set", "gateway.functionNamespace=elsewhere"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be one of functionNamespaces"));
@@ -238,6 +241,9 @@ fn nats_asks_for_a_login_that_only_flints_gateway_and_queue_workers_hold_and_onl
     let nats = container(find(&docs, "StatefulSet", "flint-nats"));
     assert!(nats["args"].to_string().contains("--config=/etc/nats/nats.conf"));
     assert!(nats["env"].to_string().contains("flint-nats-auth"));
+    let env =
+        |name: &str| nats["env"].as_array().unwrap().iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+    assert_eq!((env("GOGC"), env("GOMEMLIMIT")), (Some("400".into()), Some("450MiB".into())));
     // Who holds the login: the gateway and the queue workers, nothing else.
     for doc in docs.iter().filter(|d| d["kind"] == "Deployment") {
         let holds = container(doc)["env"].to_string().contains("flint-nats-auth");
