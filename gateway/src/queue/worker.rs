@@ -418,15 +418,10 @@ impl Worker {
         msg: &jetstream::Message,
         invoked: impl Future<Output = Result<Answer, CallError>>,
     ) -> Result<Answer, CallError> {
-        let mut ticks = tokio::time::interval(self.settings.ack_wait / 3);
-        ticks.tick().await;
-        tokio::pin!(invoked);
-        loop {
-            tokio::select! {
-                r = &mut invoked => return r,
-                _ = ticks.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
-            }
-        }
+        with_progress(self.settings.ack_wait / 3, invoked, || async {
+            let _ = msg.ack_with(AckKind::Progress).await;
+        })
+        .await
     }
 
     async fn dead_letter(
@@ -450,6 +445,25 @@ impl Worker {
             .await
             .map_err(|e| flint_http::error_chain(&e))?;
         ack.await.map(|_| ()).map_err(|e| flint_http::error_chain(&e))
+    }
+}
+
+/// Runs `work` at once, and `progress` every `every` while it runs.
+async fn with_progress<T, P: Future<Output = ()>>(
+    every: Duration,
+    work: impl Future<Output = T>,
+    mut progress: impl FnMut() -> P,
+) -> T {
+    // The first tick one period in: an interval's "immediate" first tick is not immediate
+    // (tokio rounds its deadline up to the timer wheel's next millisecond), and awaiting it
+    // held every queued call up to 1 ms before it was sent to the function.
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = ticks.tick() => progress().await,
+        }
     }
 }
 
@@ -561,6 +575,34 @@ mod tests {
         assert!(wakes(&lanes, "other"));
         lanes.stopped(&lane_key("default", "hello"));
         assert!(wakes(&lanes, "hello"), "a retired lane is started again");
+    }
+
+    /// The call is under way at the first poll: nothing waits for a timer before it.
+    #[tokio::test]
+    async fn a_call_is_sent_at_once_not_at_the_timers_next_turn() {
+        let started = std::cell::Cell::new(false);
+        let run = with_progress(
+            Duration::from_secs(10),
+            async {
+                started.set(true);
+                std::future::pending::<()>().await
+            },
+            || async {},
+        );
+        tokio::pin!(run);
+        assert!(futures::poll!(run.as_mut()).is_pending());
+        assert!(started.get(), "the call waited for the timer before it was sent");
+    }
+
+    /// On a paused clock: the runtime's time, not this machine's speed.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_call_is_reported_in_progress_every_period() {
+        let progress = std::cell::Cell::new(0);
+        let long = with_progress(Duration::from_millis(300), tokio::time::sleep(Duration::from_secs(1)), || async {
+            progress.set(progress.get() + 1)
+        });
+        long.await;
+        assert_eq!(progress.get(), 3, "at 0.3, 0.6 and 0.9 s of a 1 s call");
     }
 
     fn answer(code: u16) -> Result<Answer, CallError> {
