@@ -241,6 +241,12 @@ async fn bad_async_calls_get_clear_errors_and_nothing_is_stored() {
     let r = call_async(&g, "/async-function/echo", &[], &"x".repeat(2000)).await;
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(r.text().contains("over 1000 bytes"), "{}", r.text());
+    // Without --max-body-bytes, NATS's own limit (1 MiB by default) less room for the headers.
+    let unlimited = with_nats(&dir, &["--nats-url", &nats.url(), "--async-worker", "false"]).await;
+    let r = call_async(&unlimited, "/async-function/echo", &[], &"x".repeat(1 << 20)).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains(&format!("over {} bytes", (1 << 20) - 16 * 1024)), "{}", r.text());
+    drop(unlimited);
     let r = call_async(&g, "/async-function/echo", &[("X-Callback-Url", "/relative")], "x").await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("X-Callback-Url"), "{}", r.text());

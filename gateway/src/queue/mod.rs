@@ -157,9 +157,10 @@ impl Queue {
         })
     }
 
-    /// Largest message the server takes, in bytes.
+    /// Largest message the server takes, in bytes (as the client keeps it: read per call, where
+    /// the server's whole `INFO` would be copied).
     pub fn max_payload(&self) -> usize {
-        self.client.server_info().max_payload
+        self.client.max_payload()
     }
 }
 
